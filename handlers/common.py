@@ -1,0 +1,174 @@
+"""What every handler shares: reading input, encoding output, HTTP errors."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+from uuid import UUID
+
+import msgspec
+from msgspec import UNSET
+from psycopg.types.json import Jsonb
+from starlette.requests import Request
+from starlette.responses import Response
+
+from validation.errors import InvalidInput
+from validation.requests import Input
+
+S = TypeVar("S", bound=Input)
+
+ENCODER = msgspec.json.Encoder()
+_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
+
+
+class HTTPError(Exception):
+    """An error response with a `{"detail": sentence}` body."""
+
+    status_code = 400
+
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+
+
+class NotFound(HTTPError):
+    status_code = 404
+
+
+class Forbidden(HTTPError):
+    status_code = 403
+
+
+class Conflict(HTTPError):
+    status_code = 409
+
+
+class PayloadTooLarge(HTTPError):
+    status_code = 413
+
+
+class Timeout(HTTPError):
+    status_code = 408
+
+
+def json_response(
+    content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """Encode `content` (Structs, lists, dicts) with the shared msgspec encoder."""
+    return Response(
+        ENCODER.encode(content),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing more than the configured number of bytes (413)."""
+    limit: int = request.state.settings.max_body_bytes
+    too_large = PayloadTooLarge(f"Request body is larger than {limit} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            raise too_large
+    return bytes(chunks)
+
+
+async def decode(request: Request, kind: type[S]) -> S:
+    """Decode and validate a JSON body into `kind`, or raise InvalidInput (422)."""
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        decoder = _DECODERS[kind] = msgspec.json.Decoder(kind)
+    body = await read_body(request)
+    try:
+        return decoder.decode(body)
+    except msgspec.MsgspecError as error:
+        raise InvalidInput.from_msgspec(error) from None
+    except UnicodeDecodeError:
+        raise InvalidInput.at(["body"], "Body is not valid UTF-8", "json_invalid") from None
+
+
+async def decode_update(request: Request, kind: type[S]) -> S:
+    """Like decode, for a PUT: at least one field must be sent."""
+    update = await decode(request, kind)
+    if not update.sent_fields():
+        raise InvalidInput.at(["body"], "Send at least one field to change", "missing")
+    return update
+
+
+def path_uuid(request: Request, name: str) -> UUID:
+    """A UUID path parameter, or 422 naming it."""
+    raw = request.path_params[name]
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise InvalidInput.at(
+            ["path", name], f"Not a valid UUID: {raw!r}", "uuid_parsing"
+        ) from None
+
+
+def path_int(request: Request, name: str) -> int:
+    """An integer path parameter, or 422 naming it."""
+    raw = request.path_params[name]
+    text = raw.removeprefix("-")
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise InvalidInput.at(["path", name], f"Not a valid integer: {raw!r}", "int_parsing")
+    return int(raw)
+
+
+def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str:
+    """A query parameter that must be one of `choices`; the first is the default."""
+    value = request.query_params.get(name, choices[0])
+    if value not in choices:
+        allowed = ", ".join(choices)
+        raise InvalidInput.at(["query", name], f"Must be one of: {allowed}", "enum")
+    return value
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise InvalidInput.at(
+            ["query", name], f"Must be an integer from {low} to {high}", "value_error"
+        )
+    return int(raw)
+
+
+def query_bool(request: Request, name: str) -> bool | None:
+    """An optional true/false query parameter."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if raw not in ("true", "false"):
+        raise InvalidInput.at(["query", name], "Must be true or false", "bool_parsing")
+    return raw == "true"
+
+
+def jsonb(value: Any) -> Jsonb | None:
+    """A JSON object parameter for a jsonb column; None stays SQL NULL."""
+    return None if value is None or value is UNSET else Jsonb(value)
+
+
+def create_params(body: Input, json_fields: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Query parameters from a create body: one per field."""
+    params = msgspec.structs.asdict(body)
+    for name in json_fields:
+        params[name] = jsonb(params[name])
+    return params
+
+
+def update_params(body: Input, json_fields: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Query parameters from a partial update: each field plus a `set_<field>` flag."""
+    params: dict[str, Any] = {}
+    for name in body.__struct_fields__:
+        value = getattr(body, name)
+        params[f"set_{name}"] = value is not UNSET
+        params[name] = jsonb(value) if name in json_fields else (None if value is UNSET else value)
+    return params

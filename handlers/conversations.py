@@ -1,0 +1,134 @@
+"""Conversations: create, list, read, update, and the full details document."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from handlers.common import (
+    NotFound,
+    create_params,
+    decode,
+    decode_update,
+    json_response,
+    path_uuid,
+    query_bool,
+    query_int,
+    update_params,
+)
+from handlers.pagination import next_link, page_start
+from queries import sql
+from validation.requests import ConversationCreate, ConversationUpdate
+from validation.responses import (
+    Agent,
+    Conversation,
+    ConversationDetails,
+    DetailedMessage,
+    Message,
+    Metadata,
+    Recipient,
+    RecipientState,
+)
+
+SCOPE = b"c"
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+
+
+async def create_conversation(request: Request) -> Response:
+    body = await decode(request, ConversationCreate)
+    async with request.state.pool.connection() as conn:
+        conversation = await sql.create_conversation.one(
+            conn, Conversation, **create_params(body, json_fields=("metadata",))
+        )
+    return json_response(conversation, 201)
+
+
+async def list_conversations(request: Request) -> Response:
+    """Newest first; `?archived=true|false` filters."""
+    archived = query_bool(request, "archived")
+    limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    after_created_at, after_id = page_start(request, SCOPE, descending=True)
+    async with request.state.pool.connection() as conn:
+        items = await sql.list_conversations.all(
+            conn,
+            Conversation,
+            archived=archived,
+            after_created_at=after_created_at,
+            after_id=after_id,
+            limit=limit + 1,
+        )
+    headers = None
+    if len(items) > limit:
+        del items[limit:]
+        headers = next_link(request, SCOPE, items[-1].created_at, items[-1].id)
+    return json_response(items, headers=headers)
+
+
+async def get_conversation(request: Request) -> Response:
+    conversation_id = path_uuid(request, "conversation_id")
+    async with request.state.pool.connection() as conn:
+        conversation = await sql.get_conversation.one(
+            conn, Conversation, conversation_id=conversation_id
+        )
+    if conversation is None:
+        raise NotFound("Conversation not found")
+    return json_response(conversation)
+
+
+async def update_conversation(request: Request) -> Response:
+    conversation_id = path_uuid(request, "conversation_id")
+    body = await decode_update(request, ConversationUpdate)
+    params = update_params(body, json_fields=("metadata",))
+    async with request.state.pool.connection() as conn:
+        conversation = await sql.update_conversation.one(
+            conn, Conversation, conversation_id=conversation_id, **params
+        )
+    if conversation is None:
+        raise NotFound("Conversation not found")
+    return json_response(conversation)
+
+
+async def get_details(request: Request) -> Response:
+    """The conversation with every message (oldest first), its agents and counts.
+
+    Five queries whatever the number of messages; rows are grouped here.
+    """
+    conversation_id = path_uuid(request, "conversation_id")
+    async with request.state.pool.connection() as conn:
+        conversation = await sql.get_conversation.one(
+            conn, Conversation, conversation_id=conversation_id
+        )
+        if conversation is None:
+            raise NotFound("Conversation not found")
+        key = {"conversation_id": conversation_id}
+        messages = await sql.list_conversation_messages.all(conn, Message, **key)
+        recipients = await sql.list_conversation_recipients.all(conn, Recipient, **key)
+        metadata = await sql.list_conversation_metadata.all(conn, Metadata, **key)
+        agents = await sql.list_conversation_agents.all(conn, Agent, **key)
+
+    states: defaultdict[UUID, list[RecipientState]] = defaultdict(list)
+    for r in recipients:
+        states[r.message_id].append(RecipientState(r.recipient_id, r.is_read, r.read_at))
+    items: defaultdict[UUID, list[Metadata]] = defaultdict(list)
+    for item in metadata:
+        items[item.message_id].append(item)
+    detailed = [
+        DetailedMessage(
+            **{f: getattr(m, f) for f in Message.__struct_fields__},
+            recipients=states[m.id],
+            metadata_items=items[m.id],
+        )
+        for m in messages
+    ]
+    return json_response(
+        ConversationDetails(
+            **{f: getattr(conversation, f) for f in Conversation.__struct_fields__},
+            messages=detailed,
+            unique_agents=agents,
+            total_messages=len(messages),
+            unread_count=sum(not r.is_read for r in recipients),
+        )
+    )

@@ -1,0 +1,112 @@
+"""Exception handlers: every error a request can meet, mapped to its status once.
+
+Handlers raise; these turn the exception into the contract's JSON body.
+Database constraint violations become 409 with a sentence naming the field,
+values the database cannot store become 422, an unreachable database 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+
+import psycopg
+from psycopg import errors as pg
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from handlers.common import HTTPError, json_response
+from validation.errors import InvalidInput
+from validation.responses import ErrorDetail, FieldError, ValidationErrorBody
+
+log = logging.getLogger("mailroom.errors")
+
+# 'Key (recipient_id)=(0c8f...) is not present in table "agents".'
+_KEY = re.compile(r"Key \((?P<columns>[^)]*)\)=\((?P<values>.*)\)")
+# What a foreign-key column points at, for the 409 sentence.
+_REFERENCED = {
+    "sender_id": "Agent",
+    "recipient_id": "Agent",
+    "agent_id": "Agent",
+    "message_id": "Message",
+    "parent_message_id": "Message",
+    "conversation_id": "Conversation",
+}
+_DUPLICATE = {
+    "message_recipients_pkey": "This agent is already a recipient of this message",
+    "agent_message_metadata_message_key": "This message already has a metadata item with this key",
+}
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response(ErrorDetail(detail), status, headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPError)
+    return _error(exc.status_code, exc.detail, exc.headers)
+
+
+async def starlette_error(request: Request, exc: Exception) -> Response:
+    """Unknown routes (404) and wrong methods (405), with a JSON detail too."""
+    assert isinstance(exc, HTTPException)
+    return _error(exc.status_code, exc.detail, exc.headers)
+
+
+async def invalid_input(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidInput)
+    return json_response(ValidationErrorBody(exc.errors), 422)
+
+
+async def integrity_error(request: Request, exc: Exception) -> Response:
+    """Unique and foreign-key violations: 409 naming the field."""
+    assert isinstance(exc, psycopg.IntegrityError)
+    diag = exc.diag
+    key = _KEY.search(diag.message_detail or "")
+    if isinstance(exc, pg.ForeignKeyViolation) and key:
+        column, value = key["columns"], key["values"]
+        noun = _REFERENCED.get(column, "Referenced row")
+        return _error(409, f"{noun} {value} not found ({column})")
+    if isinstance(exc, pg.UniqueViolation):
+        detail = _DUPLICATE.get(
+            diag.constraint_name or "", "A row with these values already exists"
+        )
+        return _error(409, detail)
+    # NOT NULL and CHECK violations: input the validation should have refused.
+    field = diag.column_name or "body"
+    log.warning("constraint %s rejected input: %s", diag.constraint_name, diag.message_primary)
+    return json_response(
+        ValidationErrorBody(
+            [FieldError("value_error", ["body", field], diag.message_primary or "Invalid value")]
+        ),
+        422,
+    )
+
+
+async def data_error(request: Request, exc: Exception) -> Response:
+    """Values PostgreSQL cannot store (NUL characters, out-of-range numbers): 422."""
+    message = (str(exc).strip().splitlines() or ["Invalid value"])[0]
+    return json_response(
+        ValidationErrorBody(
+            [FieldError("value_error", ["body"], f"Cannot store value: {message}")]
+        ),
+        422,
+    )
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """Pool exhausted, server down or restarting: 503, try again shortly."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return _error(503, "Database unavailable, try again shortly", RETRY_AFTER)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """A bug: log it with an id the client can quote, leak nothing."""
+    error_id = secrets.token_hex(8)
+    log.error(
+        "unhandled error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc
+    )
+    return _error(500, f"Internal server error (error id {error_id})")

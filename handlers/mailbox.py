@@ -1,0 +1,84 @@
+"""Pulling: an agent's mailbox, its unread messages, and marking them read."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from handlers.common import NotFound, decode, json_response, path_uuid, query_choice, query_int
+from handlers.pagination import next_link, page_start
+from queries import Query, sql
+from validation.requests import MarkReadRequest
+from validation.responses import MailboxItem, MarkRead
+
+SCOPE = b"m"
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+DIRECTIONS = {"all": (True, True), "sent": (True, False), "received": (False, True)}
+
+
+async def _page(
+    request: Request, newest_first: Query, oldest_first: Query, **filters: object
+) -> Response:
+    """One page of a mailbox query; 404 for an unknown agent, a Link when more remain."""
+    agent_id = path_uuid(request, "agent_id")
+    descending = query_choice(request, "order", ("desc", "asc")) == "desc"
+    limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    after_sent_at, after_id = page_start(request, SCOPE, descending)
+    query = newest_first if descending else oldest_first
+    async with request.state.pool.connection() as conn:
+        items = await query.all(
+            conn,
+            MailboxItem,
+            agent_id=agent_id,
+            after_sent_at=after_sent_at,
+            after_id=after_id,
+            limit=limit + 1,
+            **filters,
+        )
+        if not items and not await sql.agent_exists.value(conn, agent_id=agent_id):
+            raise NotFound("Agent not found")
+    headers = None
+    if len(items) > limit:
+        del items[limit:]
+        headers = next_link(request, SCOPE, items[-1].sent_at, items[-1].id)
+    return json_response(items, headers=headers)
+
+
+async def list_messages(request: Request) -> Response:
+    """Everything the agent sent and/or received (`?direction=`), newest first."""
+    sent, received = DIRECTIONS[query_choice(request, "direction", ("all", "sent", "received"))]
+    return await _page(
+        request, sql.list_mailbox_desc, sql.list_mailbox_asc, sent=sent, received=received
+    )
+
+
+async def list_unread(request: Request) -> Response:
+    """Received messages not yet read; reading them changes nothing."""
+    return await _page(request, sql.list_unread_desc, sql.list_unread_asc)
+
+
+class _Marked:
+    """Row of mark_read."""
+
+    def __init__(self, agent_exists: bool, updated_count: int) -> None:
+        self.agent_exists = agent_exists
+        self.updated_count = updated_count
+
+
+async def mark_read(request: Request) -> Response:
+    """Mark every unread message received up to `read_up_to_date` (inclusive) as read."""
+    agent_id = path_uuid(request, "agent_id")
+    body = await decode(request, MarkReadRequest)
+    async with request.state.pool.connection() as conn:
+        marked = await sql.mark_read.one(
+            conn, _Marked, agent_id=agent_id, read_up_to_date=body.read_up_to_date
+        )
+    assert marked is not None  # the statement always returns one row
+    if not marked.agent_exists:
+        raise NotFound("Agent not found")
+    count = marked.updated_count
+    return json_response(
+        MarkRead(
+            updated_count=count, message=f"Marked {count} messages as read for agent {agent_id}"
+        )
+    )

@@ -1,0 +1,123 @@
+"""Messages, their recipients and their key-value metadata."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from handlers.common import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    create_params,
+    decode,
+    decode_update,
+    json_response,
+    path_uuid,
+    update_params,
+)
+from queries import sql
+from validation.requests import (
+    MessageCreate,
+    MessageUpdate,
+    MetadataCreate,
+    MetadataUpdate,
+    RecipientCreate,
+    RecipientUpdate,
+)
+from validation.responses import Agent, Message, MessageMetadata, Metadata, Recipient
+
+
+async def create_message(request: Request) -> Response:
+    """Store a message and, with recipient_ids, its recipient rows: all or nothing."""
+    body = await decode(request, MessageCreate)
+    async with request.state.pool.connection() as conn:
+        message = await sql.create_message.one(
+            conn, Message, **create_params(body, json_fields=("msg_metadata",))
+        )
+    return json_response(message, 201)
+
+
+async def update_message(request: Request) -> Response:
+    message_id = path_uuid(request, "message_id")
+    body = await decode_update(request, MessageUpdate)
+    params = update_params(body, json_fields=("msg_metadata",))
+    async with request.state.pool.connection() as conn:
+        message = await sql.update_message.one(conn, Message, message_id=message_id, **params)
+    if message is None:
+        raise NotFound("Message not found")
+    return json_response(message)
+
+
+async def create_recipient(request: Request) -> Response:
+    body = await decode(request, RecipientCreate)
+    async with request.state.pool.connection() as conn:
+        recipient = await sql.create_recipient.one(conn, Recipient, **create_params(body))
+    if recipient is None:
+        raise Conflict(f"Message {body.message_id} not found (message_id)")
+    return json_response(recipient, 201)
+
+
+async def update_recipient(request: Request) -> Response:
+    message_id = path_uuid(request, "message_id")
+    recipient_id = path_uuid(request, "recipient_id")
+    body = await decode(request, RecipientUpdate)
+    async with request.state.pool.connection() as conn:
+        recipient = await sql.update_recipient.one(
+            conn, Recipient, message_id=message_id, recipient_id=recipient_id, is_read=body.is_read
+        )
+    if recipient is None:
+        raise NotFound("Message recipient not found")
+    return json_response(recipient)
+
+
+async def create_metadata(request: Request) -> Response:
+    body = await decode(request, MetadataCreate)
+    async with request.state.pool.connection() as conn:
+        item = await sql.create_metadata.one(conn, Metadata, **create_params(body))
+    return json_response(item, 201)
+
+
+async def update_metadata(request: Request) -> Response:
+    metadata_id = path_uuid(request, "metadata_id")
+    body = await decode_update(request, MetadataUpdate)
+    async with request.state.pool.connection() as conn:
+        item = await sql.update_metadata.one(
+            conn, Metadata, metadata_id=metadata_id, **update_params(body)
+        )
+    if item is None:
+        raise NotFound("Metadata not found")
+    return json_response(item)
+
+
+class _Access:
+    """Row of get_message_access."""
+
+    def __init__(self, message_exists: bool, agent_exists: bool, has_access: bool) -> None:
+        self.message_exists = message_exists
+        self.agent_exists = agent_exists
+        self.has_access = has_access
+
+
+async def get_message_metadata(request: Request) -> Response:
+    """A message with its metadata, for an agent that sent or received it."""
+    message_id = path_uuid(request, "message_id")
+    agent_id = path_uuid(request, "agent_id")
+    async with request.state.pool.connection() as conn:
+        access = await sql.get_message_access.one(
+            conn, _Access, message_id=message_id, agent_id=agent_id
+        )
+        assert access is not None  # the statement always returns one row
+        if not access.message_exists:
+            raise NotFound("Message not found")
+        if not access.agent_exists:
+            raise NotFound("Agent not found")
+        if not access.has_access:
+            raise Forbidden(f"Agent {agent_id} does not have access to this message")
+        message = await sql.get_message.one(conn, Message, message_id=message_id)
+        agent = await sql.get_agent.one(conn, Agent, agent_id=agent_id)
+        items = await sql.list_message_metadata.all(conn, Metadata, message_id=message_id)
+    assert message is not None and agent is not None
+    return json_response(
+        MessageMetadata(message_id=message_id, message=message, agent=agent, metadata_items=items)
+    )

@@ -1,0 +1,71 @@
+"""Keyset pagination: signed, opaque cursors and the RFC 8288 `Link` header.
+
+A cursor names the last item of a page by its sort key (a timestamp and an
+id). It is signed with a key every replica shares (stored in the database),
+so a cursor that the service did not issue is refused with 422.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import struct
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from starlette.requests import Request
+
+from validation.errors import InvalidInput
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Sort keys before the first page: past every real row in either direction.
+NEWEST = (datetime(9999, 12, 31, tzinfo=UTC), UUID(int=(1 << 128) - 1))
+OLDEST = (datetime(1, 1, 2, tzinfo=UTC), UUID(int=0))
+_PAYLOAD = struct.Struct(">1sq16s")
+_SIG_BYTES = 16
+
+
+def _sign(key: bytes, payload: bytes) -> bytes:
+    return hmac.new(key, payload, hashlib.sha256).digest()[:_SIG_BYTES]
+
+
+def encode_cursor(key: bytes, scope: bytes, at: datetime, item_id: UUID) -> str:
+    """An opaque cursor for the item sorted at (`at`, `item_id`)."""
+    micros = (at - EPOCH) // timedelta(microseconds=1)
+    payload = _PAYLOAD.pack(scope, micros, item_id.bytes)
+    return base64.urlsafe_b64encode(payload + _sign(key, payload)).rstrip(b"=").decode()
+
+
+def decode_cursor(key: bytes, scope: bytes, cursor: str) -> tuple[datetime, UUID]:
+    """The sort key inside a cursor this service issued for `scope`, or 422."""
+    invalid = InvalidInput.at(["query", "cursor"], "Not a cursor this service issued")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        raise invalid from None
+    payload, signature = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
+    if len(raw) != _PAYLOAD.size + _SIG_BYTES or not hmac.compare_digest(
+        signature, _sign(key, payload)
+    ):
+        raise invalid
+    found_scope, micros, id_bytes = _PAYLOAD.unpack(payload)
+    if found_scope != scope:
+        raise invalid
+    return EPOCH + timedelta(microseconds=micros), UUID(bytes=id_bytes)
+
+
+def page_start(request: Request, scope: bytes, descending: bool) -> tuple[datetime, UUID]:
+    """Where the requested page starts: after the cursor, or at the very beginning."""
+    cursor = request.query_params.get("cursor")
+    if cursor is None:
+        return NEWEST if descending else OLDEST
+    return decode_cursor(request.state.cursor_key, scope, cursor)
+
+
+def next_link(request: Request, scope: bytes, at: datetime, item_id: UUID) -> dict[str, str]:
+    """The `Link: <...>; rel="next"` header for the page after (`at`, `item_id`)."""
+    cursor = encode_cursor(request.state.cursor_key, scope, at, item_id)
+    url = request.url.include_query_params(cursor=cursor)
+    return {"Link": f'<{url}>; rel="next"'}

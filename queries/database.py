@@ -1,0 +1,118 @@
+"""Connecting to PostgreSQL: URL forms, the embedded server, the pool, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.types.json import set_json_dumps, set_json_loads
+from psycopg_pool import AsyncConnectionPool
+
+from queries import sql
+
+log = logging.getLogger("mailroom.database")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SCHEMES = ("postgresql://", "postgres://", "postgresql+asyncpg://", "postgresql+psycopg://")
+
+# jsonb in and out through msgspec, the same codec as the HTTP layer.
+set_json_dumps(msgspec.json.encode)
+set_json_loads(msgspec.json.decode)
+
+
+def normalise_url(url: str) -> str:
+    """A libpq URL from any DATABASE_URL form the original's clients use.
+
+    SQLAlchemy's `postgresql+asyncpg://` and `postgresql+psycopg://` name a
+    driver, which libpq does not know; asyncpg spells `sslmode` as `ssl`.
+    """
+    scheme = next((s for s in SCHEMES if url.startswith(s)), None)
+    if scheme is None:
+        raise ValueError(f"must start with one of {', '.join(SCHEMES)}")
+    parts = urlsplit("postgresql://" + url.removeprefix(scheme))
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if "ssl" in query:
+        query.setdefault("sslmode", query.pop("ssl"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL in `data_dir`; its mailroom database URL."""
+    try:
+        import pgserver
+    except ImportError:
+        raise RuntimeError(
+            "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not installed: "
+            "set DATABASE_URL, or install the 'embedded' dependency group"
+        ) from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
+    log.info("embedded PostgreSQL running with its data in %s", data_dir.resolve())
+    with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
+        exists = conn.execute(sql.database_exists.text).fetchone()
+        if not (exists and exists[0]):
+            conn.execute(sql.create_database.text)
+    return server.get_uri("mailroom")
+
+
+async def connect_with_retry(url: str, deadline: float) -> AsyncConnection:
+    """One connection, retried until `deadline` (monotonic) while the server starts."""
+    while True:
+        try:
+            return await AsyncConnection.connect(url, autocommit=True, connect_timeout=5)
+        except psycopg.OperationalError as error:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"cannot reach the database: {error}") from None
+            log.warning("database not reachable yet, retrying: %s", str(error).strip())
+            await asyncio.sleep(1)
+
+
+async def migrate(url: str, wait_seconds: float) -> bytes:
+    """Apply pending migrations once across replicas; return the shared cursor key."""
+    conn = await connect_with_retry(url, time.monotonic() + wait_seconds)
+    async with conn:
+        await sql.lock_migrations.run(conn)
+        try:
+            await sql.create_migrations_table.run(conn)
+            applied = set(await sql.list_migrations.column(conn))
+            for path in sorted(MIGRATIONS.glob("*.sql")):
+                if path.stem in applied:
+                    continue
+                log.info("applying migration %s", path.name)
+                async with conn.transaction():
+                    await conn.execute(path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+                    await sql.record_migration.run(conn, version=path.stem)
+            await sql.seed_users.run(conn)
+            return await sql.get_or_create_secret.value(
+                conn, name="cursor", proposal=secrets.token_bytes(32)
+            )
+        finally:
+            await sql.unlock_migrations.run(conn)
+
+
+async def configure_connection(conn: AsyncConnection) -> None:
+    """Run on every new pooled connection."""
+    await sql.configure_session.run(conn)
+
+
+def make_pool(
+    url: str, min_size: int, max_size: int, timeout: float, prepare_threshold: int | None
+) -> AsyncConnectionPool:
+    """The one pool of the process, opened by the lifespan."""
+    return AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        open=False,
+        configure=configure_connection,
+        kwargs={"autocommit": True, "prepare_threshold": prepare_threshold},
+        name="mailroom",
+    )

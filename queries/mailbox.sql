@@ -1,0 +1,127 @@
+-- name: list_mailbox_desc
+-- A page of what an agent sent and/or received, newest first, after a sort key.
+-- A message an agent sent to itself is listed once, as received, unless only sent is asked.
+WITH received AS (
+    SELECT r.message_id, r.sent_at, r.is_read, r.read_at
+      FROM message_recipients r
+     WHERE %(received)s
+       AND r.recipient_id = %(agent_id)s
+       AND (r.sent_at, r.message_id) < (%(after_sent_at)s, %(after_id)s)
+     ORDER BY r.sent_at DESC, r.message_id DESC
+     LIMIT %(limit)s
+), sent AS (
+    SELECT m.id AS message_id, m.sent_at
+      FROM messages m
+     WHERE %(sent)s
+       AND m.sender_id = %(agent_id)s
+       AND (m.sent_at, m.id) < (%(after_sent_at)s, %(after_id)s)
+       AND NOT (%(received)s AND EXISTS (
+               SELECT 1 FROM message_recipients s
+                WHERE s.message_id = m.id AND s.recipient_id = %(agent_id)s))
+     ORDER BY m.sent_at DESC, m.id DESC
+     LIMIT %(limit)s
+), page AS (
+    SELECT message_id, sent_at, 'received' AS direction, is_read, read_at FROM received
+     UNION ALL
+    SELECT message_id, sent_at, 'sent', NULL, NULL FROM sent
+     ORDER BY sent_at DESC, message_id DESC
+     LIMIT %(limit)s
+)
+SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
+       m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
+       p.direction, p.is_read, p.read_at
+  FROM page p
+  JOIN messages m ON m.id = p.message_id
+ ORDER BY p.sent_at DESC, p.message_id DESC;
+
+-- name: list_mailbox_asc
+-- A page of what an agent sent and/or received, oldest first, after a sort key.
+-- A message an agent sent to itself is listed once, as received, unless only sent is asked.
+WITH received AS (
+    SELECT r.message_id, r.sent_at, r.is_read, r.read_at
+      FROM message_recipients r
+     WHERE %(received)s
+       AND r.recipient_id = %(agent_id)s
+       AND (r.sent_at, r.message_id) > (%(after_sent_at)s, %(after_id)s)
+     ORDER BY r.sent_at, r.message_id
+     LIMIT %(limit)s
+), sent AS (
+    SELECT m.id AS message_id, m.sent_at
+      FROM messages m
+     WHERE %(sent)s
+       AND m.sender_id = %(agent_id)s
+       AND (m.sent_at, m.id) > (%(after_sent_at)s, %(after_id)s)
+       AND NOT (%(received)s AND EXISTS (
+               SELECT 1 FROM message_recipients s
+                WHERE s.message_id = m.id AND s.recipient_id = %(agent_id)s))
+     ORDER BY m.sent_at, m.id
+     LIMIT %(limit)s
+), page AS (
+    SELECT message_id, sent_at, 'received' AS direction, is_read, read_at FROM received
+     UNION ALL
+    SELECT message_id, sent_at, 'sent', NULL, NULL FROM sent
+     ORDER BY sent_at, message_id
+     LIMIT %(limit)s
+)
+SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
+       m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
+       p.direction, p.is_read, p.read_at
+  FROM page p
+  JOIN messages m ON m.id = p.message_id
+ ORDER BY p.sent_at, p.message_id;
+
+-- name: list_unread_desc
+-- A page of an agent's received, unread messages, newest first, after a sort key.
+WITH page AS (
+    SELECT r.message_id, r.sent_at, 'received' AS direction, r.is_read, r.read_at
+      FROM message_recipients r
+     WHERE r.recipient_id = %(agent_id)s
+       AND NOT r.is_read
+       AND (r.sent_at, r.message_id) < (%(after_sent_at)s, %(after_id)s)
+     ORDER BY r.sent_at DESC, r.message_id DESC
+     LIMIT %(limit)s
+)
+SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
+       m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
+       p.direction, p.is_read, p.read_at
+  FROM page p
+  JOIN messages m ON m.id = p.message_id
+ ORDER BY p.sent_at DESC, p.message_id DESC;
+
+-- name: list_unread_asc
+-- A page of an agent's received, unread messages, oldest first, after a sort key.
+WITH page AS (
+    SELECT r.message_id, r.sent_at, 'received' AS direction, r.is_read, r.read_at
+      FROM message_recipients r
+     WHERE r.recipient_id = %(agent_id)s
+       AND NOT r.is_read
+       AND (r.sent_at, r.message_id) > (%(after_sent_at)s, %(after_id)s)
+     ORDER BY r.sent_at, r.message_id
+     LIMIT %(limit)s
+)
+SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
+       m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
+       p.direction, p.is_read, p.read_at
+  FROM page p
+  JOIN messages m ON m.id = p.message_id
+ ORDER BY p.sent_at, p.message_id;
+
+-- name: agent_exists
+-- Whether an agent id names a registered agent.
+SELECT EXISTS (SELECT 1 FROM agents WHERE id = %(agent_id)s);
+
+-- name: mark_read
+-- Mark every unread message the agent received up to an instant (inclusive) as read.
+WITH agent AS (
+    SELECT id FROM agents WHERE id = %(agent_id)s
+), marked AS (
+    UPDATE message_recipients r
+       SET is_read = true, read_at = clock_timestamp()
+      FROM agent
+     WHERE r.recipient_id = agent.id
+       AND NOT r.is_read
+       AND r.sent_at <= %(read_up_to_date)s
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM agent) AS agent_exists,
+       (SELECT count(*) FROM marked) AS updated_count;

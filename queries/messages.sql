@@ -1,0 +1,48 @@
+-- name: create_message
+-- Store a message and its recipient rows in one statement: all or nothing.
+-- A reply without a conversation joins its parent's conversation.
+WITH message AS (
+    INSERT INTO messages (sender_id, parent_message_id, conversation_id, content,
+                          message_type, importance, status, msg_metadata)
+    VALUES (%(sender_id)s, %(parent_message_id)s,
+            COALESCE(%(conversation_id)s::uuid,
+                     (SELECT conversation_id FROM messages WHERE id = %(parent_message_id)s::uuid)),
+            %(content)s, %(message_type)s, %(importance)s, %(status)s, %(msg_metadata)s)
+    RETURNING id, sender_id, sent_at, parent_message_id, conversation_id, content,
+              message_type, importance, status, msg_metadata, updated_at
+), recipients AS (
+    INSERT INTO message_recipients (message_id, recipient_id, sent_at)
+    SELECT message.id, recipient_id, message.sent_at
+      FROM message,
+           (SELECT DISTINCT unnest(%(recipient_ids)s::uuid[]) AS recipient_id) AS wanted
+)
+SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
+       message_type, importance, status, msg_metadata, updated_at
+  FROM message;
+
+-- name: get_message
+-- One message by id; no row means 404.
+SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
+       message_type, importance, status, msg_metadata, updated_at
+  FROM messages
+ WHERE id = %(message_id)s;
+
+-- name: update_message
+-- Change the fields whose set_ flag is true; no row means 404.
+UPDATE messages
+   SET content           = CASE WHEN %(set_content)s THEN %(content)s ELSE content END,
+       parent_message_id = CASE WHEN %(set_parent_message_id)s
+                                THEN %(parent_message_id)s::uuid ELSE parent_message_id END,
+       conversation_id   = CASE WHEN %(set_conversation_id)s
+                                THEN %(conversation_id)s::uuid ELSE conversation_id END,
+       message_type      = CASE WHEN %(set_message_type)s
+                                THEN %(message_type)s ELSE message_type END,
+       importance        = CASE WHEN %(set_importance)s
+                                THEN %(importance)s::smallint ELSE importance END,
+       status            = CASE WHEN %(set_status)s THEN %(status)s ELSE status END,
+       msg_metadata      = CASE WHEN %(set_msg_metadata)s
+                                THEN %(msg_metadata)s::jsonb ELSE msg_metadata END,
+       updated_at        = clock_timestamp()
+ WHERE id = %(message_id)s
+RETURNING id, sender_id, sent_at, parent_message_id, conversation_id, content,
+          message_type, importance, status, msg_metadata, updated_at;

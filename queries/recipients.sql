@@ -1,0 +1,17 @@
+-- name: create_recipient
+-- Add a recipient to an existing message; no row means the message does not exist.
+INSERT INTO message_recipients (message_id, recipient_id, is_read, read_at, sent_at)
+SELECT id, %(recipient_id)s, %(is_read)s, CASE WHEN %(is_read)s THEN clock_timestamp() END, sent_at
+  FROM messages
+ WHERE id = %(message_id)s
+RETURNING message_id, recipient_id, is_read, read_at;
+
+-- name: update_recipient
+-- Set read state; read_at is stamped when it becomes read and cleared when unread.
+UPDATE message_recipients
+   SET is_read = %(is_read)s,
+       read_at = CASE WHEN NOT %(is_read)s THEN NULL
+                      WHEN is_read THEN read_at
+                      ELSE clock_timestamp() END
+ WHERE message_id = %(message_id)s AND recipient_id = %(recipient_id)s
+RETURNING message_id, recipient_id, is_read, read_at;

@@ -1,0 +1,5 @@
+-- name: get_user
+-- One user by id; no row means 404.
+SELECT id, name, email, created_at
+  FROM users
+ WHERE id = %(user_id)s;

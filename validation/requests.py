@@ -1,0 +1,177 @@
+"""Input Structs: every request body the API accepts, with its constraints.
+
+Unknown fields are refused everywhere, so a client can never set a
+server-owned field (`id`, `created_at`, `sent_at`, `read_at`, ...). In the
+update Structs a field left out is UNSET (keep the stored value), while an
+explicit null clears a nullable field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from validation.errors import InvalidInput
+
+AgentName = Annotated[str, Meta(min_length=1, max_length=255, description="1..255 characters")]
+IpAddress = Annotated[str, Meta(description="A single IPv4 or IPv6 address")]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+Content = Annotated[str, Meta(min_length=1, max_length=65536)]
+Label = Annotated[str, Meta(min_length=1, max_length=50)]
+Importance = Annotated[int, Meta(ge=0, le=10)]
+Title = Annotated[str, Meta(max_length=255)]
+MetadataKey = Annotated[str, Meta(min_length=1, max_length=255)]
+JsonObject = dict[str, Any]
+RecipientIds = Annotated[list[UUID], Meta(max_length=1000)]
+
+ECHO_TEXT = re.compile(r"[A-Za-z0-9 .,!?_-]{1,1000}")
+
+
+class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every request body: unknown fields are an error."""
+
+    def sent_fields(self) -> dict[str, Any]:
+        """The fields the client sent (UNSET ones left out)."""
+        return {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not UNSET}
+
+
+def canonical_ip(value: str | UnsetType | None) -> str | UnsetType | None:
+    """The address in `ipaddress` text form; anything but one address is 422."""
+    if not isinstance(value, str):
+        return value
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        address = None
+    if address is None or getattr(address, "scope_id", None):
+        raise InvalidInput.at(["body", "ip_address"], f"Not a valid IP address: {value!r}")
+    return str(address)
+
+
+class AgentCreate(Input):
+    """Register an agent."""
+
+    agent_name: AgentName
+    ip_address: IpAddress | None = None
+    port: Port | None = None
+
+    def __post_init__(self) -> None:
+        self.ip_address = canonical_ip(self.ip_address)
+
+
+class AgentUpdate(Input):
+    """Change any of an agent's fields; null clears ip_address or port."""
+
+    agent_name: AgentName | UnsetType = UNSET
+    ip_address: IpAddress | UnsetType | None = UNSET
+    port: Port | UnsetType | None = UNSET
+
+    def __post_init__(self) -> None:
+        self.ip_address = canonical_ip(self.ip_address)
+
+
+class MessageCreate(Input):
+    """Send a message, optionally to recipients in the same transaction."""
+
+    content: Content
+    sender_id: UUID | None = None
+    parent_message_id: UUID | None = None
+    conversation_id: UUID | None = None
+    message_type: Label | None = None
+    importance: Importance | None = None
+    status: Label | None = None
+    msg_metadata: JsonObject | None = None
+    recipient_ids: RecipientIds | None = None
+
+
+class MessageUpdate(Input):
+    """Change a message; sender_id is not writable."""
+
+    content: Content | UnsetType = UNSET
+    parent_message_id: UUID | UnsetType | None = UNSET
+    conversation_id: UUID | UnsetType | None = UNSET
+    message_type: Label | UnsetType | None = UNSET
+    importance: Importance | UnsetType | None = UNSET
+    status: Label | UnsetType | None = UNSET
+    msg_metadata: JsonObject | UnsetType | None = UNSET
+
+
+class RecipientCreate(Input):
+    """Add a recipient to a message."""
+
+    message_id: UUID
+    recipient_id: UUID
+    is_read: bool = False
+
+
+class RecipientUpdate(Input):
+    """Set a recipient's read state; read_at follows it."""
+
+    is_read: bool
+
+
+class MetadataCreate(Input):
+    """Attach a key-value pair to a message."""
+
+    message_id: UUID
+    key: MetadataKey
+    value: str | None = None
+    agent_id: UUID | None = None
+
+
+class MetadataUpdate(Input):
+    """Change a metadata item's key or value."""
+
+    key: MetadataKey | UnsetType = UNSET
+    value: str | UnsetType | None = UNSET
+
+
+class ConversationCreate(Input):
+    """Start a conversation."""
+
+    title: Title | None = None
+    description: str | None = None
+    archived: bool = False
+    metadata: JsonObject = msgspec.field(default_factory=dict)
+
+
+class ConversationUpdate(Input):
+    """Change a conversation; a metadata object replaces the stored one."""
+
+    title: Title | UnsetType | None = UNSET
+    description: str | UnsetType | None = UNSET
+    archived: bool | UnsetType = UNSET
+    metadata: JsonObject | UnsetType = UNSET
+
+
+class MarkReadRequest(Input):
+    """Mark every received message sent at or before this instant as read."""
+
+    read_up_to_date: Annotated[
+        datetime, Meta(description="RFC 3339; without an offset it is taken as UTC")
+    ]
+
+    def __post_init__(self) -> None:
+        if self.read_up_to_date.tzinfo is None:
+            self.read_up_to_date = self.read_up_to_date.replace(tzinfo=UTC)
+
+
+class EchoRequest(Input):
+    """Text for echo: after stripping, 1..1000 of A-Z a-z 0-9 space . , ! ? - _"""
+
+    message: str
+
+    def __post_init__(self) -> None:
+        self.message = self.message.strip()
+        if not ECHO_TEXT.fullmatch(self.message):
+            raise InvalidInput.at(
+                ["body", "message"],
+                "Message contains invalid characters or has the wrong length: after trimming"
+                " it must be 1 to 1000 of A-Z a-z 0-9, space and . , ! ? - _",
+            )

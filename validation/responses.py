@@ -1,0 +1,168 @@
+"""Output Structs: the exact shape of every response body."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import msgspec
+
+
+class Root(msgspec.Struct, frozen=True):
+    """Service greeting with a pointer to the API documentation."""
+
+    message: str
+    docs: str
+
+
+class Health(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Whether the service and its database answer."""
+
+    status: str
+    detail: str | None = None
+
+
+class User(msgspec.Struct, frozen=True):
+    """A sample user (read-only)."""
+
+    id: int
+    name: str
+    email: str
+    created_at: datetime
+
+
+class Agent(msgspec.Struct, frozen=True):
+    """A registered agent."""
+
+    id: UUID
+    agent_name: str
+    ip_address: str | None
+    port: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Message(msgspec.Struct, frozen=True):
+    """A message as stored."""
+
+    id: UUID
+    sender_id: UUID | None
+    sent_at: datetime
+    parent_message_id: UUID | None
+    conversation_id: UUID | None
+    content: str
+    message_type: str | None
+    importance: int | None
+    status: str | None
+    msg_metadata: dict[str, Any] | None
+    updated_at: datetime
+
+
+class MailboxItem(Message, frozen=True):
+    """A message in an agent's mailbox, with that agent's view of it."""
+
+    direction: Literal["sent", "received"]
+    is_read: bool | None
+    read_at: datetime | None
+
+
+class MarkRead(msgspec.Struct, frozen=True):
+    """How many received messages a mark-read turned to read."""
+
+    updated_count: int
+    message: str
+
+
+class Recipient(msgspec.Struct, frozen=True):
+    """One recipient of one message, with its read state."""
+
+    message_id: UUID
+    recipient_id: UUID
+    is_read: bool
+    read_at: datetime | None
+
+
+class RecipientState(msgspec.Struct, frozen=True):
+    """A recipient's read state, as listed inside a message."""
+
+    recipient_id: UUID
+    is_read: bool
+    read_at: datetime | None
+
+
+class Metadata(msgspec.Struct, frozen=True):
+    """A key-value pair attached to a message."""
+
+    id: UUID
+    message_id: UUID
+    key: str
+    value: str | None
+    agent_id: UUID | None
+    created_at: datetime
+
+
+class MessageMetadata(msgspec.Struct, frozen=True):
+    """A message, the agent asking for it, and the message's metadata."""
+
+    message_id: UUID
+    message: Message
+    agent: Agent
+    metadata_items: list[Metadata]
+
+
+class Conversation(msgspec.Struct, frozen=True):
+    """A conversation that groups messages."""
+
+    id: UUID
+    title: str | None
+    description: str | None
+    archived: bool
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class DetailedMessage(Message, frozen=True):
+    """A message of a conversation with its recipients and metadata."""
+
+    recipients: list[RecipientState]
+    metadata_items: list[Metadata]
+
+
+class ConversationDetails(Conversation, frozen=True):
+    """A conversation with all its messages, the agents in it and its counts."""
+
+    messages: list[DetailedMessage]
+    unique_agents: list[Agent]
+    total_messages: int
+    unread_count: int
+
+
+class EchoResult(msgspec.Struct, frozen=True):
+    """What running echo printed, or why it failed."""
+
+    success: bool
+    message: str
+    output: str | None
+    error: str | None
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    """An error sentence."""
+
+    detail: str
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One invalid input, located FastAPI-style (`["body", "port"]`)."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class ValidationErrorBody(msgspec.Struct, frozen=True):
+    """Every problem found in a request's input."""
+
+    detail: list[FieldError]
