@@ -1,0 +1,110 @@
+"""Test fixtures: a fresh PostgreSQL database per run, the app, and helpers.
+
+With DATABASE_URL set, each run creates its own database on that server and
+drops it afterwards; without it, the embedded PostgreSQL (pgserver) in
+.mailroom/test-pgdata serves the same purpose. A database that cannot be
+reached fails the run; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+from psycopg.rows import dict_row
+from starlette.testclient import TestClient
+
+from queries.database import normalise_url, start_embedded
+from service import Settings, create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """URL of a database created for this test run, dropped at its end."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        server_url = normalise_url(configured)
+    else:
+        server_url = start_embedded(ROOT / ".mailroom" / "test-pgdata")
+    name = f"mailroom_test_{secrets.token_hex(6)}"
+    admin_url = _with_database(server_url, "postgres")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, echo_timeout=5.0)
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The app with its lifespan running, shared by the whole run."""
+    with TestClient(create_app(settings), raise_server_exceptions=True) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def db(database_url: str, client: TestClient) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A direct connection, to check what the service stored."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+@pytest.fixture
+def agent(client: TestClient) -> Callable[..., dict[str, Any]]:
+    """Create an agent through the API: `agent(agent_name="x")`."""
+
+    def make(**fields: Any) -> dict[str, Any]:
+        fields.setdefault("agent_name", f"agent-{secrets.token_hex(4)}")
+        response = client.post("/agents", json=fields)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    return make
+
+
+@pytest.fixture
+def message(client: TestClient) -> Callable[..., dict[str, Any]]:
+    """Send a message through the API: `message(sender_id=..., recipient_ids=[...])`."""
+
+    def make(**fields: Any) -> dict[str, Any]:
+        fields.setdefault("content", f"hello {secrets.token_hex(4)}")
+        response = client.post("/messages", json=fields)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    return make
+
+
+@pytest.fixture
+def conversation(client: TestClient) -> Callable[..., dict[str, Any]]:
+    """Start a conversation through the API."""
+
+    def make(**fields: Any) -> dict[str, Any]:
+        response = client.post("/conversations", json=fields)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    return make
