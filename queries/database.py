@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
+import warnings
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -52,6 +53,7 @@ def start_embedded(data_dir: Path) -> str:
             "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not installed: "
             "set DATABASE_URL, or install the 'embedded' dependency group"
         ) from None
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every initdb line
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
     log.info("embedded PostgreSQL running with its data in %s", data_dir.resolve())
