@@ -1,7 +1,8 @@
 -- name: create_conversation
 -- Start a conversation.
-INSERT INTO conversations (title, description, archived, metadata)
-VALUES (%(title)s, %(description)s, %(archived)s, %(metadata)s)
+INSERT INTO conversations (title, description, archived, metadata, created_at, updated_at)
+SELECT %(title)s, %(description)s, %(archived)s, %(metadata)s, now, now
+  FROM (SELECT clock_timestamp() AS now) AS clock
 RETURNING id, title, description, archived, metadata, created_at, updated_at;
 
 -- name: get_conversation

@@ -46,16 +46,19 @@ def normalise_url(url: str) -> str:
 
 def start_embedded(data_dir: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL in `data_dir`; its mailroom database URL."""
-    try:
-        import pgserver
-    except ImportError:
-        raise RuntimeError(
-            "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not installed: "
-            "set DATABASE_URL, or install the 'embedded' dependency group"
-        ) from None
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every initdb line
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver copes with that.
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            import pgserver  # only needed without DATABASE_URL
+        except ImportError:
+            raise RuntimeError(
+                "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not "
+                "installed: set DATABASE_URL, or install the 'embedded' dependency group"
+            ) from None
+        server = pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
     log.info("embedded PostgreSQL running with its data in %s", data_dir.resolve())
     with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
         exists = conn.execute(sql.database_exists.text).fetchone()

@@ -1,13 +1,17 @@
 -- name: create_message
 -- Store a message and its recipient rows in one statement: all or nothing.
 -- A reply without a conversation joins its parent's conversation.
-WITH message AS (
+WITH clock AS (
+    SELECT clock_timestamp() AS now
+), message AS (
     INSERT INTO messages (sender_id, parent_message_id, conversation_id, content,
-                          message_type, importance, status, msg_metadata)
-    VALUES (%(sender_id)s, %(parent_message_id)s,
-            COALESCE(%(conversation_id)s::uuid,
-                     (SELECT conversation_id FROM messages WHERE id = %(parent_message_id)s::uuid)),
-            %(content)s, %(message_type)s, %(importance)s, %(status)s, %(msg_metadata)s)
+                          message_type, importance, status, msg_metadata, sent_at, updated_at)
+    SELECT %(sender_id)s, %(parent_message_id)s,
+           COALESCE(%(conversation_id)s::uuid,
+                    (SELECT conversation_id FROM messages WHERE id = %(parent_message_id)s::uuid)),
+           %(content)s, %(message_type)s, %(importance)s, %(status)s, %(msg_metadata)s,
+           clock.now, clock.now
+      FROM clock
     RETURNING id, sender_id, sent_at, parent_message_id, conversation_id, content,
               message_type, importance, status, msg_metadata, updated_at
 ), recipients AS (

@@ -1,0 +1,122 @@
+"""The pull queries read indexes, never a sequential scan of the big tables.
+
+A separate database is seeded with SQL (thousands of agents' mailboxes), then
+every mailbox, unread, mark-read and conversation-details statement is
+EXPLAINed with realistic parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+
+from handlers.pagination import NEWEST, OLDEST
+from queries import sql
+from queries.database import migrate
+
+BIG_TABLES = {"messages", "message_recipients", "agent_message_metadata"}
+
+SEED = """
+INSERT INTO agents (agent_name) SELECT 'agent ' || g FROM generate_series(1, 500) AS g;
+INSERT INTO conversations (title) SELECT 'topic ' || g FROM generate_series(1, 2000) AS g;
+WITH a AS (SELECT array_agg(id ORDER BY id) AS ids FROM agents),
+     c AS (SELECT array_agg(id ORDER BY id) AS ids FROM conversations)
+INSERT INTO messages (sender_id, conversation_id, content, sent_at)
+SELECT a.ids[1 + g % 500], c.ids[1 + g % 2000], 'message ' || g,
+       now() - make_interval(secs => g)
+  FROM a, c, generate_series(1, 60000) AS g;
+WITH a AS (SELECT array_agg(id ORDER BY id) AS ids FROM agents)
+INSERT INTO message_recipients (message_id, recipient_id, sent_at, is_read)
+SELECT m.id, a.ids[1 + (abs(hashtext(m.id::text)) + k * 7) % 500], m.sent_at, k > 1
+  FROM messages m, a, generate_series(1, 3) AS k
+ON CONFLICT DO NOTHING;
+INSERT INTO agent_message_metadata (message_id, key, value)
+SELECT id, 'k', 'v' FROM messages;
+ANALYZE;
+"""
+
+
+@pytest.fixture(scope="module")
+def seeded(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to a fresh, seeded database of its own."""
+    name = f"mailroom_plans_{secrets.token_hex(4)}"
+    admin = urlunsplit(urlsplit(database_url)._replace(path="/postgres"))
+    url = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    try:
+        asyncio.run(migrate(url, 10))
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(SEED)
+            yield conn
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
+            )
+
+
+def scanned_tables(plan: dict[str, Any]) -> set[str]:
+    """Relations read by a sequential scan anywhere in an EXPLAIN (FORMAT JSON) plan."""
+    found = set()
+    if plan.get("Node Type") == "Seq Scan":
+        found.add(plan["Relation Name"])
+    for child in plan.get("Plans", []):
+        found |= scanned_tables(child)
+    return found
+
+
+def explain(conn: psycopg.Connection[Any], query_text: str, params: dict[str, Any]) -> set[str]:
+    cur = conn.execute(f"EXPLAIN (FORMAT JSON) {query_text}", params)  # type: ignore[arg-type]
+    document = cur.fetchone()[0]
+    plan = document[0]["Plan"] if isinstance(document, list) else json.loads(document)[0]["Plan"]
+    return scanned_tables(plan)
+
+
+def busiest(conn: psycopg.Connection[Any], query: str) -> Any:
+    return conn.execute(query).fetchone()[0]
+
+
+def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
+    agent_id = busiest(
+        conn,
+        "SELECT recipient_id FROM message_recipients GROUP BY 1 ORDER BY count(*) DESC LIMIT 1",
+    )
+    conversation_id = busiest(
+        conn, "SELECT conversation_id FROM messages GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+    )
+    mailbox: list[tuple[str, dict[str, Any]]] = []
+    for name, start in (("desc", NEWEST), ("asc", OLDEST)):
+        page = {"agent_id": agent_id, "after_sent_at": start[0], "after_id": start[1], "limit": 101}
+        for sent, received in ((True, True), (True, False), (False, True)):
+            mailbox.append((f"list_mailbox_{name}", {**page, "sent": sent, "received": received}))
+        mailbox.append((f"list_unread_{name}", page))
+    details = {"conversation_id": conversation_id}
+    return [
+        *mailbox,
+        ("mark_read", {"agent_id": agent_id, "read_up_to_date": OLDEST[0]}),
+        ("agent_exists", {"agent_id": agent_id}),
+        ("list_conversation_messages", details),
+        ("list_conversation_recipients", details),
+        ("list_conversation_metadata", details),
+        ("list_conversation_agents", details),
+    ]
+
+
+def test_pull_queries_never_scan_big_tables(seeded: psycopg.Connection[Any]):
+    """EXPLAIN (without ANALYZE: the mark_read UPDATE is planned, not run)."""
+    problems = {}
+    for name, params in cases(seeded):
+        text = getattr(sql, name).text
+        tables = explain(seeded, text, params) & BIG_TABLES
+        if tables:
+            problems[f"{name}({sorted(k for k, v in params.items() if v is True)})"] = tables
+    assert problems == {}, f"sequential scans: {problems}"
