@@ -71,7 +71,7 @@ async def mark_read(request: Request) -> Response:
     body = await decode(request, MarkReadRequest)
     async with request.state.pool.connection() as conn:
         marked = await sql.mark_read.one(
-            conn, _Marked, agent_id=agent_id, read_up_to_date=body.read_up_to_date
+            conn, _Marked, agent_id=agent_id, read_up_to_date=body.instant()
         )
     assert marked is not None  # the statement always returns one row
     if not marked.agent_exists:

@@ -42,7 +42,7 @@ def decode_cursor(key: bytes, scope: bytes, cursor: str) -> tuple[datetime, UUID
     """The sort key inside a cursor this service issued for `scope`, or 422."""
     invalid = InvalidInput.at(["query", "cursor"], "Not a cursor this service issued")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise invalid from None
     payload, signature = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
@@ -64,8 +64,8 @@ def page_start(request: Request, scope: bytes, descending: bool) -> tuple[dateti
     return decode_cursor(request.state.cursor_key, scope, cursor)
 
 
-def next_link(request: Request, scope: bytes, at: datetime, item_id: UUID) -> dict[str, str]:
+def next_link(request: Request, scope: bytes, at: str, item_id: UUID) -> dict[str, str]:
     """The `Link: <...>; rel="next"` header for the page after (`at`, `item_id`)."""
-    cursor = encode_cursor(request.state.cursor_key, scope, at, item_id)
+    cursor = encode_cursor(request.state.cursor_key, scope, datetime.fromisoformat(at), item_id)
     url = request.url.include_query_params(cursor=cursor)
     return {"Link": f'<{url}>; rel="next"'}

@@ -2,11 +2,11 @@
 -- Register an agent; the id and timestamps are the server's.
 INSERT INTO agents (agent_name, ip_address, port)
 VALUES (%(agent_name)s, %(ip_address)s, %(port)s)
-RETURNING id, agent_name, host(ip_address) AS ip_address, port, created_at, updated_at;
+RETURNING id, agent_name, ip_address, port, created_at, updated_at;
 
 -- name: get_agent
 -- One agent by id; no row means 404.
-SELECT id, agent_name, host(ip_address) AS ip_address, port, created_at, updated_at
+SELECT id, agent_name, ip_address, port, created_at, updated_at
   FROM agents
  WHERE id = %(agent_id)s;
 
@@ -18,4 +18,4 @@ UPDATE agents
        port       = CASE WHEN %(set_port)s THEN %(port)s::integer ELSE port END,
        updated_at = clock_timestamp()
  WHERE id = %(agent_id)s
-RETURNING id, agent_name, host(ip_address) AS ip_address, port, created_at, updated_at;
+RETURNING id, agent_name, ip_address, port, created_at, updated_at;

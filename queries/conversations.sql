@@ -57,7 +57,7 @@ SELECT a.id, a.message_id, a.key, a.value, a.agent_id, a.created_at
 
 -- name: list_conversation_agents
 -- Every agent that sent or received a message in a conversation, once each.
-SELECT id, agent_name, host(ip_address) AS ip_address, port, created_at, updated_at
+SELECT id, agent_name, ip_address, port, created_at, updated_at
   FROM agents
  WHERE id IN (SELECT sender_id FROM messages WHERE conversation_id = %(conversation_id)s
               UNION

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 import time
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
@@ -26,6 +30,34 @@ SCHEMES = ("postgresql://", "postgres://", "postgresql+asyncpg://", "postgresql+
 # jsonb in and out through msgspec, the same codec as the HTTP layer.
 set_json_dumps(msgspec.json.encode)
 set_json_loads(msgspec.json.decode)
+
+
+class AddressLoader(Loader):
+    """inet as the `ipaddress` module's text, the contract's canonical form.
+
+    PostgreSQL writes some addresses differently (`::ffff:1.2.3.4`), so the
+    text is normalised here rather than returned as PostgreSQL spells it.
+    """
+
+    def load(self, data: Buffer) -> str:
+        return str(ipaddress.ip_address(bytes(data).decode()))
+
+
+class TimestampLoader(Loader):
+    """timestamptz as RFC 3339 text in UTC with all six fractional digits.
+
+    Both msgspec and PostgreSQL drop a zero fraction (`...:49Z`); the contract
+    wants microseconds on every timestamp. Sessions run in UTC with ISO
+    DateStyle, so the text is rearranged without building a datetime.
+    """
+
+    def load(self, data: Buffer) -> str:
+        text = bytes(data).decode()
+        if text.endswith("+00") and len(text) in (22, 29) and text[10] == " ":
+            fraction = text[20:26] if len(text) == 29 else "000000"
+            return f"{text[:10]}T{text[11:19]}.{fraction}Z"
+        moment = datetime.fromisoformat(text).astimezone(UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def normalise_url(url: str) -> str:
@@ -103,7 +135,9 @@ async def migrate(url: str, wait_seconds: float) -> bytes:
 
 
 async def configure_connection(conn: AsyncConnection) -> None:
-    """Run on every new pooled connection."""
+    """Run on every new pooled connection: UTC sessions, contract-shaped values."""
+    conn.adapters.register_loader("inet", AddressLoader)
+    conn.adapters.register_loader("timestamptz", TimestampLoader)
     await sql.configure_session.run(conn)
 
 

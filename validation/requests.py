@@ -30,6 +30,7 @@ MetadataKey = Annotated[str, Meta(min_length=1, max_length=255)]
 JsonObject = dict[str, Any]
 RecipientIds = Annotated[list[UUID], Meta(max_length=1000)]
 
+_EXTRA_DIGITS = re.compile(r"(\.\d{6})\d+")
 ECHO_TEXT = re.compile(r"[A-Za-z0-9 .,!?_-]{1,1000}")
 
 
@@ -154,12 +155,29 @@ class MarkReadRequest(Input):
     """Mark every received message sent at or before this instant as read."""
 
     read_up_to_date: Annotated[
-        datetime, Meta(description="RFC 3339; without an offset it is taken as UTC")
+        str,
+        Meta(
+            extra_json_schema={"format": "date-time"},
+            description="RFC 3339; without an offset it is taken as UTC",
+        ),
     ]
 
     def __post_init__(self) -> None:
-        if self.read_up_to_date.tzinfo is None:
-            self.read_up_to_date = self.read_up_to_date.replace(tzinfo=UTC)
+        self.instant()  # refuse a malformed timestamp while decoding
+
+    def instant(self) -> datetime:
+        """The instant, with digits past the microsecond cut off, never rounded up.
+
+        Rounding would move a time just before a message's sent_at onto it.
+        """
+        text = _EXTRA_DIGITS.sub(r"\1", self.read_up_to_date)
+        try:
+            moment = msgspec.convert(text, datetime)
+        except msgspec.ValidationError:
+            raise InvalidInput.at(
+                ["body", "read_up_to_date"], f"Not an RFC 3339 timestamp: {text!r}"
+            ) from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class EchoRequest(Input):

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
+
+# Server-set instants, RFC 3339 in UTC with microseconds, as the database layer
+# renders them (queries/database.py: TimestampLoader).
+Timestamp = Annotated[
+    str,
+    msgspec.Meta(
+        extra_json_schema={"format": "date-time"}, examples=["2026-11-28T19:20:01.123456Z"]
+    ),
+]
 
 
 class Root(msgspec.Struct, frozen=True):
@@ -29,7 +37,7 @@ class User(msgspec.Struct, frozen=True):
     id: int
     name: str
     email: str
-    created_at: datetime
+    created_at: Timestamp
 
 
 class Agent(msgspec.Struct, frozen=True):
@@ -39,8 +47,8 @@ class Agent(msgspec.Struct, frozen=True):
     agent_name: str
     ip_address: str | None
     port: int | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -48,7 +56,7 @@ class Message(msgspec.Struct, frozen=True):
 
     id: UUID
     sender_id: UUID | None
-    sent_at: datetime
+    sent_at: Timestamp
     parent_message_id: UUID | None
     conversation_id: UUID | None
     content: str
@@ -56,7 +64,7 @@ class Message(msgspec.Struct, frozen=True):
     importance: int | None
     status: str | None
     msg_metadata: dict[str, Any] | None
-    updated_at: datetime
+    updated_at: Timestamp
 
 
 class MailboxItem(Message, frozen=True):
@@ -64,7 +72,7 @@ class MailboxItem(Message, frozen=True):
 
     direction: Literal["sent", "received"]
     is_read: bool | None
-    read_at: datetime | None
+    read_at: Timestamp | None
 
 
 class MarkRead(msgspec.Struct, frozen=True):
@@ -80,7 +88,7 @@ class Recipient(msgspec.Struct, frozen=True):
     message_id: UUID
     recipient_id: UUID
     is_read: bool
-    read_at: datetime | None
+    read_at: Timestamp | None
 
 
 class RecipientState(msgspec.Struct, frozen=True):
@@ -88,7 +96,7 @@ class RecipientState(msgspec.Struct, frozen=True):
 
     recipient_id: UUID
     is_read: bool
-    read_at: datetime | None
+    read_at: Timestamp | None
 
 
 class Metadata(msgspec.Struct, frozen=True):
@@ -99,7 +107,7 @@ class Metadata(msgspec.Struct, frozen=True):
     key: str
     value: str | None
     agent_id: UUID | None
-    created_at: datetime
+    created_at: Timestamp
 
 
 class MessageMetadata(msgspec.Struct, frozen=True):
@@ -119,8 +127,8 @@ class Conversation(msgspec.Struct, frozen=True):
     description: str | None
     archived: bool
     metadata: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class DetailedMessage(Message, frozen=True):
