@@ -7,7 +7,7 @@ from uuid import UUID
 
 import msgspec
 from msgspec import UNSET
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -151,16 +151,20 @@ def query_bool(request: Request, name: str) -> bool | None:
     return raw == "true"
 
 
-def jsonb(value: Any) -> Jsonb | None:
-    """A JSON object parameter for a jsonb column; None stays SQL NULL."""
-    return None if value is None or value is UNSET else Jsonb(value)
+def json_param(value: Any) -> Json | None:
+    """A JSON object parameter; None stays SQL NULL.
+
+    The columns are `json`, not `jsonb`: json keeps the client's key order and
+    number spelling, so an object is returned unchanged (jsonb rewrites 1e300).
+    """
+    return None if value is None or value is UNSET else Json(value)
 
 
 def create_params(body: Input, json_fields: tuple[str, ...] = ()) -> dict[str, Any]:
     """Query parameters from a create body: one per field."""
     params = msgspec.structs.asdict(body)
     for name in json_fields:
-        params[name] = jsonb(params[name])
+        params[name] = json_param(params[name])
     return params
 
 
@@ -170,5 +174,7 @@ def update_params(body: Input, json_fields: tuple[str, ...] = ()) -> dict[str, A
     for name in body.__struct_fields__:
         value = getattr(body, name)
         params[f"set_{name}"] = value is not UNSET
-        params[name] = jsonb(value) if name in json_fields else (None if value is UNSET else value)
+        params[name] = (
+            json_param(value) if name in json_fields else (None if value is UNSET else value)
+        )
     return params

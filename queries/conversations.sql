@@ -17,7 +17,7 @@ UPDATE conversations
    SET title       = CASE WHEN %(set_title)s THEN %(title)s ELSE title END,
        description = CASE WHEN %(set_description)s THEN %(description)s ELSE description END,
        archived    = CASE WHEN %(set_archived)s THEN %(archived)s::boolean ELSE archived END,
-       metadata    = CASE WHEN %(set_metadata)s THEN %(metadata)s::jsonb ELSE metadata END,
+       metadata    = CASE WHEN %(set_metadata)s THEN %(metadata)s::json ELSE metadata END,
        updated_at  = clock_timestamp()
  WHERE id = %(conversation_id)s
 RETURNING id, title, description, archived, metadata, created_at, updated_at;

@@ -27,7 +27,7 @@ log = logging.getLogger("mailroom.database")
 MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEMES = ("postgresql://", "postgres://", "postgresql+asyncpg://", "postgresql+psycopg://")
 
-# jsonb in and out through msgspec, the same codec as the HTTP layer.
+# json in and out through msgspec, the same codec as the HTTP layer.
 set_json_dumps(msgspec.json.encode)
 set_json_loads(msgspec.json.decode)
 

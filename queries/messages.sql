@@ -45,7 +45,7 @@ UPDATE messages
                                 THEN %(importance)s::smallint ELSE importance END,
        status            = CASE WHEN %(set_status)s THEN %(status)s ELSE status END,
        msg_metadata      = CASE WHEN %(set_msg_metadata)s
-                                THEN %(msg_metadata)s::jsonb ELSE msg_metadata END,
+                                THEN %(msg_metadata)s::json ELSE msg_metadata END,
        updated_at        = clock_timestamp()
  WHERE id = %(message_id)s
 RETURNING id, sender_id, sent_at, parent_message_id, conversation_id, content,

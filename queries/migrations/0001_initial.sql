@@ -22,7 +22,7 @@ CREATE TABLE conversations (
     title       varchar(255),
     description text,
     archived    boolean      NOT NULL DEFAULT false,
-    metadata    jsonb        NOT NULL DEFAULT '{}',
+    metadata    json         NOT NULL DEFAULT '{}',
     created_at  timestamptz  NOT NULL DEFAULT clock_timestamp(),
     updated_at  timestamptz  NOT NULL DEFAULT clock_timestamp()
 );
@@ -39,7 +39,7 @@ CREATE TABLE messages (
     message_type      varchar(50),
     importance        smallint    CHECK (importance BETWEEN 0 AND 10),
     status            varchar(50),
-    msg_metadata      jsonb,
+    msg_metadata      json,
     updated_at        timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 

@@ -1,0 +1,88 @@
+"""Helpers shared by the API tests: Link headers, walking pages, error bodies, timestamps."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from starlette.testclient import TestClient
+
+# RFC 8288 as the contract writes it: `<url>; rel="next"`.
+NEXT_LINK = re.compile(r'^<(?P<url>[^<>]+)>;\s*rel="next"$')
+# RFC 3339 in UTC with microseconds, as API.md's Conventions require.
+UTC_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|\+00:00)$")
+
+
+def next_url(response: httpx.Response) -> str | None:
+    """The URL of the `Link: <...>; rel="next"` header, or None when there is none."""
+    link = response.headers.get("link")
+    if link is None:
+        return None
+    found = NEXT_LINK.match(link)
+    assert found, f"not an RFC 8288 rel=next Link header: {link!r}"
+    return found["url"]
+
+
+def query_of(url: str) -> dict[str, list[str]]:
+    """The query parameters of a URL."""
+    return parse_qs(urlsplit(url).query, keep_blank_values=True)
+
+
+def cursor_of(url: str) -> str:
+    """The `cursor` parameter of a next-page URL."""
+    (cursor,) = query_of(url)["cursor"]
+    return cursor
+
+
+def walk(
+    client: TestClient,
+    url: str,
+    between: Callable[[], object] | None = None,
+    max_pages: int = 500,
+) -> list[list[dict[str, Any]]]:
+    """Every page from `url` on, following rel="next"; `between` runs before each next fetch."""
+    pages = []
+    next_page: str | None = url
+    while next_page is not None:
+        assert len(pages) < max_pages, "the next links never end"
+        response = client.get(next_page)
+        assert response.status_code == 200, response.text
+        pages.append(response.json())
+        next_page = next_url(response)
+        if next_page is not None and between is not None:
+            between()
+    return pages
+
+
+def ids(items: list[dict[str, Any]]) -> list[str]:
+    """The `id` of each item, in order."""
+    return [item["id"] for item in items]
+
+
+def assert_invalid(response: httpx.Response, *loc: str | int) -> None:
+    """A 422 in the FastAPI shape; with `loc`, one error is located there (or below it)."""
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, list) and detail, detail
+    for error in detail:
+        assert isinstance(error["type"], str) and isinstance(error["msg"], str), error
+        assert isinstance(error["loc"], list), error
+    if loc:
+        assert any(error["loc"][: len(loc)] == list(loc) for error in detail), detail
+
+
+def assert_not_found(response: httpx.Response, detail: str) -> None:
+    """A 404 with the contract's sentence."""
+    assert response.status_code == 404, response.text
+    assert response.json() == {"detail": detail}
+
+
+def instant(timestamp: str) -> datetime:
+    """An RFC 3339 timestamp from a response as an aware datetime."""
+    parsed = datetime.fromisoformat(timestamp)
+    assert parsed.tzinfo is not None, timestamp
+    return parsed
