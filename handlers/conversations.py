@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from uuid import UUID
 
+from msgspec.structs import astuple
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -94,7 +95,8 @@ async def update_conversation(request: Request) -> Response:
 async def get_details(request: Request) -> Response:
     """The conversation with every message (oldest first), its agents and counts.
 
-    Five queries whatever the number of messages; rows are grouped here.
+    Five queries whatever the number of messages: the conversation, its
+    messages, then the recipients, metadata and agents of exactly those.
     """
     conversation_id = path_uuid(request, "conversation_id")
     async with request.state.pool.connection() as conn:
@@ -103,11 +105,17 @@ async def get_details(request: Request) -> Response:
         )
         if conversation is None:
             raise NotFound("Conversation not found")
-        key = {"conversation_id": conversation_id}
-        messages = await sql.list_conversation_messages.all(conn, Message, **key)
-        recipients = await sql.list_conversation_recipients.all(conn, Recipient, **key)
-        metadata = await sql.list_conversation_metadata.all(conn, Metadata, **key)
-        agents = await sql.list_conversation_agents.all(conn, Agent, **key)
+        messages = await sql.list_conversation_messages.all(
+            conn, Message, conversation_id=conversation_id
+        )
+        message_ids = [m.id for m in messages]
+        recipients = await sql.list_recipients_of_messages.all(
+            conn, Recipient, message_ids=message_ids
+        )
+        metadata = await sql.list_metadata_of_messages.all(conn, Metadata, message_ids=message_ids)
+        agent_ids = {m.sender_id for m in messages} | {r.recipient_id for r in recipients}
+        agent_ids.discard(None)
+        agents = await sql.list_agents.all(conn, Agent, agent_ids=list(agent_ids))
 
     states: defaultdict[UUID, list[RecipientState]] = defaultdict(list)
     for r in recipients:
@@ -115,18 +123,10 @@ async def get_details(request: Request) -> Response:
     items: defaultdict[UUID, list[Metadata]] = defaultdict(list)
     for item in metadata:
         items[item.message_id].append(item)
-    detailed = [
-        DetailedMessage(
-            **{f: getattr(m, f) for f in Message.__struct_fields__},
-            recipients=states[m.id],
-            metadata_items=items[m.id],
-        )
-        for m in messages
-    ]
     return json_response(
         ConversationDetails(
-            **{f: getattr(conversation, f) for f in Conversation.__struct_fields__},
-            messages=detailed,
+            *astuple(conversation),
+            messages=[DetailedMessage(*astuple(m), states[m.id], items[m.id]) for m in messages],
             unique_agents=agents,
             total_messages=len(messages),
             unread_count=sum(not r.is_read for r in recipients),

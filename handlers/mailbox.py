@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -57,12 +58,11 @@ async def list_unread(request: Request) -> Response:
     return await _page(request, sql.list_unread_desc, sql.list_unread_asc)
 
 
-class _Marked:
+class _Marked(msgspec.Struct, frozen=True):
     """Row of mark_read."""
 
-    def __init__(self, agent_exists: bool, updated_count: int) -> None:
-        self.agent_exists = agent_exists
-        self.updated_count = updated_count
+    agent_exists: bool
+    updated_count: int
 
 
 async def mark_read(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -90,13 +91,12 @@ async def update_metadata(request: Request) -> Response:
     return json_response(item)
 
 
-class _Access:
+class _Access(msgspec.Struct, frozen=True):
     """Row of get_message_access."""
 
-    def __init__(self, message_exists: bool, agent_exists: bool, has_access: bool) -> None:
-        self.message_exists = message_exists
-        self.agent_exists = agent_exists
-        self.has_access = has_access
+    message_exists: bool
+    agent_exists: bool
+    has_access: bool
 
 
 async def get_message_metadata(request: Request) -> Response:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
-from psycopg.rows import class_row
+from psycopg.cursor import BaseCursor
+from psycopg.rows import RowFactory, RowMaker
 
 HERE = Path(__file__).parent
 T = TypeVar("T")
@@ -23,22 +24,37 @@ NAME_LINE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 class Query:
     """One named statement; run it on a connection with keyword parameters."""
 
-    __slots__ = ("doc", "name", "text")
+    __slots__ = ("checked", "doc", "name", "text")
 
     def __init__(self, name: str, text: str, doc: str) -> None:
         self.name = name
         self.text = text
         self.doc = doc
+        self.checked: set[type] = set()
+
+    def _rows(self, row: type[T]) -> RowFactory[T]:
+        """Rows built positionally (fast), once checked against the Struct's field names."""
+
+        def factory(cursor: BaseCursor[Any, Any]) -> RowMaker[T]:
+            if row not in self.checked and cursor.description is not None:
+                columns = tuple(column.name for column in cursor.description)
+                fields = getattr(row, "__struct_fields__", None)
+                if columns != fields:
+                    raise TypeError(f"{self.name} returns {columns}, {row.__name__} has {fields}")
+                self.checked.add(row)
+            return lambda values: row(*values)
+
+        return factory
 
     async def one(self, conn: AsyncConnection, row: type[T], **params: Any) -> T | None:
-        """The first row as a `row` instance, or None when there is none."""
-        async with conn.cursor(row_factory=class_row(row)) as cur:
+        """The first row as a `row` Struct, or None when there is none."""
+        async with conn.cursor(row_factory=self._rows(row)) as cur:
             await cur.execute(self.text, params)
             return await cur.fetchone()
 
     async def all(self, conn: AsyncConnection, row: type[T], **params: Any) -> list[T]:
-        """Every row as a `row` instance."""
-        async with conn.cursor(row_factory=class_row(row)) as cur:
+        """Every row as a `row` Struct."""
+        async with conn.cursor(row_factory=self._rows(row)) as cur:
             await cur.execute(self.text, params)
             return await cur.fetchall()
 

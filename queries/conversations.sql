@@ -39,30 +39,23 @@ SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
  WHERE conversation_id = %(conversation_id)s
  ORDER BY sent_at, id;
 
--- name: list_conversation_recipients
--- Every recipient row of a conversation's messages.
-SELECT r.message_id, r.recipient_id, r.is_read, r.read_at
-  FROM message_recipients r
-  JOIN messages m ON m.id = r.message_id
- WHERE m.conversation_id = %(conversation_id)s
- ORDER BY r.message_id, r.recipient_id;
+-- name: list_recipients_of_messages
+-- The recipient rows of the given messages (a conversation's, for its details).
+SELECT message_id, recipient_id, is_read, read_at
+  FROM message_recipients
+ WHERE message_id = ANY(%(message_ids)s)
+ ORDER BY message_id, recipient_id;
 
--- name: list_conversation_metadata
--- Every metadata item on a conversation's messages, oldest first.
-SELECT a.id, a.message_id, a.key, a.value, a.agent_id, a.created_at
-  FROM agent_message_metadata a
-  JOIN messages m ON m.id = a.message_id
- WHERE m.conversation_id = %(conversation_id)s
- ORDER BY a.created_at, a.id;
+-- name: list_metadata_of_messages
+-- The metadata items of the given messages, oldest first.
+SELECT id, message_id, key, value, agent_id, created_at
+  FROM agent_message_metadata
+ WHERE message_id = ANY(%(message_ids)s)
+ ORDER BY created_at, id;
 
--- name: list_conversation_agents
--- Every agent that sent or received a message in a conversation, once each.
+-- name: list_agents
+-- The given agents, oldest first (the agents of a conversation, for its details).
 SELECT id, agent_name, ip_address, port, created_at, updated_at
   FROM agents
- WHERE id IN (SELECT sender_id FROM messages WHERE conversation_id = %(conversation_id)s
-              UNION
-              SELECT r.recipient_id
-                FROM message_recipients r
-                JOIN messages m ON m.id = r.message_id
-               WHERE m.conversation_id = %(conversation_id)s)
+ WHERE id = ANY(%(agent_ids)s)
  ORDER BY created_at, id;

@@ -53,8 +53,9 @@ class TimestampLoader(Loader):
 
     def load(self, data: Buffer) -> str:
         text = bytes(data).decode()
-        if text.endswith("+00") and len(text) in (22, 29) and text[10] == " ":
-            fraction = text[20:26] if len(text) == 29 else "000000"
+        # "2026-11-29 02:21:49.4254+00": PostgreSQL drops trailing zeros too.
+        if text[-3:] == "+00" and text[10] == " " and len(text) in (22, 24, 25, 26, 27, 28, 29):
+            fraction = text[20:-3].ljust(6, "0")
             return f"{text[:10]}T{text[11:19]}.{fraction}Z"
         moment = datetime.fromisoformat(text).astimezone(UTC)
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

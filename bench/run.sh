@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Benchmark mailroom, and optionally the original design's reference, on one PostgreSQL.
+#
+# Usage: bench/run.sh [seconds per scenario, default 10]
+#
+# Environment:
+#   BENCH_DATABASE_URL  server to create the benchmark databases on
+#                       [postgresql://postgres@127.0.0.1:5432]
+#   BENCH_REFERENCE     folder of the reference (e.g. ../shared/bench/reference); when set,
+#                       it runs the same scenarios right after mailroom and the table
+#                       shows both sides and the ratio
+#   BENCH_WORK          where seeds, raw results and logs go [/tmp/mailroom-bench]
+#   WRK_THREADS [2]  WRK_CONNECTIONS [64]
+#
+# Needs wrk (apt-get install wrk). Each server runs as one uvicorn worker with
+# uvloop and httptools and no access log, as the reference's run.sh does.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+DURATION=${1:-10}
+SERVER=${BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432}
+SERVER=${SERVER%/}
+WORK=${BENCH_WORK:-/tmp/mailroom-bench}
+THREADS=${WRK_THREADS:-2}
+CONNECTIONS=${WRK_CONNECTIONS:-64}
+RESULTS=$WORK/results.tsv
+PY="$ROOT/.venv/bin/python"
+
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+(cd "$ROOT" && uv sync --quiet --locked)
+mkdir -p "$WORK"
+: >"$RESULTS"
+SERVER_PID=
+
+log() { echo "== $*" >&2; }
+
+stop_server() {
+  if [[ -n $SERVER_PID ]]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+  fi
+}
+trap stop_server EXIT
+
+fresh_database() {
+  "$PY" - "$SERVER/postgres" "$1" <<'PY'
+import sys, psycopg
+from psycopg import sql
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    name = sql.Identifier(sys.argv[2])
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+    conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+PY
+}
+
+wait_healthy() {
+  for _ in $(seq 1 120); do
+    curl -fsS -o /dev/null "$1/health" 2>/dev/null && return 0
+    sleep 0.5
+  done
+  echo "no healthy server at $1" >&2
+  exit 1
+}
+
+# scenario SIDE NAME URL wrk-script-arguments...
+scenario() {
+  local side=$1 name=$2 url=$3
+  shift 3
+  log "$side: $name"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d1s --latency -s "$HERE/scenarios.lua" "$url" -- "$@" >/dev/null
+  local line
+  line=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 30s -s "$HERE/scenarios.lua" \
+    "$url" -- "$@" | tee "$WORK/$side-$name.txt" | grep '^RESULT' | tail -1)
+  echo -e "$side\t$name\t${line#RESULT }" >>"$RESULTS"
+}
+
+peak_rss_mb() {
+  awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$SERVER_PID/status"
+}
+
+run_side() {
+  local side=$1 url=$2 flavour=$3
+  local seed=$WORK/seed-$side
+  wait_healthy "$url"
+  log "$side: seeding"
+  "$PY" "$HERE/seed.py" "$url" "$seed"
+  local inbox100 inbox5000 conversation
+  inbox100=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['inbox100'])" "$seed/seed.json")
+  inbox5000=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['inbox5000'])" "$seed/seed.json")
+  conversation=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['conversation'])" "$seed/seed.json")
+  scenario "$side" health "$url" get /health
+  scenario "$side" user "$url" get /users/1
+  scenario "$side" create_agent "$url" post /agents '{"agent_name":"benchmark agent"}'
+  scenario "$side" pull_100 "$url" get "/agents/$inbox100/messages?limit=100"
+  scenario "$side" unread_100 "$url" get "/agents/$inbox100/messages/unread?limit=100"
+  log "$side: whole 5,000-message mailbox"
+  echo -e "$side\tmailbox_5000\t$("$PY" "$HERE/walk.py" "$url" "$inbox5000" 10 | sed 's/^RESULT //')" >>"$RESULTS"
+  scenario "$side" details_200 "$url" get "/conversations/$conversation/details"
+  scenario "$side" send_3 "$url" send "$seed" "$flavour"
+  scenario "$side" mark_read "$url" put "/agents/$inbox100/messages/mark-read" \
+    '{"read_up_to_date":"2100-01-01T00:00:00Z"}'
+  scenario "$side" mixed "$url" mixed "$seed" "$flavour"
+  echo -e "$side\tpeak_rss_mb\t$(peak_rss_mb)" >>"$RESULTS"
+  stop_server
+}
+
+log "mailroom"
+fresh_database mailroom_bench
+(cd "$ROOT" && DATABASE_URL="$SERVER/mailroom_bench" exec "$PY" -m uvicorn service:app \
+  --host 127.0.0.1 --port 8201 --workers 1 --loop uvloop --http httptools \
+  --no-access-log --log-level warning) >"$WORK/mailroom.log" 2>&1 &
+SERVER_PID=$!
+run_side mailroom http://127.0.0.1:8201 ids
+
+if [[ -n ${BENCH_REFERENCE:-} ]]; then
+  log "reference"
+  fresh_database reference_bench
+  DATABASE_URL="${SERVER/postgresql:/postgresql+asyncpg:}/reference_bench" \
+    "$BENCH_REFERENCE/run.sh" 8202 >"$WORK/reference.log" 2>&1 &
+  SERVER_PID=$!
+  run_side reference http://127.0.0.1:8202 chain
+fi
+
+"$PY" "$HERE/report.py" "$RESULTS"
