@@ -1,0 +1,288 @@
+"""The database layer: DATABASE_URL forms, concurrent migrations, and the named-SQL loader."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from starlette.testclient import TestClient
+
+import queries
+from queries import Queries, Query, parse, sql
+from queries.database import MIGRATIONS, migrate, normalise_url
+from service import load_settings
+
+SAMPLE_USERS = [
+    {"id": 1, "name": "John Doe", "email": "john@example.com"},
+    {"id": 2, "name": "Jane Smith", "email": "jane@example.com"},
+    {"id": 3, "name": "Bob Johnson", "email": "bob@example.com"},
+]
+QUERIES_DIR = Path(queries.__file__).parent
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+def with_scheme(url: str, scheme: str, **query: str) -> str:
+    """`url` spelled with another scheme and extra query parameters."""
+    parts = urlsplit(url)
+    merged = {**parse_qs(parts.query), **{k: [v] for k, v in query.items()}}
+    return urlunsplit(parts._replace(scheme=scheme, query=urlencode(merged, doseq=True)))
+
+
+# DATABASE_URL forms ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u:p@db.example:5432/app", "postgresql://u:p@db.example:5432/app"),
+        ("postgres://u:p@db.example:5432/app", "postgresql://u:p@db.example:5432/app"),
+        ("postgresql+asyncpg://u:p@db.example/app", "postgresql://u:p@db.example/app"),
+        ("postgresql+psycopg://u:p@db.example/app", "postgresql://u:p@db.example/app"),
+        (
+            "postgresql+asyncpg://u@db.example/app?ssl=require",
+            "postgresql://u@db.example/app?sslmode=require",
+        ),
+        (
+            "postgres://u@db.example/app?sslmode=verify-full&application_name=x",
+            "postgresql://u@db.example/app?sslmode=verify-full&application_name=x",
+        ),
+    ],
+)
+def test_normalise_url_accepts_the_contract_forms(given: str, expected: str) -> None:
+    assert normalise_url(given) == expected
+    assert conninfo_to_dict(normalise_url(given)) == conninfo_to_dict(expected)
+
+
+def test_asyncpg_ssl_becomes_sslmode() -> None:
+    params = conninfo_to_dict(normalise_url("postgresql+asyncpg://u@h/app?ssl=disable"))
+    assert params["sslmode"] == "disable"
+    assert "ssl" not in params
+
+
+def test_explicit_sslmode_wins_over_ssl() -> None:
+    url = normalise_url("postgresql+asyncpg://u@h/app?sslmode=require&ssl=disable")
+    params = conninfo_to_dict(url)
+    assert params["sslmode"] == "require"
+    assert "ssl=" not in url.replace("sslmode=", "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u:p@localhost/app",
+        "sqlite:///app.db",
+        "postgresql+mysql://u@h/app",
+        "http://db.example/app",
+        "",
+        "db.example:5432/app",
+    ],
+)
+def test_normalise_url_rejects_other_databases(url: str) -> None:
+    with pytest.raises(ValueError, match="must start with"):
+        normalise_url(url)
+
+
+def test_settings_normalise_database_url() -> None:
+    settings = load_settings({"DATABASE_URL": "postgresql+asyncpg://u@h/a?ssl=require"})
+    assert settings.database_url == "postgresql://u@h/a?sslmode=require"
+
+
+def test_settings_refuse_mysql_naming_the_variable() -> None:
+    with pytest.raises(SystemExit, match="DATABASE_URL"):
+        load_settings({"DATABASE_URL": "mysql://u@h/app"})
+
+
+@pytest.mark.parametrize(
+    ("scheme", "query"),
+    [
+        ("postgres", {}),
+        ("postgresql+psycopg", {}),
+        ("postgresql+asyncpg", {"ssl": "disable"}),
+    ],
+)
+def test_every_url_form_connects(database_url: str, scheme: str, query: dict[str, str]) -> None:
+    url = normalise_url(with_scheme(database_url, scheme, **query))
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT current_database()").fetchone()
+    assert row is not None
+    assert row[0] == urlsplit(database_url).path.lstrip("/")
+
+
+# Migrations -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_url(database_url: str) -> Iterator[str]:
+    """A second, empty database on the test server, dropped afterwards."""
+    name = f"mailroom_migrate_{secrets.token_hex(6)}"
+    admin_url = with_database(database_url, "postgres")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    try:
+        yield with_database(database_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
+            )
+
+
+def snapshot(url: str) -> dict[str, Any]:
+    """What migrations leave behind: versions (with times), users and secrets."""
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        return {
+            "migrations": conn.execute(
+                "SELECT version, applied_at FROM schema_migrations ORDER BY version"
+            ).fetchall(),
+            "users": conn.execute("SELECT id, name, email FROM users ORDER BY id").fetchall(),
+            "secrets": conn.execute(
+                "SELECT name, value FROM service_secrets ORDER BY name"
+            ).fetchall(),
+        }
+
+
+def test_concurrent_migrations_apply_each_version_once(fresh_url: str) -> None:
+    async def five_at_once() -> list[bytes]:
+        return await asyncio.gather(*(migrate(fresh_url, 10) for _ in range(5)))
+
+    keys = asyncio.run(five_at_once())
+
+    expected_versions = sorted(path.stem for path in MIGRATIONS.glob("*.sql"))
+    assert expected_versions
+    with psycopg.connect(fresh_url, autocommit=True, row_factory=dict_row) as conn:
+        counts = conn.execute(
+            "SELECT version, count(*) AS n FROM schema_migrations GROUP BY version ORDER BY version"
+        ).fetchall()
+        users = conn.execute("SELECT id, name, email FROM users ORDER BY id").fetchall()
+        stored = conn.execute("SELECT value FROM service_secrets WHERE name = 'cursor'").fetchall()
+    assert counts == [{"version": version, "n": 1} for version in expected_versions]
+    assert users == SAMPLE_USERS
+    assert len(set(keys)) == 1
+    (key,) = set(keys)
+    assert isinstance(key, bytes) and len(key) >= 16
+    assert stored == [{"value": key}]
+
+
+def test_migrating_again_changes_nothing(fresh_url: str) -> None:
+    first_key = asyncio.run(migrate(fresh_url, 10))
+    before = snapshot(fresh_url)
+    again_key = asyncio.run(migrate(fresh_url, 10))
+    assert again_key == first_key
+    assert snapshot(fresh_url) == before
+    assert before["users"] == SAMPLE_USERS
+
+
+def test_migrate_keeps_existing_users_untouched(fresh_url: str) -> None:
+    asyncio.run(migrate(fresh_url, 10))
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM users WHERE id = 3")
+    asyncio.run(migrate(fresh_url, 10))
+    users = snapshot(fresh_url)["users"]
+    assert users == SAMPLE_USERS[:2]
+
+
+def test_the_test_database_was_migrated_once(database_url: str, client: TestClient) -> None:
+    state = snapshot(database_url)
+    versions = [row["version"] for row in state["migrations"]]
+    assert versions == sorted(path.stem for path in MIGRATIONS.glob("*.sql"))
+    assert [row["name"] for row in state["secrets"]] == ["cursor"]
+
+
+def test_migrate_gives_up_on_an_unreachable_database() -> None:
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="cannot reach the database"):
+        asyncio.run(migrate("postgresql://postgres@127.0.0.1:1/x", 1))
+    assert time.monotonic() - started < 15
+
+
+# The named-SQL loader -----------------------------------------------------------------
+
+
+def test_parse_reads_name_comment_and_statement() -> None:
+    source = (
+        "-- A file comment before the first block is allowed.\n\n"
+        "-- name: get_thing\n"
+        "-- One thing by id.\n"
+        "SELECT id FROM things WHERE id = %(thing_id)s;\n\n"
+        "-- name: list_things\n"
+        "-- Every thing,\n"
+        "-- newest first.\n"
+        "SELECT id\n  FROM things\n ORDER BY id DESC;\n"
+    )
+    first, second = parse(source, "things.sql")
+    assert (first.name, first.doc) == ("get_thing", "One thing by id.")
+    assert first.text == "SELECT id FROM things WHERE id = %(thing_id)s"
+    assert (second.name, second.doc) == ("list_things", "Every thing, newest first.")
+    assert second.text == "SELECT id\n  FROM things\n ORDER BY id DESC"
+
+
+def test_parse_rejects_a_block_without_a_comment_line() -> None:
+    with pytest.raises(ValueError, match=r"x\.sql.*get_thing.*comment"):
+        parse("-- name: get_thing\nSELECT 1;\n", "x.sql")
+
+
+def test_parse_rejects_a_block_without_a_statement() -> None:
+    with pytest.raises(ValueError, match="no statement"):
+        parse("-- name: get_thing\n-- Nothing here.\n", "x.sql")
+
+
+def test_parse_rejects_sql_before_the_first_name() -> None:
+    with pytest.raises(ValueError, match="before the first"):
+        parse("SELECT 1;\n-- name: get_thing\n-- One.\nSELECT 2;\n", "x.sql")
+
+
+def test_loader_rejects_a_name_used_twice_in_one_file(tmp_path: Path) -> None:
+    (tmp_path / "a.sql").write_text(
+        "-- name: get_thing\n-- One.\nSELECT 1;\n\n-- name: get_thing\n-- Two.\nSELECT 2;\n"
+    )
+    with pytest.raises(ValueError, match=r"get_thing.*twice"):
+        Queries(tmp_path)
+
+
+def test_loader_rejects_a_name_used_in_two_files(tmp_path: Path) -> None:
+    (tmp_path / "a.sql").write_text("-- name: get_thing\n-- One.\nSELECT 1;\n")
+    (tmp_path / "b.sql").write_text("-- name: get_thing\n-- Two.\nSELECT 2;\n")
+    with pytest.raises(ValueError, match=r"get_thing.*twice"):
+        Queries(tmp_path)
+
+
+def test_loader_rejects_a_file_with_a_block_without_comment(tmp_path: Path) -> None:
+    (tmp_path / "a.sql").write_text("-- name: get_thing\nSELECT 1;\n")
+    with pytest.raises(ValueError, match="comment"):
+        Queries(tmp_path)
+
+
+def test_every_statement_in_the_sql_files_loads() -> None:
+    names_in_files = []
+    for path in sorted(QUERIES_DIR.glob("*.sql")):
+        text = path.read_text(encoding="utf-8")
+        names_in_files += re.findall(r"^--\s*name:\s*(\w+)\s*$", text, re.MULTILINE)
+        assert parse(text, path.name), path.name
+    assert names_in_files
+    assert len(names_in_files) == len(set(names_in_files))
+    assert sql.names() == sorted(names_in_files)
+    for name in names_in_files:
+        query = getattr(sql, name)
+        assert isinstance(query, Query)
+        assert query.name == name
+        assert query.doc, name
+        assert query.text and not query.text.endswith(";"), name
+
+
+def test_unknown_statement_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_statement"):
+        _ = sql.no_such_statement

@@ -1,0 +1,178 @@
+"""The real server process: start-up, serving over a socket, graceful stop, start-up failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import service
+
+ROOT = Path(__file__).resolve().parent.parent
+START_SECONDS = 30
+STOP_SECONDS = 10
+FAIL_SECONDS = 30
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(**variables: str) -> dict[str, str]:
+    """This process's environment without mailroom's settings, plus `variables`."""
+    env = {k: v for k, v in os.environ.items() if k not in service.ENVIRONMENT}
+    env.update(variables)
+    return env
+
+
+def run_to_exit(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a command that must stop on its own; fail (not hang) when it does not."""
+    try:
+        return subprocess.run(
+            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=FAIL_SECONDS
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"{argv} still running after {FAIL_SECONDS} s; stderr: {error.stderr!r}")
+
+
+class Server:
+    """A uvicorn process serving service:app on a free port, its output in files."""
+
+    def __init__(self, database_url: str, logs: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.argv = [sys.executable, "-m", "uvicorn", "service:app"]
+        self.argv += ["--host", "127.0.0.1", "--port", str(self.port)]
+        self.stdout_path = logs / "stdout.txt"
+        self.stderr_path = logs / "stderr.txt"
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=clean_env(DATABASE_URL=database_url),
+                stdout=out,
+                stderr=err,
+            )
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited with {self.process.returncode}: {self.stderr()}")
+            try:
+                response = httpx.get(self.base_url + "/health", timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.2)
+                continue
+            if response.status_code == 200:
+                return
+            time.sleep(0.2)
+        pytest.fail(f"/health did not answer 200 within {START_SECONDS} s: {self.stderr()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
+    running = Server(database_url, tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_server_serves_over_a_socket_and_stops_on_sigterm(server: Server) -> None:
+    server.wait_healthy()
+    with httpx.Client(base_url=server.base_url, timeout=10) as http:
+        assert http.get("/health/live").json() == {"status": "alive"}
+        created = http.post("/agents", json={"agent_name": "socket-agent", "port": 8080})
+        assert created.status_code == 201, created.text
+        agent = created.json()
+        assert agent["agent_name"] == "socket-agent"
+        assert agent["port"] == 8080
+        fetched = http.get(f"/agents/{agent['id']}")
+        assert fetched.status_code == 200, fetched.text
+        assert fetched.json() == agent
+        user = http.get("/users/1")
+        assert user.status_code == 200, user.text
+        assert user.json()["name"] == "John Doe"
+
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        status = server.process.wait(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"no exit within {STOP_SECONDS} s of SIGTERM: {server.stderr()}")
+    # uvicorn (>= 0.29) shuts down gracefully, then re-raises the SIGTERM it caught so
+    # that its parent sees "terminated by SIGTERM" (shell status 143); the Containerfile's
+    # `tini -e 143` maps that to 0. Either status is a clean stop; anything else is not.
+    assert status in (0, -signal.SIGTERM), f"exit status {status}: {server.stderr()}"
+    log = server.stderr()
+    assert "Application shutdown complete" in log, log
+    assert "mailroom stopped" in log, log  # the lifespan closed the pool
+    assert "Traceback" not in log, log
+
+
+def test_unreachable_database_fails_start_up(tmp_path: Path) -> None:
+    env = clean_env(
+        DATABASE_URL="postgresql://postgres@127.0.0.1:1/x", MAILROOM_STARTUP_TIMEOUT="2"
+    )
+    argv = [sys.executable, "-m", "uvicorn", "service:app", "--port", str(free_port())]
+    started = time.monotonic()
+    result = run_to_exit(argv, env)
+    assert result.returncode != 0, result.stderr
+    assert "cannot reach the database" in result.stderr, result.stderr
+    assert "127.0.0.1" in result.stderr, result.stderr
+    assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PORT", "abc"),
+        ("PORT", "0"),
+        ("PORT", "70000"),
+        ("WEB_CONCURRENCY", "none"),
+        ("WEB_CONCURRENCY", "0"),
+        ("LOG_LEVEL", "chatty"),
+        ("MAILROOM_POOL_TIMEOUT", "soon"),
+        ("MAILROOM_POOL_MAX_SIZE", "0"),
+        ("MAILROOM_STARTUP_TIMEOUT", "-1"),
+        ("MAILROOM_ECHO_TIMEOUT", "0"),
+        ("MAILROOM_MAX_BODY_BYTES", "big"),
+        ("DATABASE_URL", "mysql://user@localhost/db"),
+    ],
+)
+def test_invalid_setting_stops_start_up_naming_the_variable(
+    database_url: str, variable: str, value: str
+) -> None:
+    env = clean_env(DATABASE_URL=database_url)
+    env[variable] = value
+    result = run_to_exit([sys.executable, "service.py"], env)
+    assert result.returncode != 0
+    assert f"invalid {variable}=" in result.stderr, result.stderr
+    assert value in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_invalid_setting_stops_uvicorn_too(database_url: str) -> None:
+    env = clean_env(DATABASE_URL=database_url, PORT="abc")
+    argv = [sys.executable, "-m", "uvicorn", "service:app", "--port", str(free_port())]
+    result = run_to_exit(argv, env)
+    assert result.returncode != 0
+    assert "invalid PORT='abc'" in result.stderr, result.stderr
