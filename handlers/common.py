@@ -90,6 +90,8 @@ async def decode(request: Request, kind: type[S]) -> S:
         raise InvalidInput.from_msgspec(error) from None
     except UnicodeDecodeError:
         raise InvalidInput.at(["body"], "Body is not valid UTF-8", "json_invalid") from None
+    except RecursionError:
+        raise InvalidInput.at(["body"], "JSON is nested too deeply", "json_invalid") from None
 
 
 async def decode_update(request: Request, kind: type[S]) -> S:
