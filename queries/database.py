@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import secrets
@@ -96,7 +97,11 @@ def start_embedded(data_dir: Path) -> str:
     with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
         exists = conn.execute(sql.database_exists.text).fetchone()
         if not (exists and exists[0]):
-            conn.execute(sql.create_database.text)
+            # Several workers may start at once; the first one creates it.
+            with contextlib.suppress(
+                psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
+            ):
+                conn.execute(sql.create_database.text)
     return server.get_uri("mailroom")
 
 
