@@ -11,7 +11,7 @@ import time
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 import psycopg
@@ -71,11 +71,13 @@ def normalise_url(url: str) -> str:
     scheme = next((s for s in SCHEMES if url.startswith(s)), None)
     if scheme is None:
         raise ValueError(f"must start with one of {', '.join(SCHEMES)}")
-    parts = urlsplit("postgresql://" + url.removeprefix(scheme))
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    if "ssl" in query:
-        query.setdefault("sslmode", query.pop("ssl"))
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    # Only the scheme and the query change: a URL without a host (a Unix
+    # socket given as ?host=/path) must keep its empty authority.
+    base, _, query = ("postgresql://" + url.removeprefix(scheme)).partition("?")
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    if "ssl" in params:
+        params.setdefault("sslmode", params.pop("ssl"))
+    return f"{base}?{urlencode(params)}" if params else base
 
 
 def start_embedded(data_dir: Path) -> str:
@@ -118,26 +120,26 @@ async def connect_with_retry(url: str, deadline: float) -> AsyncConnection:
 
 
 async def migrate(url: str, wait_seconds: float) -> bytes:
-    """Apply pending migrations once across replicas; return the shared cursor key."""
+    """Apply pending migrations once across replicas; return the shared cursor key.
+
+    Everything happens in one transaction holding a transaction-level advisory
+    lock, so it also serialises replicas behind PgBouncer in transaction mode
+    (a session-level lock could be taken and released on different servers).
+    """
     conn = await connect_with_retry(url, time.monotonic() + wait_seconds)
-    async with conn:
+    async with conn, conn.transaction():
         await sql.lock_migrations.run(conn)
-        try:
-            await sql.create_migrations_table.run(conn)
-            applied = set(await sql.list_migrations.column(conn))
-            for path in sorted(MIGRATIONS.glob("*.sql")):
-                if path.stem in applied:
-                    continue
+        await sql.create_migrations_table.run(conn)
+        applied = set(await sql.list_migrations.column(conn))
+        for path in sorted(MIGRATIONS.glob("*.sql")):
+            if path.stem not in applied:
                 log.info("applying migration %s", path.name)
-                async with conn.transaction():
-                    await conn.execute(path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
-                    await sql.record_migration.run(conn, version=path.stem)
-            await sql.seed_users.run(conn)
-            return await sql.get_or_create_secret.value(
-                conn, name="cursor", proposal=secrets.token_bytes(32)
-            )
-        finally:
-            await sql.unlock_migrations.run(conn)
+                await conn.execute(path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+                await sql.record_migration.run(conn, version=path.stem)
+        await sql.seed_users.run(conn)
+        return await sql.get_or_create_secret.value(
+            conn, name="cursor", proposal=secrets.token_bytes(32)
+        )
 
 
 async def configure_connection(conn: AsyncConnection) -> None:

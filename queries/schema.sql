@@ -1,10 +1,6 @@
 -- name: lock_migrations
--- Serialise start-up across replicas: only one applies migrations at a time.
-SELECT pg_advisory_lock(7265636575);
-
--- name: unlock_migrations
--- Let the next replica in once this one has checked the schema.
-SELECT pg_advisory_unlock(7265636575);
+-- Serialise start-up across replicas until this transaction ends.
+SELECT pg_advisory_xact_lock(7265636575);
 
 -- name: create_migrations_table
 -- The record of which numbered migration files have been applied.
