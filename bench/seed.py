@@ -38,7 +38,15 @@ class Api:
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         async with self.limit:
-            response = await self.client.post(path, json=body)
+            for attempt in range(3):
+                try:
+                    response = await self.client.post(path, json=body)
+                    break
+                except (httpx.ReadError, httpx.RemoteProtocolError):
+                    # A kept-alive connection the server closed as we reused it:
+                    # the request was not processed, so sending it again is safe.
+                    if attempt == 2:
+                        raise
         if response.status_code != 201:
             raise SystemExit(f"POST {path} -> {response.status_code}: {response.text[:300]}")
         return response.json()
@@ -76,7 +84,9 @@ class Api:
 
 
 async def seed(base_url: str) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=CONCURRENCY)
+    # Shorter than uvicorn's 5 s keep-alive, so idle connections are not reused
+    # just as the server closes them.
+    limits = httpx.Limits(max_connections=CONCURRENCY, keepalive_expiry=2)
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
         api = Api(client)
         await api.detect()
