@@ -91,7 +91,7 @@ run_side() {
   conversation=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['conversation'])" "$seed/seed.json")
   scenario "$side" health "$url" get /health
   scenario "$side" user "$url" get /users/1
-  scenario "$side" create_agent "$url" post /agents '{"agent_name":"benchmark agent"}'
+  scenario "$side" create_agent "$url" post /agents '{"agent_name":"benchmark agent {n}"}'
   scenario "$side" pull_100 "$url" get "/agents/$inbox100/messages?limit=100"
   scenario "$side" unread_100 "$url" get "/agents/$inbox100/messages/unread?limit=100"
   log "$side: whole 5,000-message mailbox"

@@ -1,7 +1,8 @@
 -- wrk script for every benchmark scenario; bench/run.sh passes the arguments.
 --
 --   wrk ... -s scenarios.lua URL -- get PATH
---   wrk ... -s scenarios.lua URL -- post PATH BODY        (also: put PATH BODY)
+--   wrk ... -s scenarios.lua URL -- post PATH BODY        (also: put PATH BODY);
+--                                        in a post body, {n} becomes a unique number
 --   wrk ... -s scenarios.lua URL -- send SEED_DIR ids|chain
 --   wrk ... -s scenarios.lua URL -- mixed SEED_DIR ids|chain
 --
@@ -69,6 +70,13 @@ local function chained_response(status, headers, response_body)
   end
 end
 
+-- Each thread gets a number, so generated names are unique across threads.
+local thread_count = 0
+function setup(thread)
+  thread_count = thread_count + 1
+  thread:set("thread_id", thread_count)
+end
+
 function init(args)
   mode = args[1]
   math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
@@ -88,7 +96,13 @@ end
 function request()
   if #queue > 0 then return table.remove(queue, 1) end
   if mode == "get" then return wrk.format("GET", path) end
-  if mode == "post" then return wrk.format("POST", path, json, body) end
+  if mode == "post" then
+    -- "{n}" in a body becomes a number unique in this run (the original
+    -- design refuses a second agent of the same name).
+    counter = counter + 1
+    local unique = tostring(thread_id or 0) .. "-" .. tostring(counter)
+    return wrk.format("POST", path, json, (body:gsub("{n}", unique)))
+  end
   if mode == "put" then return wrk.format("PUT", path, json, body) end
   if mode == "send" then return send_request() end
   return mixed_request()
