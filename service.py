@@ -262,7 +262,7 @@ EXCEPTION_HANDLERS = {
     InvalidInput: errors.invalid_input,
     psycopg.IntegrityError: errors.integrity_error,
     psycopg.DataError: errors.data_error,
-    PoolTimeout: errors.database_unavailable,
+    PoolTimeout: errors.pool_exhausted,
     psycopg.OperationalError: errors.database_unavailable,
     psycopg.InterfaceError: errors.database_unavailable,
     Exception: errors.unexpected_error,

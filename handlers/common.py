@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -17,6 +18,7 @@ from validation.requests import Input
 S = TypeVar("S", bound=Input)
 
 ENCODER = msgspec.json.Encoder()
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
 
 
@@ -105,12 +107,11 @@ async def decode_update(request: Request, kind: type[S]) -> S:
 def path_uuid(request: Request, name: str) -> UUID:
     """A UUID path parameter, or 422 naming it."""
     raw = request.path_params[name]
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise InvalidInput.at(
-            ["path", name], f"Not a valid UUID: {raw!r}", "uuid_parsing"
-        ) from None
+    # Only the canonical 8-4-4-4-12 spelling: Python's UUID() would also take
+    # braces, a urn: prefix or hyphens anywhere.
+    if not _UUID_TEXT.fullmatch(raw):
+        raise InvalidInput.at(["path", name], f"Not a valid UUID: {raw!r}", "uuid_parsing")
+    return UUID(raw)
 
 
 def path_int(request: Request, name: str) -> int:

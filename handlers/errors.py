@@ -16,6 +16,7 @@ from psycopg import errors as pg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from handlers.common import HTTPError, json_response
 from validation.errors import InvalidInput
@@ -53,7 +54,15 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def starlette_error(request: Request, exc: Exception) -> Response:
     """Unknown routes (404) and wrong methods (405), with a JSON detail too."""
     assert isinstance(exc, HTTPException)
-    return _error(exc.status_code, exc.detail, exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        # One Route per method: Starlette names only the first route's methods.
+        allowed = set()
+        for route in request.app.routes:
+            if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
+                allowed |= route.methods or set()
+        headers = {"Allow": ", ".join(sorted(allowed))}
+    return _error(exc.status_code, exc.detail, headers)
 
 
 async def invalid_input(request: Request, exc: Exception) -> Response:
@@ -98,9 +107,17 @@ async def data_error(request: Request, exc: Exception) -> Response:
 
 
 async def database_unavailable(request: Request, exc: Exception) -> Response:
-    """Pool exhausted, server down or restarting: 503, try again shortly."""
+    """Server down or restarting: 503, try again shortly."""
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
     return _error(503, "Database unavailable, try again shortly", RETRY_AFTER)
+
+
+async def pool_exhausted(request: Request, exc: Exception) -> Response:
+    """Every connection busy for the whole pool timeout: 503, try again shortly."""
+    log.warning("no free database connection for %s %s: %s", request.method, request.url.path, exc)
+    return _error(
+        503, "Service busy: no database connection became free, try again shortly", RETRY_AFTER
+    )
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -953,3 +953,37 @@ def test_wrong_method_is_405_with_json_detail(client, existing, method, path):
     detail = response.json()["detail"]
     assert isinstance(detail, str) and detail
     assert "allow" in response.headers
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "{{{id}}}",
+        "urn:uuid:{id}",
+        "{hex}",
+        "{hex_misplaced}",
+    ],
+)
+def test_path_uuid_must_be_canonical(client, agent, spelling):
+    """Python's UUID() takes braces, urn: prefixes and stray hyphens; the path does not."""
+    agent_id = agent()["id"]
+    hex_id = agent_id.replace("-", "")
+    path_id = spelling.format(id=agent_id, hex=hex_id, hex_misplaced=f"{hex_id[:5]}-{hex_id[5:]}")
+    response = client.get(f"/agents/{path_id}")
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["path", "agent_id"]
+    assert client.get(f"/agents/{agent_id.upper()}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/conversations", {"GET", "HEAD", "POST"}),
+        ("PATCH", "/agents/00000000-0000-0000-0000-000000000000", {"GET", "HEAD", "PUT"}),
+    ],
+)
+def test_405_allow_header_names_every_method_of_the_path(client, method, path, allowed):
+    response = client.request(method, path)
+    assert response.status_code == 405
+    assert response.json() == {"detail": "Method Not Allowed"}
+    assert set(response.headers["allow"].split(", ")) == allowed
