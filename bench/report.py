@@ -48,6 +48,15 @@ def main() -> None:
         if len(sides) == 2:
             cells.append(f"{rates[0] / rates[1]:.1f}x" if len(rates) == 2 and rates[1] else "-")
         print("| " + " | ".join(cells) + " |")
+    ceiling = rows.get("ceiling", {}).get("user")
+    mine = rows.get("mailroom", {}).get("user")
+    if ceiling and mine:
+        ceiling_rate = float(ceiling[0]) / float(ceiling[1])
+        mine_rate = float(mine[0]) / float(mine[1])
+        print(
+            f"\nceiling (minimal Starlette + psycopg + msgspec) GET /users/1: {ceiling_rate:,.1f}"
+            f" req/s; mailroom does {100 * mine_rate / ceiling_rate:.0f}% of it"
+        )
     for side in sides:
         rss = rows[side].get("peak_rss_mb")
         if rss:

@@ -9,6 +9,9 @@
 #   BENCH_REFERENCE     folder of the reference (e.g. ../shared/bench/reference); when set,
 #                       it runs the same scenarios right after mailroom and the table
 #                       shows both sides and the ratio
+#   BENCH_CEILING       folder of the ceiling apps (e.g. ../shared/bench/ceilings); when set,
+#                       its minimal Starlette + psycopg + msgspec users_app serves GET /users/1
+#                       from mailroom's database, the most a route touching the database can do
 #   BENCH_WORK          where seeds, raw results and logs go [/tmp/mailroom-bench]
 #   WRK_THREADS [2]  WRK_CONNECTIONS [64]
 #
@@ -112,6 +115,16 @@ fresh_database mailroom_bench
   --no-access-log --log-level warning) >"$WORK/mailroom.log" 2>&1 &
 SERVER_PID=$!
 run_side mailroom http://127.0.0.1:8201 ids
+
+if [[ -n ${BENCH_CEILING:-} ]]; then
+  log "ceiling: users_app"
+  DATABASE_URL="$SERVER/mailroom_bench" "$BENCH_CEILING/run.sh" users_app 8204 \
+    >"$WORK/ceiling.log" 2>&1 &
+  SERVER_PID=$!
+  wait_healthy http://127.0.0.1:8204
+  scenario ceiling user http://127.0.0.1:8204 get /users/1
+  stop_server
+fi
 
 if [[ -n ${BENCH_REFERENCE:-} ]]; then
   log "reference"
