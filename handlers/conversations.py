@@ -20,7 +20,7 @@ from handlers.common import (
     query_int,
     update_params,
 )
-from handlers.pagination import next_link, page_start
+from handlers.pagination import cut_page, page_start
 from queries import sql
 from validation.requests import ConversationCreate, ConversationUpdate
 from validation.responses import (
@@ -61,10 +61,7 @@ async def list_conversations(request: Request) -> Response:
             after_id=after_id,
             limit=limit + 1,
         )
-    headers = None
-    if len(items) > limit:
-        del items[limit:]
-        headers = next_link(request, SCOPE, items[-1].created_at, items[-1].id)
+    headers = cut_page(request, SCOPE, items, limit, lambda item: (item.created_at, item.id))
     return json_response(items, headers=headers)
 
 

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from handlers.common import NotFound, decode, json_response, path_uuid, query_choice, query_int
-from handlers.pagination import next_link, page_start
+from handlers.pagination import cut_page, page_start
 from queries import Query, sql
 from validation.requests import MarkReadRequest
 from validation.responses import MailboxItem, MarkRead
@@ -38,10 +38,7 @@ async def _page(
         )
         if not items and not await sql.agent_exists.value(conn, agent_id=agent_id):
             raise NotFound("Agent not found")
-    headers = None
-    if len(items) > limit:
-        del items[limit:]
-        headers = next_link(request, SCOPE, items[-1].sent_at, items[-1].id)
+    headers = cut_page(request, SCOPE, items, limit, lambda item: (item.sent_at, item.id))
     return json_response(items, headers=headers)
 
 

@@ -12,13 +12,16 @@ import binascii
 import hashlib
 import hmac
 import struct
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 from uuid import UUID
 
 from starlette.requests import Request
 
 from validation.errors import InvalidInput
 
+T = TypeVar("T")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Sort keys before the first page: past every real row in either direction.
 NEWEST = (datetime(9999, 12, 31, tzinfo=UTC), UUID(int=(1 << 128) - 1))
@@ -64,8 +67,17 @@ def page_start(request: Request, scope: bytes, descending: bool) -> tuple[dateti
     return decode_cursor(request.state.cursor_key, scope, cursor)
 
 
-def next_link(request: Request, scope: bytes, at: str, item_id: UUID) -> dict[str, str]:
-    """The `Link: <...>; rel="next"` header for the page after (`at`, `item_id`)."""
+def cut_page(
+    request: Request, scope: bytes, rows: list[T], limit: int, key: Callable[[T], tuple[str, UUID]]
+) -> dict[str, str] | None:
+    """Trim `rows` (fetched as limit + 1) to a page; the Link header when more remain.
+
+    `key` gives a row's sort key: its timestamp text and id.
+    """
+    if len(rows) <= limit:
+        return None
+    del rows[limit:]
+    at, item_id = key(rows[-1])
     cursor = encode_cursor(request.state.cursor_key, scope, datetime.fromisoformat(at), item_id)
     url = request.url.include_query_params(cursor=cursor)
     return {"Link": f'<{url}>; rel="next"'}

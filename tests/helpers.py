@@ -86,3 +86,19 @@ def instant(timestamp: str) -> datetime:
     parsed = datetime.fromisoformat(timestamp)
     assert parsed.tzinfo is not None, timestamp
     return parsed
+
+
+# The fields of a message as the API returns it (API.md).
+MESSAGE_FIELDS = {
+    "id",
+    "sender_id",
+    "sent_at",
+    "parent_message_id",
+    "conversation_id",
+    "content",
+    "message_type",
+    "importance",
+    "status",
+    "msg_metadata",
+    "updated_at",
+}

@@ -14,6 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.helpers import (
+    MESSAGE_FIELDS,
     assert_invalid,
     assert_not_found,
     cursor_of,
@@ -37,19 +38,6 @@ CONVERSATION_FIELDS = {
     "updated_at",
 }
 DETAIL_FIELDS = {"messages", "unique_agents", "total_messages", "unread_count"}
-MESSAGE_FIELDS = {
-    "id",
-    "sender_id",
-    "sent_at",
-    "parent_message_id",
-    "conversation_id",
-    "content",
-    "message_type",
-    "importance",
-    "status",
-    "msg_metadata",
-    "updated_at",
-}
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 METADATA = {
     "owner": "planner",

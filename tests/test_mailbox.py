@@ -17,6 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.helpers import (
+    MESSAGE_FIELDS,
     UTC_TIMESTAMP,
     assert_invalid,
     assert_not_found,
@@ -31,19 +32,6 @@ from tests.helpers import (
 Item = dict[str, Any]
 Db = psycopg.Connection[dict[str, Any]]
 
-MESSAGE_FIELDS = {
-    "id",
-    "sender_id",
-    "sent_at",
-    "parent_message_id",
-    "conversation_id",
-    "content",
-    "message_type",
-    "importance",
-    "status",
-    "msg_metadata",
-    "updated_at",
-}
 VIEW_FIELDS = {"direction", "is_read", "read_at"}
 UNKNOWN_AGENT = "00000000-0000-4000-8000-000000000000"
 PULL_PATHS = ["messages", "messages/unread"]

@@ -15,24 +15,11 @@ import httpx
 import psycopg
 import pytest
 
-from tests.helpers import UTC_TIMESTAMP, assert_invalid, assert_not_found, instant
+from tests.helpers import MESSAGE_FIELDS, UTC_TIMESTAMP, assert_invalid, assert_not_found, instant
 
 Item = dict[str, Any]
 Db = psycopg.Connection[dict[str, Any]]
 
-MESSAGE_FIELDS = {
-    "id",
-    "sender_id",
-    "sent_at",
-    "parent_message_id",
-    "conversation_id",
-    "content",
-    "message_type",
-    "importance",
-    "status",
-    "msg_metadata",
-    "updated_at",
-}
 OPTIONAL_MESSAGE_FIELDS = [
     "sender_id",
     "parent_message_id",
