@@ -47,10 +47,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = ".mailroom/pgdata"
     host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on all interfaces
     port: int = 8000
-    workers: int = 1
+    workers: int = os.cpu_count() or 1
     log_level: str = "INFO"
     pool_min_size: int = 2
     pool_max_size: int = 10
+    db_connections: int | None = None
     pool_timeout: float = 5.0
     prepare_threshold: int | None = 5
     startup_timeout: float = 30.0
@@ -70,6 +71,7 @@ ENVIRONMENT = {
     "LOG_LEVEL": ("log_level", str.upper),
     "MAILROOM_POOL_MIN_SIZE": ("pool_min_size", int),
     "MAILROOM_POOL_MAX_SIZE": ("pool_max_size", int),
+    "MAILROOM_DB_CONNECTIONS": ("db_connections", int),
     "MAILROOM_POOL_TIMEOUT": ("pool_timeout", float),
     "MAILROOM_PREPARE_THRESHOLD": (
         "prepare_threshold",
@@ -94,11 +96,23 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         except ValueError as error:
             raise SystemExit(f"mailroom: invalid {variable}={text!r}: {error}") from None
     settings = Settings(**values)
+    if settings.db_connections is not None and "MAILROOM_POOL_MAX_SIZE" not in environ:
+        # The replica's share of max_connections, split between its workers.
+        per_worker = max(1, settings.db_connections // settings.workers)
+        settings = msgspec.structs.replace(
+            settings,
+            pool_max_size=per_worker,
+            pool_min_size=min(settings.pool_min_size, per_worker),
+        )
     problems = [
         ("PORT", not 0 < settings.port < 65536),
         ("WEB_CONCURRENCY", settings.workers < 1),
         ("LOG_LEVEL", settings.log_level not in logging.getLevelNamesMapping()),
         ("MAILROOM_POOL_MIN_SIZE", settings.pool_min_size < 0),
+        (
+            "MAILROOM_DB_CONNECTIONS",
+            settings.db_connections is not None and settings.db_connections < 1,
+        ),
         ("MAILROOM_POOL_MAX_SIZE", settings.pool_max_size < max(1, settings.pool_min_size)),
         ("MAILROOM_POOL_TIMEOUT", settings.pool_timeout <= 0),
         ("MAILROOM_STARTUP_TIMEOUT", settings.startup_timeout <= 0),
