@@ -13,23 +13,17 @@ import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 from starlette.testclient import TestClient
 
 from queries.database import normalise_url, start_embedded
 from service import Settings, create_app
+from tests.helpers import temporary_database
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
 
 
 @pytest.fixture(scope="session")
@@ -40,17 +34,8 @@ def database_url() -> Iterator[str]:
         server_url = normalise_url(configured)
     else:
         server_url = start_embedded(ROOT / ".mailroom" / "test-pgdata")
-    name = f"mailroom_test_{secrets.token_hex(6)}"
-    admin_url = _with_database(server_url, "postgres")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
-    try:
-        yield _with_database(server_url, name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
-            )
+    with temporary_database(server_url, "mailroom_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
+import psycopg
+from psycopg import sql as pgsql
 from starlette.testclient import TestClient
 
 # RFC 8288 as the contract writes it: `<url>; rel="next"`.
@@ -102,3 +106,23 @@ MESSAGE_FIELDS = {
     "msg_metadata",
     "updated_at",
 }
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL, naming another database."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+@contextmanager
+def temporary_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty database on the server of `server_url`, dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    admin_url = with_database(server_url, "postgres")
+    identifier = pgsql.Identifier(name)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(identifier))
+    try:
+        yield with_database(server_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(identifier))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from starlette.testclient import TestClient
@@ -22,6 +20,7 @@ import queries
 from queries import Queries, Query, parse, sql
 from queries.database import MIGRATIONS, migrate, normalise_url
 from service import load_settings
+from tests.helpers import temporary_database
 
 SAMPLE_USERS = [
     {"id": 1, "name": "John Doe", "email": "john@example.com"},
@@ -29,10 +28,6 @@ SAMPLE_USERS = [
     {"id": 3, "name": "Bob Johnson", "email": "bob@example.com"},
 ]
 QUERIES_DIR = Path(queries.__file__).parent
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
 def with_scheme(url: str, scheme: str, **query: str) -> str:
@@ -128,17 +123,8 @@ def test_every_url_form_connects(database_url: str, scheme: str, query: dict[str
 @pytest.fixture
 def fresh_url(database_url: str) -> Iterator[str]:
     """A second, empty database on the test server, dropped afterwards."""
-    name = f"mailroom_migrate_{secrets.token_hex(6)}"
-    admin_url = with_database(database_url, "postgres")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
-    try:
-        yield with_database(database_url, name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
-            )
+    with temporary_database(database_url, "mailroom_migrate") as url:
+        yield url
 
 
 def snapshot(url: str) -> dict[str, Any]:

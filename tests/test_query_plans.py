@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from psycopg import sql as pgsql
 
 from handlers.pagination import NEWEST, OLDEST
 from queries import sql
 from queries.database import migrate
+from tests.helpers import temporary_database
 
 BIG_TABLES = {"messages", "message_recipients", "agent_message_metadata"}
 
@@ -47,21 +45,11 @@ ANALYZE;
 @pytest.fixture(scope="module")
 def seeded(database_url: str) -> Iterator[psycopg.Connection[Any]]:
     """A connection to a fresh, seeded database of its own."""
-    name = f"mailroom_plans_{secrets.token_hex(4)}"
-    admin = urlunsplit(urlsplit(database_url)._replace(path="/postgres"))
-    url = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
-    try:
+    with temporary_database(database_url, "mailroom_plans") as url:
         asyncio.run(migrate(url, 10))
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(SEED)
             yield conn
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
-            )
 
 
 def scanned_tables(plan: dict[str, Any]) -> set[str]:
