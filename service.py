@@ -28,7 +28,13 @@ from starlette.staticfiles import StaticFiles
 
 from handlers import agents, conversations, core, docs, echo, errors, mailbox, messages, stream
 from handlers.common import HTTPError
-from queries.database import make_pool, migrate, normalise_url, start_embedded
+from queries.database import (
+    make_pool,
+    migrate,
+    normalise_url,
+    purge_expired_keys,
+    start_embedded,
+)
 from queries.listener import Listener
 from validation import openapi
 from validation import requests as rq
@@ -39,6 +45,7 @@ from validation.openapi import CURSOR, IDEMPOTENCY_KEY, LIMIT, ORDER, Operation,
 HERE = Path(__file__).parent
 VERSION = "0.1.0"
 log = logging.getLogger("mailroom")
+PURGE_INTERVAL = 3600.0  # seconds between two purges of expired Idempotency-Keys
 
 
 # Settings ------------------------------------------------------------------
@@ -166,6 +173,7 @@ def make_lifespan(settings: Settings):
         # Streams and long-polls end at SIGTERM: uvicorn waits for open responses
         # before it runs the lifespan's shutdown.
         call_on_termination(listener.shutting_down)
+        purge = asyncio.create_task(purge_expired_keys(pool, PURGE_INTERVAL), name="purge")
         log.info("mailroom %s ready", VERSION)
         try:
             yield State(
@@ -176,6 +184,7 @@ def make_lifespan(settings: Settings):
                 openapi=OPENAPI_DOCUMENT,
             )
         finally:
+            purge.cancel()
             await listener.close()
             await pool.close()
             log.info("mailroom stopped")

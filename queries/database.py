@@ -188,3 +188,20 @@ def make_pool(
         name="mailroom",
         reconnect_timeout=RECONNECT_TIMEOUT,
     )
+
+
+async def purge_expired_keys(pool: AsyncConnectionPool, interval: float) -> None:
+    """Forget Idempotency-Keys older than a day, at start-up and every `interval` seconds.
+
+    Each replica runs it; the statement is cheap (an index range) and idempotent.
+    An unreachable database just skips a round.
+    """
+    while True:
+        try:
+            async with pool.connection() as conn:
+                purged = await sql.purge_idempotency_keys.run(conn)
+            if purged:
+                log.info("purged %d idempotency keys older than 24 hours", purged)
+        except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as error:
+            log.warning("idempotency key purge skipped: %s", error)
+        await asyncio.sleep(interval)

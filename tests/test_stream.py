@@ -13,7 +13,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from tests.test_server import Server
 
 Item = dict[str, Any]
 UNKNOWN_AGENT = "00000000-0000-4000-8000-000000000000"
-HEARTBEAT = "0.5"
+HEARTBEAT = "0.5"  # the servers fixture's MAILROOM_STREAM_HEARTBEAT
 EVENT_SECONDS = 10
 
 
@@ -83,22 +82,6 @@ class Stream:
     def close(self) -> None:
         self.context.__exit__(None, None, None)
         self.client.close()
-
-
-@pytest.fixture(scope="module")
-def servers(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
-    """Two service processes on one database, with a short heartbeat."""
-    running = []
-    try:
-        for name in ("a", "b"):
-            logs: Path = tmp_path_factory.mktemp(f"server-{name}")
-            running.append(Server(database_url, logs, MAILROOM_STREAM_HEARTBEAT=HEARTBEAT))
-        for server in running:
-            server.wait_healthy()
-        yield running
-    finally:
-        for server in running:
-            server.stop()
 
 
 def new_agent(base_url: str) -> str:
