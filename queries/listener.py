@@ -39,18 +39,16 @@ MAX_PENDING = 1000
 class Waiter:
     """One stream or long-poll waiting for an agent's new messages."""
 
-    __slots__ = ("closed", "event", "pending", "resync")
+    __slots__ = ("closed", "event", "pending")
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.pending: list[Key] = []
-        self.resync = False
         self.closed = False
 
     def notify(self, key: Key | None) -> None:
-        if key is None or len(self.pending) >= MAX_PENDING:
-            self.resync = True
-        else:
+        """Wake the waiter; `key` (None: just read the table again) is kept for take()."""
+        if key is not None and len(self.pending) < MAX_PENDING:
             self.pending.append(key)
         self.event.set()
 
@@ -70,7 +68,7 @@ class Waiter:
     def take(self) -> list[Key]:
         """The keys notified since the last call (the caller reads the table next)."""
         self.event.clear()
-        keys, self.pending, self.resync = self.pending, [], False
+        keys, self.pending = self.pending, []
         return keys
 
 
