@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TypedDict
 
 import msgspec
@@ -23,18 +26,26 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from handlers import agents, conversations, core, docs, echo, errors, mailbox, messages
+from handlers import agents, conversations, core, docs, echo, errors, mailbox, messages, stream
 from handlers.common import HTTPError
-from queries.database import make_pool, migrate, normalise_url, start_embedded
+from queries.database import (
+    make_pool,
+    migrate,
+    normalise_url,
+    purge_expired_keys,
+    start_embedded,
+)
+from queries.listener import Listener
 from validation import openapi
 from validation import requests as rq
 from validation import responses as rs
 from validation.errors import InvalidInput
-from validation.openapi import CURSOR, LIMIT, ORDER, Operation, Param
+from validation.openapi import CURSOR, IDEMPOTENCY_KEY, LIMIT, ORDER, Operation, Param
 
 HERE = Path(__file__).parent
 VERSION = "0.1.0"
 log = logging.getLogger("mailroom")
+PURGE_INTERVAL = 3600.0  # seconds between two purges of expired Idempotency-Keys
 
 
 # Settings ------------------------------------------------------------------
@@ -59,6 +70,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     echo_timeout: float = 5.0
     echo_output_limit: int = 65536
     max_body_bytes: int = 1_048_576
+    stream_heartbeat: float = 15.0
+    reconnect_interval: float = 0.5
+    db_check_interval: float = 5.0
 
 
 # Environment variable -> (field, parser). A parser raises ValueError on bad text.
@@ -81,6 +95,9 @@ ENVIRONMENT = {
     "MAILROOM_ECHO_TIMEOUT": ("echo_timeout", float),
     "MAILROOM_ECHO_OUTPUT_LIMIT": ("echo_output_limit", int),
     "MAILROOM_MAX_BODY_BYTES": ("max_body_bytes", int),
+    "MAILROOM_STREAM_HEARTBEAT": ("stream_heartbeat", float),
+    "MAILROOM_RECONNECT_INTERVAL": ("reconnect_interval", float),
+    "MAILROOM_DB_CHECK_INTERVAL": ("db_check_interval", float),
 }
 
 
@@ -119,6 +136,9 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         ("MAILROOM_ECHO_TIMEOUT", settings.echo_timeout <= 0),
         ("MAILROOM_ECHO_OUTPUT_LIMIT", settings.echo_output_limit < 1),
         ("MAILROOM_MAX_BODY_BYTES", settings.max_body_bytes < 1),
+        ("MAILROOM_STREAM_HEARTBEAT", settings.stream_heartbeat <= 0),
+        ("MAILROOM_RECONNECT_INTERVAL", settings.reconnect_interval <= 0),
+        ("MAILROOM_DB_CHECK_INTERVAL", settings.db_check_interval <= 0),
     ]
     for variable, bad in problems:
         if bad:
@@ -134,6 +154,7 @@ class State(TypedDict):
 
     settings: Settings
     pool: AsyncConnectionPool
+    listener: Listener
     cursor_key: bytes
     openapi: bytes
 
@@ -158,16 +179,53 @@ def make_lifespan(settings: Settings):
             settings.prepare_threshold,
         )
         await pool.open(wait=True, timeout=settings.startup_timeout)
+        listener = Listener(
+            url, settings.db_check_interval, settings.reconnect_interval, on_reconnect=pool.check
+        )
+        pool.reachable = lambda: listener.up
+        await listener.start(settings.startup_timeout)
+        # Streams and long-polls end at SIGTERM: uvicorn waits for open responses
+        # before it runs the lifespan's shutdown.
+        call_on_termination(listener.shutting_down)
+        purge = asyncio.create_task(purge_expired_keys(pool, PURGE_INTERVAL), name="purge")
         log.info("mailroom %s ready", VERSION)
         try:
             yield State(
-                settings=settings, pool=pool, cursor_key=cursor_key, openapi=OPENAPI_DOCUMENT
+                settings=settings,
+                pool=pool,
+                listener=listener,
+                cursor_key=cursor_key,
+                openapi=OPENAPI_DOCUMENT,
             )
         finally:
+            purge.cancel()
+            await listener.close()
             await pool.close()
             log.info("mailroom stopped")
 
     return lifespan
+
+
+def call_on_termination(callback: Callable[[], None]) -> None:
+    """Run `callback` on the event loop when SIGTERM or SIGINT arrives, then the
+    server's own handler (uvicorn's, which stops accepting and drains requests).
+
+    Only in the main thread, and only over a handler the server installed: under
+    a test client there is none and nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue
+
+        def handler(number: int, frame: FrameType | None, previous=previous) -> None:
+            loop.call_soon_threadsafe(callback)
+            previous(number, frame)
+
+        signal.signal(signum, handler)
 
 
 # Routes --------------------------------------------------------------------
@@ -183,6 +241,7 @@ ROUTES = [
     Route("/agents/{agent_id}", agents.update_agent, methods=["PUT"]),
     Route("/agents/{agent_id}/messages", mailbox.list_messages, methods=["GET"]),
     Route("/agents/{agent_id}/messages/unread", mailbox.list_unread, methods=["GET"]),
+    Route("/agents/{agent_id}/messages/stream", stream.stream_messages, methods=["GET"]),
     Route("/agents/{agent_id}/messages/mark-read", mailbox.mark_read, methods=["PUT"]),
     Route("/messages", messages.create_message, methods=["POST"]),
     Route("/messages/{message_id}", messages.update_message, methods=["PUT"]),
@@ -214,6 +273,15 @@ ROUTES = [
 # The documentation of the routes above; tests check both list the same pairs.
 DIRECTION = Param("direction", {"enum": ["all", "sent", "received"], "default": "all"}, "Which")
 ARCHIVED = Param("archived", {"type": "boolean"}, "Only archived (true) or active (false)")
+WAIT = Param(
+    "wait",
+    {"type": "integer", "minimum": 0, "maximum": 60, "default": 0},
+    "Seconds to wait for a message when there is none yet (long-poll)",
+)
+AFTER = Param("after", {"type": "string"}, "Resume after this cursor (an event id)")
+LAST_EVENT_ID = Param(
+    "Last-Event-ID", {"type": "string"}, "Resume after this event id (wins over after)", "header"
+)
 API = [
     Operation("GET", "/", "Greeting", rs.Root),
     Operation("GET", "/health", "Database health (readiness)", rs.Health, errors=(503,)),
@@ -221,7 +289,7 @@ API = [
     Operation("GET", "/health/live", "Liveness probe; no database", rs.Health),
     Operation("GET", "/users/{user_id}", "A sample user", rs.User, errors=(404, 422)),
     Operation("POST", "/agents", "Register an agent", rs.Agent, 201, rq.AgentCreate,
-              (409, 413, 422), tag="agents"),
+              (409, 413, 422), query=(IDEMPOTENCY_KEY,), tag="agents"),
     Operation("GET", "/agents/{agent_id}", "An agent", rs.Agent, errors=(404, 422),
               tag="agents"),
     Operation("PUT", "/agents/{agent_id}", "Update an agent", rs.Agent, 200, rq.AgentUpdate,
@@ -230,12 +298,16 @@ API = [
               list[rs.MailboxItem], errors=(404, 422), query=(DIRECTION, ORDER, LIMIT, CURSOR),
               tag="mailbox"),
     Operation("GET", "/agents/{agent_id}/messages/unread", "Unread received messages",
-              list[rs.MailboxItem], errors=(404, 422), query=(ORDER, LIMIT, CURSOR),
+              list[rs.MailboxItem], errors=(404, 422), query=(ORDER, LIMIT, CURSOR, WAIT),
               tag="mailbox"),
+    Operation("GET", "/agents/{agent_id}/messages/stream",
+              "Unread received messages as Server-Sent Events: missed ones, then live",
+              rs.MailboxItem, errors=(404, 422, 503), query=(AFTER, LAST_EVENT_ID),
+              tag="mailbox", media_type="text/event-stream"),
     Operation("PUT", "/agents/{agent_id}/messages/mark-read", "Mark messages read up to a time",
               rs.MarkRead, 200, rq.MarkReadRequest, (404, 413, 422), tag="mailbox"),
     Operation("POST", "/messages", "Send a message", rs.Message, 201, rq.MessageCreate,
-              (409, 413, 422), tag="messages"),
+              (409, 413, 422), query=(IDEMPOTENCY_KEY,), tag="messages"),
     Operation("PUT", "/messages/{message_id}", "Update a message", rs.Message, 200,
               rq.MessageUpdate, (404, 409, 413, 422), tag="messages"),
     Operation("GET", "/messages/{message_id}/metadata/{agent_id}",
@@ -250,7 +322,7 @@ API = [
     Operation("PUT", "/agent_message_metadata/{metadata_id}", "Update metadata", rs.Metadata,
               200, rq.MetadataUpdate, (404, 409, 413, 422), tag="messages"),
     Operation("POST", "/conversations", "Start a conversation", rs.Conversation, 201,
-              rq.ConversationCreate, (413, 422), tag="conversations"),
+              rq.ConversationCreate, (413, 422), query=(IDEMPOTENCY_KEY,), tag="conversations"),
     Operation("GET", "/conversations", "Conversations, newest first", list[rs.Conversation],
               errors=(422,), query=(ARCHIVED, LIMIT, CURSOR), tag="conversations"),
     Operation("GET", "/conversations/{conversation_id}", "A conversation", rs.Conversation,

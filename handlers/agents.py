@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from handlers.common import NotFound, decode, decode_update, json_response, path_uuid, update_params
+from handlers.idempotency import create_once
 from queries import sql
 from validation.requests import AgentCreate, AgentUpdate
 from validation.responses import Agent
@@ -13,11 +14,13 @@ from validation.responses import Agent
 
 async def create_agent(request: Request) -> Response:
     body = await decode(request, AgentCreate)
-    async with request.state.pool.connection() as conn:
-        agent = await sql.create_agent.one(
+    return await create_once(
+        request,
+        body,
+        lambda conn: sql.create_agent.one(
             conn, Agent, agent_name=body.agent_name, ip_address=body.ip_address, port=body.port
-        )
-    return json_response(agent, 201)
+        ),
+    )
 
 
 async def get_agent(request: Request) -> Response:

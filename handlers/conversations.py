@@ -20,6 +20,7 @@ from handlers.common import (
     query_int,
     update_params,
 )
+from handlers.idempotency import create_once
 from handlers.pagination import cut_page, page_start
 from queries import sql
 from validation.requests import ConversationCreate, ConversationUpdate
@@ -40,11 +41,10 @@ DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 
 async def create_conversation(request: Request) -> Response:
     body = await decode(request, ConversationCreate)
-    async with request.state.pool.connection() as conn:
-        conversation = await sql.create_conversation.one(
-            conn, Conversation, **create_params(body, json_fields=("metadata",))
-        )
-    return json_response(conversation, 201)
+    params = create_params(body, json_fields=("metadata",))
+    return await create_once(
+        request, body, lambda conn: sql.create_conversation.one(conn, Conversation, **params)
+    )
 
 
 async def list_conversations(request: Request) -> Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,13 +16,14 @@ from validation.responses import MailboxItem, MarkRead
 
 SCOPE = b"m"
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+MAX_WAIT = 60
 DIRECTIONS = {"all": (True, True), "sent": (True, False), "received": (False, True)}
 
 
-async def _page(
+async def _read_page(
     request: Request, newest_first: Query, oldest_first: Query, **filters: object
-) -> Response:
-    """One page of a mailbox query; 404 for an unknown agent, a Link when more remain."""
+) -> tuple[list[MailboxItem], dict[str, str] | None]:
+    """One page of a mailbox query and its Link header; 404 for an unknown agent."""
     agent_id = path_uuid(request, "agent_id")
     descending = query_choice(request, "order", ("desc", "asc")) == "desc"
     limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
@@ -39,20 +42,40 @@ async def _page(
         if not items and not await sql.agent_exists.value(conn, agent_id=agent_id):
             raise NotFound("Agent not found")
     headers = cut_page(request, SCOPE, items, limit, lambda item: (item.sent_at, item.id))
-    return json_response(items, headers=headers)
+    return items, headers
 
 
 async def list_messages(request: Request) -> Response:
     """Everything the agent sent and/or received (`?direction=`), newest first."""
     sent, received = DIRECTIONS[query_choice(request, "direction", ("all", "sent", "received"))]
-    return await _page(
+    items, headers = await _read_page(
         request, sql.list_mailbox_desc, sql.list_mailbox_asc, sent=sent, received=received
     )
+    return json_response(items, headers=headers)
 
 
 async def list_unread(request: Request) -> Response:
-    """Received messages not yet read; reading them changes nothing."""
-    return await _page(request, sql.list_unread_desc, sql.list_unread_asc)
+    """Received messages not yet read; reading them changes nothing.
+
+    With `?wait=N` (seconds, up to 60) an empty page is not answered at once:
+    the request waits until a message arrives (woken by the listener, whichever
+    replica stored it), the N seconds pass, or the server shuts down.
+    """
+    wait = query_int(request, "wait", 0, 0, MAX_WAIT)
+    if not wait:
+        items, headers = await _read_page(request, sql.list_unread_desc, sql.list_unread_asc)
+        return json_response(items, headers=headers)
+    agent_id = path_uuid(request, "agent_id")
+    deadline = asyncio.get_running_loop().time() + wait
+    # Subscribe before the first read, so a message stored in between still wakes us.
+    with request.state.listener.subscribe(agent_id) as waiter:
+        while True:
+            waiter.take()
+            items, headers = await _read_page(request, sql.list_unread_desc, sql.list_unread_asc)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if items or waiter.closed or remaining <= 0 or not await waiter.wait(remaining):
+                break
+    return json_response(items, headers=headers)
 
 
 class _Marked(msgspec.Struct, frozen=True):

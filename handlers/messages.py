@@ -17,6 +17,7 @@ from handlers.common import (
     path_uuid,
     update_params,
 )
+from handlers.idempotency import create_once
 from queries import sql
 from validation.requests import (
     MessageCreate,
@@ -32,11 +33,10 @@ from validation.responses import Agent, Message, MessageMetadata, Metadata, Reci
 async def create_message(request: Request) -> Response:
     """Store a message and, with recipient_ids, its recipient rows: all or nothing."""
     body = await decode(request, MessageCreate)
-    async with request.state.pool.connection() as conn:
-        message = await sql.create_message.one(
-            conn, Message, **create_params(body, json_fields=("msg_metadata",))
-        )
-    return json_response(message, 201)
+    params = create_params(body, json_fields=("msg_metadata",))
+    return await create_once(
+        request, body, lambda conn: sql.create_message.one(conn, Message, **params)
+    )
 
 
 async def update_message(request: Request) -> Response:

@@ -41,9 +41,11 @@ def encode_cursor(key: bytes, scope: bytes, at: datetime, item_id: UUID) -> str:
     return base64.urlsafe_b64encode(payload + _sign(key, payload)).rstrip(b"=").decode()
 
 
-def decode_cursor(key: bytes, scope: bytes, cursor: str) -> tuple[datetime, UUID]:
-    """The sort key inside a cursor this service issued for `scope`, or 422."""
-    invalid = InvalidInput.at(["query", "cursor"], "Not a cursor this service issued")
+def decode_cursor(
+    key: bytes, scope: bytes, cursor: str, loc: tuple[str, str] = ("query", "cursor")
+) -> tuple[datetime, UUID]:
+    """The sort key inside a cursor this service issued for `scope`, or 422 at `loc`."""
+    invalid = InvalidInput.at(list(loc), "Not a cursor this service issued")
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):

@@ -9,6 +9,7 @@ import logging
 import secrets
 import time
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
@@ -19,13 +20,14 @@ from psycopg import AsyncConnection
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from psycopg.types.json import set_json_dumps, set_json_loads
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from queries import sql
 
 log = logging.getLogger("mailroom.database")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+RECONNECT_TIMEOUT = 3.0  # seconds psycopg_pool keeps retrying one lost connection
 SCHEMES = ("postgresql://", "postgres://", "postgresql+asyncpg://", "postgresql+psycopg://")
 
 # json in and out through msgspec, the same codec as the HTTP layer.
@@ -149,11 +151,33 @@ async def configure_connection(conn: AsyncConnection) -> None:
     await sql.configure_session.run(conn)
 
 
+class Pool(AsyncConnectionPool):
+    """The pool, refusing at once (PoolTimeout, so 503) while the database is known down.
+
+    `reachable` is the listener's view (queries/listener.py): while its own
+    connection is lost, waiting for a pooled connection would only make every
+    request hang until the pool timeout.
+    """
+
+    reachable: Callable[[], bool] = staticmethod(lambda: True)
+
+    async def getconn(self, timeout: float | None = None) -> AsyncConnection:  # noqa: ASYNC109 - the pool's signature
+        if not self.reachable():
+            raise PoolTimeout("the database is unreachable")
+        return await super().getconn(timeout)
+
+
 def make_pool(
     url: str, min_size: int, max_size: int, timeout: float, prepare_threshold: int | None
-) -> AsyncConnectionPool:
-    """The one pool of the process, opened by the lifespan."""
-    return AsyncConnectionPool(
+) -> Pool:
+    """The one pool of the process, opened by the lifespan.
+
+    psycopg_pool retries a lost connection with a growing delay (1, 2, 4, 8 s
+    ...) for `reconnect_timeout`; a short one ends those attempts early, and
+    the listener calls `pool.check()` (which replaces broken connections and
+    grows an empty pool at once) as soon as the database answers again.
+    """
+    return Pool(
         url,
         min_size=min_size,
         max_size=max_size,
@@ -162,4 +186,22 @@ def make_pool(
         configure=configure_connection,
         kwargs={"autocommit": True, "prepare_threshold": prepare_threshold},
         name="mailroom",
+        reconnect_timeout=RECONNECT_TIMEOUT,
     )
+
+
+async def purge_expired_keys(pool: AsyncConnectionPool, interval: float) -> None:
+    """Forget Idempotency-Keys older than a day, at start-up and every `interval` seconds.
+
+    Each replica runs it; the statement is cheap (an index range) and idempotent.
+    An unreachable database just skips a round.
+    """
+    while True:
+        try:
+            async with pool.connection() as conn:
+                purged = await sql.purge_idempotency_keys.run(conn)
+            if purged:
+                log.info("purged %d idempotency keys older than 24 hours", purged)
+        except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as error:
+            log.warning("idempotency key purge skipped: %s", error)
+        await asyncio.sleep(interval)

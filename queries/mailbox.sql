@@ -125,3 +125,18 @@ WITH agent AS (
 )
 SELECT EXISTS (SELECT 1 FROM agent) AS agent_exists,
        (SELECT count(*) FROM marked) AS updated_count;
+
+-- name: get_unread_item
+-- One message the agent received and has not read, as an unread-list item; for a stream.
+SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
+       m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
+       'received' AS direction, r.is_read, r.read_at
+  FROM message_recipients r
+  JOIN messages m ON m.id = r.message_id
+ WHERE r.recipient_id = %(agent_id)s
+   AND r.message_id = %(message_id)s
+   AND NOT r.is_read;
+
+-- name: listen_inbox
+-- Receive every replica's new-message notifications on this connection.
+LISTEN mailroom_inbox;

@@ -1,8 +1,17 @@
 -- name: create_message
 -- Store a message and its recipient rows in one statement: all or nothing.
--- A reply without a conversation joins its parent's conversation.
-WITH clock AS (
-    SELECT clock_timestamp() AS now
+-- A reply without a conversation joins its parent's conversation. Each recipient's
+-- inbox lock (one of 128, taken in order) is held from before the clock until commit,
+-- so an inbox's rows commit in sent_at order and a stream resuming after a cursor
+-- misses none; every recipient row notifies the listening replicas at commit.
+WITH wanted AS (
+    SELECT DISTINCT unnest(%(recipient_ids)s::uuid[]) AS recipient_id
+), locked AS (
+    SELECT count(pg_advisory_xact_lock(1835100524, bucket)) AS locks
+      FROM (SELECT DISTINCT abs(hashtext(recipient_id::text) %% 128) AS bucket
+              FROM wanted ORDER BY bucket) AS buckets
+), clock AS (
+    SELECT clock_timestamp() AS now FROM locked
 ), message AS (
     INSERT INTO messages (sender_id, parent_message_id, conversation_id, content,
                           message_type, importance, status, msg_metadata, sent_at, updated_at)
@@ -17,8 +26,9 @@ WITH clock AS (
 ), recipients AS (
     INSERT INTO message_recipients (message_id, recipient_id, sent_at)
     SELECT message.id, recipient_id, message.sent_at
-      FROM message,
-           (SELECT DISTINCT unnest(%(recipient_ids)s::uuid[]) AS recipient_id) AS wanted
+      FROM message, wanted
+    RETURNING pg_notify('mailroom_inbox', concat_ws(' ', recipient_id,
+              (extract(epoch FROM sent_at) * 1000000)::bigint, message_id))
 )
 SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
        message_type, importance, status, msg_metadata, updated_at

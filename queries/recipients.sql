@@ -1,10 +1,18 @@
 -- name: create_recipient
 -- Add a recipient to an existing message; no row means the message does not exist.
-INSERT INTO message_recipients (message_id, recipient_id, is_read, read_at, sent_at)
-SELECT id, %(recipient_id)s, %(is_read)s, CASE WHEN %(is_read)s THEN clock_timestamp() END, sent_at
-  FROM messages
- WHERE id = %(message_id)s
-RETURNING message_id, recipient_id, is_read, read_at;
+-- An unread row notifies the listening replicas at commit (see create_message).
+WITH recipient AS (
+    INSERT INTO message_recipients (message_id, recipient_id, is_read, read_at, sent_at)
+    SELECT id, %(recipient_id)s, %(is_read)s,
+           CASE WHEN %(is_read)s THEN clock_timestamp() END, sent_at
+      FROM messages
+     WHERE id = %(message_id)s
+    RETURNING message_id, recipient_id, is_read, read_at, sent_at
+)
+SELECT message_id, recipient_id, is_read, read_at
+  FROM recipient
+ WHERE is_read OR pg_notify('mailroom_inbox', concat_ws(' ', recipient_id,
+       (extract(epoch FROM sent_at) * 1000000)::bigint, message_id)) IS NOT NULL;
 
 -- name: update_recipient
 -- Set read state; read_at is stamped when it becomes read and cleared when unread.

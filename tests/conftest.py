@@ -50,6 +50,24 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
+@pytest.fixture(scope="session")
+def servers(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
+    """Two service processes (replicas) on the run's database, with a 0.5 s heartbeat."""
+    from tests.test_server import Server
+
+    running = []
+    try:
+        for name in ("a", "b"):
+            logs = tmp_path_factory.mktemp(f"server-{name}")
+            running.append(Server(database_url, logs, MAILROOM_STREAM_HEARTBEAT="0.5"))
+        for server in running:
+            server.wait_healthy()
+        yield running
+    finally:
+        for server in running:
+            server.stop()
+
+
 @pytest.fixture
 def db(database_url: str, client: TestClient) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """A direct connection, to check what the service stored."""

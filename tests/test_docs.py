@@ -101,6 +101,7 @@ def test_served_routes_cover_the_contract() -> None:
         ("PUT", "/agents/{agent_id}"),
         ("GET", "/agents/{agent_id}/messages"),
         ("GET", "/agents/{agent_id}/messages/unread"),
+        ("GET", "/agents/{agent_id}/messages/stream"),  # issue 6: the live inbox
         ("PUT", "/agents/{agent_id}/messages/mark-read"),
         ("POST", "/messages"),
         ("PUT", "/messages/{message_id}"),

@@ -48,7 +48,7 @@ def run_to_exit(argv: list[str], env: dict[str, str]) -> subprocess.CompletedPro
 class Server:
     """A uvicorn process serving service:app on a free port, its output in files."""
 
-    def __init__(self, database_url: str, logs: Path) -> None:
+    def __init__(self, database_url: str, logs: Path, **variables: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.argv = [sys.executable, "-m", "uvicorn", "service:app"]
@@ -59,7 +59,7 @@ class Server:
             self.process = subprocess.Popen(
                 self.argv,
                 cwd=ROOT,
-                env=clean_env(DATABASE_URL=database_url),
+                env=clean_env(DATABASE_URL=database_url, **variables),
                 stdout=out,
                 stderr=err,
             )

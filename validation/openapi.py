@@ -25,11 +25,12 @@ _ERROR_TEXT = {
 
 
 class Param(NamedTuple):
-    """A query parameter."""
+    """A query (or, with `where="header"`, header) parameter."""
 
     name: str
     schema: dict[str, Any]
     description: str
+    where: str = "query"
 
 
 class Operation(NamedTuple):
@@ -44,12 +45,20 @@ class Operation(NamedTuple):
     errors: tuple[int, ...] = ()
     query: tuple[Param, ...] = ()
     tag: str = "core"
+    media_type: str = "application/json"
 
 
 LIMIT = Param(
     "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Items per page"
 )
 CURSOR = Param("cursor", {"type": "string"}, "Opaque cursor from a Link rel=next header")
+IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": 255},
+    "Same key and body within 24 h: the original 201 response, nothing stored twice; "
+    "same key with another body: 422",
+    "header",
+)
 ORDER = Param("order", {"enum": ["desc", "asc"], "default": "desc"}, "Order by sent_at")
 
 
@@ -78,7 +87,7 @@ def build(title: str, version: str, description: str, operations: list[Operation
         parameters += [
             {
                 "name": p.name,
-                "in": "query",
+                "in": p.where,
                 "required": False,
                 "schema": p.schema,
                 "description": p.description,
@@ -89,7 +98,7 @@ def build(title: str, version: str, description: str, operations: list[Operation
             str(op.status): {
                 "description": "Success",
                 **(
-                    {"content": {"application/json": {"schema": by_type[op.response]}}}
+                    {"content": {op.media_type: {"schema": by_type[op.response]}}}
                     if op.response is not None
                     else {}
                 ),

@@ -1,0 +1,151 @@
+"""Restart proof: messages posted through two replicas while PostgreSQL restarts twice.
+
+Usage: uv run python bench/restart.py [seconds between restarts, default 4]
+
+A throwaway embedded cluster (never a shared server) serves two service
+processes. Eight clients post messages with two recipients each, alternating
+replicas; a client that gets 503 retries the same message with the same
+Idempotency-Key, as a careful client would. Meanwhile the cluster is
+restarted twice with `pg_ctl restart -m fast`. Afterwards the script checks
+the database and prints: requests sent, 201s, 503s, other statuses, requests
+that hung, lost acknowledged writes (a 201 whose message or recipients are
+missing), duplicates (a message stored twice), and each replica's recovery
+time (from pg_ctl returning to that replica's next 201).
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from processes import Cluster, Replica
+
+CLIENTS = 8
+RECIPIENTS = 10
+HANG_SECONDS = 7.0  # the pool timeout (5 s) and some: a request slower than this hung
+
+
+def main() -> None:
+    pause = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
+    work = Path(tempfile.mkdtemp(prefix="mailroom-restart-"))
+    cluster = Cluster(work / "pgdata")
+    replicas = [Replica(cluster.url, work / f"replica-{name}.log") for name in "ab"]
+    lock = threading.Lock()
+    statuses: collections.Counter[str] = collections.Counter()
+    acknowledged: dict[str, list[str]] = {}  # content -> recipient ids, for every 201
+    successes: list[tuple[float, int]] = []  # (time, replica index) of every 201
+    stop = threading.Event()
+    try:
+        for replica in replicas:
+            replica.wait_ready()
+        with httpx.Client(base_url=replicas[0].base_url, timeout=10) as http:
+            agents = [
+                http.post("/agents", json={"agent_name": f"r{n}"}).json()["id"]
+                for n in range(RECIPIENTS)
+            ]
+
+        def client(index: int) -> None:
+            sessions = [httpx.Client(base_url=r.base_url, timeout=HANG_SECONDS) for r in replicas]
+            number = 0
+            while not stop.is_set():
+                number += 1
+                content = f"restart client {index} message {number}"
+                recipients = [agents[(index + number) % RECIPIENTS], agents[number % RECIPIENTS]]
+                recipients = sorted(set(recipients))
+                body = {"content": content, "recipient_ids": recipients}
+                while True:
+                    which = (index + number) % 2
+                    try:
+                        response = sessions[which].post(
+                            "/messages", json=body, headers={"Idempotency-Key": content}
+                        )
+                    except httpx.TimeoutException:
+                        with lock:
+                            statuses["hung"] += 1
+                        continue
+                    except httpx.TransportError as error:
+                        with lock:
+                            statuses[f"transport error {type(error).__name__}"] += 1
+                        time.sleep(0.05)
+                        continue
+                    with lock:
+                        statuses[str(response.status_code)] += 1
+                        if response.status_code == 201:
+                            acknowledged[content] = recipients
+                            successes.append((time.monotonic(), which))
+                    if response.status_code != 503:
+                        break
+                    time.sleep(0.05)  # Retry-After is 1 s; a busy client retries sooner
+            for session in sessions:
+                session.close()
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        recoveries = []
+        for _ in range(2):
+            time.sleep(pause)
+            cluster.restart()
+            back = time.monotonic()
+            time.sleep(pause)
+            with lock:
+                firsts = [
+                    min((t for t, r in successes if r == which and t >= back), default=None)
+                    for which in range(2)
+                ]
+            recoveries.append([None if t is None else t - back for t in firsts])
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+        with psycopg.connect(cluster.url, autocommit=True) as conn:
+            stored = conn.execute(
+                "SELECT m.content, count(DISTINCT m.id), array_agg(DISTINCT r.recipient_id::text)"
+                "  FROM messages m LEFT JOIN message_recipients r ON r.message_id = m.id"
+                " WHERE m.content LIKE 'restart client %' GROUP BY m.content"
+            ).fetchall()
+        by_content = {content: (count, set(ids) - {None}) for content, count, ids in stored}
+        lost = [
+            content
+            for content, recipients in acknowledged.items()
+            if content not in by_content or by_content[content][1] != set(recipients)
+        ]
+        duplicates = [content for content, (count, _) in by_content.items() if count > 1]
+        others = {s: n for s, n in statuses.items() if s not in ("201", "503")}
+        print(f"requests sent: {sum(statuses.values())}")
+        print(f"201s: {statuses['201']}")
+        print(f"503s: {statuses['503']}")
+        print(f"other statuses: {others or 'none'}")
+        print(f"lost acknowledged writes: {len(lost)}")
+        print(f"duplicates: {len(duplicates)}")
+        for number, (a, b) in enumerate(recoveries, 1):
+            shown = ", ".join("none" if t is None else f"{t:.2f} s" for t in (a, b))
+            print(f"restart {number}: recovery time (replica a, replica b): {shown}")
+        worst = max((t for pair in recoveries for t in pair if t is not None), default=None)
+        failed = (
+            lost
+            or duplicates
+            or others
+            or worst is None
+            or worst > 5
+            or any(t is None for pair in recoveries for t in pair)
+        )
+        if failed:
+            raise SystemExit("FAIL")
+        print("PASS")
+    finally:
+        stop.set()
+        for replica in replicas:
+            replica.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The live inbox: an agent's unread messages as Server-Sent Events, replayed then pushed.
+
+A stream first sends every unread message after its resume position (the
+`Last-Event-ID` header, else `?after=`, else the very beginning) from the
+table, oldest first, then each new one as it arrives. It subscribes to the
+listener *before* the first read, and every wake-up reads the table after the
+last position sent, so nothing falls between replay and live and nothing is
+sent twice. Event ids are the cursors of the pull endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from handlers.common import ENCODER, NotFound, path_uuid
+from handlers.mailbox import SCOPE
+from handlers.pagination import EPOCH, OLDEST, decode_cursor, encode_cursor
+from queries import sql
+from queries.listener import Key, Listener
+from validation.responses import MailboxItem
+
+BATCH = 500
+# Message ids a stream remembers having sent, to skip a late recipient row twice.
+REMEMBERED = 1000
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+OPENING = b"retry: 1000\n\n"
+HEARTBEAT = b": heartbeat\n\n"
+SHUTDOWN = (
+    b'event: shutdown\ndata: {"detail": "Server shutting down, reconnect with Last-Event-ID"}\n\n'
+)
+Position = tuple[datetime, UUID]
+
+
+def _resume_position(request: Request) -> Position:
+    """Where the stream starts: after Last-Event-ID, else after `?after=`, else the start."""
+    key = request.state.cursor_key
+    last_event_id = request.headers.get("last-event-id")
+    if last_event_id:
+        return decode_cursor(key, SCOPE, last_event_id, ("header", "last-event-id"))
+    after = request.query_params.get("after")
+    if after is not None:
+        return decode_cursor(key, SCOPE, after, ("query", "after"))
+    return OLDEST
+
+
+async def stream_messages(request: Request) -> Response:
+    """Server-Sent Events of the agent's unread messages: replay, then live."""
+    agent_id = path_uuid(request, "agent_id")
+    position = _resume_position(request)
+    state = request.state
+    async with state.pool.connection() as conn:
+        if not await sql.agent_exists.value(conn, agent_id=agent_id):
+            raise NotFound("Agent not found")
+    events = _events(
+        state.pool,
+        state.listener,
+        state.cursor_key,
+        state.settings.stream_heartbeat,
+        agent_id,
+        position,
+    )
+    return StreamingResponse(events, media_type="text/event-stream", headers=HEADERS)
+
+
+def _event(cursor_key: bytes, item: MailboxItem, at: Position) -> bytes:
+    cursor = encode_cursor(cursor_key, SCOPE, at[0], at[1])
+    return b"id: %s\nevent: message\ndata: %s\n\n" % (cursor.encode(), ENCODER.encode(item))
+
+
+def _position(item: MailboxItem) -> Position:
+    return datetime.fromisoformat(item.sent_at), item.id
+
+
+async def _read(
+    pool: AsyncConnectionPool, agent_id: UUID, after: Position, late: list[UUID]
+) -> tuple[list[MailboxItem], list[MailboxItem]]:
+    """Unread items after `after` (oldest first), and the late ones still unread."""
+    async with pool.connection() as conn:
+        items = await sql.list_unread_asc.all(
+            conn,
+            MailboxItem,
+            agent_id=agent_id,
+            after_sent_at=after[0],
+            after_id=after[1],
+            limit=BATCH,
+        )
+        found = []
+        for message_id in late:
+            item = await sql.get_unread_item.one(
+                conn, MailboxItem, agent_id=agent_id, message_id=message_id
+            )
+            if item is not None:
+                found.append(item)
+    return items, found
+
+
+def _late(keys: list[Key], position: Position, sent: dict[UUID, None]) -> list[UUID]:
+    """Notified messages sorted at or before `position` and not sent yet.
+
+    Only a recipient added later to an older message (POST /message_recipients)
+    lands behind a stream's position: create_message commits an inbox's rows in
+    sent_at order.
+    """
+    return [
+        message_id
+        for micros, message_id in keys
+        if (EPOCH + timedelta(microseconds=micros), message_id) <= position
+        and message_id not in sent
+    ]
+
+
+async def _events(
+    pool: AsyncConnectionPool,
+    listener: Listener,
+    cursor_key: bytes,
+    heartbeat: float,
+    agent_id: UUID,
+    position: Position,
+) -> AsyncIterator[bytes]:
+    sent: dict[UUID, None] = {}  # insertion-ordered, the last REMEMBERED ids
+    with listener.subscribe(agent_id) as waiter:
+        yield OPENING
+        while not waiter.closed:
+            keys = waiter.take()
+            try:
+                late = _late(keys, position, sent)
+                # Shielded: a client leaving mid-read cancels the stream again at
+                # every await, which would lose the pooled connection on its way back.
+                items, late_items = await asyncio.shield(_read(pool, agent_id, position, late))
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout):
+                # The database is away: read again when the listener is back (it
+                # wakes every waiter) or after the retry interval.
+                waiter.pending[:0] = keys
+                await waiter.wait(listener.retry_interval)
+                continue
+            for item in items:
+                position = _position(item)
+                sent[item.id] = None
+                yield _event(cursor_key, item, position)
+            for item in late_items:
+                # Its own cursor lies behind the stream; resuming goes on from here.
+                sent[item.id] = None
+                yield _event(cursor_key, item, position)
+            while len(sent) > REMEMBERED:
+                del sent[next(iter(sent))]
+            if len(items) == BATCH:
+                continue
+            if not await waiter.wait(heartbeat) and not waiter.closed:
+                yield HEARTBEAT
+        yield SHUTDOWN

@@ -1,0 +1,184 @@
+"""The one LISTEN connection of a process, fanning new-message notifications out to waiters.
+
+Every recipient row that create_message or create_recipient stores sends
+`pg_notify('mailroom_inbox', '<recipient_id> <sent_at in µs> <message_id>')`
+in the same statement, so the notification leaves at commit and reaches every
+replica. Streams and long-polls of that recipient are woken; they read what is
+new from the table, never from the notification, so a notification lost while
+the connection was down costs nothing: on every (re)connection all waiters are
+woken to read the table again.
+
+The listening connection doubles as the process's view of the database: while
+it is down, `up` is false and the pool refuses requests at once (503) instead
+of making each wait for its timeout; when it is back, the pool's idle
+connections are checked and replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from uuid import UUID
+
+import psycopg
+from psycopg import AsyncConnection
+
+from queries import sql
+
+log = logging.getLogger("mailroom.listener")
+
+CHANNEL = "mailroom_inbox"
+# A key in an inbox: (sent_at in microseconds since the epoch, message id).
+Key = tuple[int, UUID]
+# Keys kept per waiter between two reads; beyond that it just reads the table.
+MAX_PENDING = 1000
+
+
+class Waiter:
+    """One stream or long-poll waiting for an agent's new messages."""
+
+    __slots__ = ("closed", "event", "pending")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.pending: list[Key] = []
+        self.closed = False
+
+    def notify(self, key: Key | None) -> None:
+        """Wake the waiter; `key` (None: just read the table again) is kept for take()."""
+        if key is not None and len(self.pending) < MAX_PENDING:
+            self.pending.append(key)
+        self.event.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.event.set()
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait until woken or `seconds` pass; True when woken."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def take(self) -> list[Key]:
+        """The keys notified since the last call (the caller reads the table next)."""
+        self.event.clear()
+        keys, self.pending = self.pending, []
+        return keys
+
+
+class Listener:
+    """LISTEN on one dedicated connection; reconnects until closed."""
+
+    def __init__(
+        self,
+        url: str,
+        check_interval: float,
+        retry_interval: float,
+        on_reconnect: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.url = url
+        self.check_interval = check_interval
+        self.retry_interval = retry_interval
+        self.on_reconnect = on_reconnect
+        self.waiters: dict[UUID, set[Waiter]] = {}
+        self.up = False
+        self.closing = False
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, wait_seconds: float) -> None:
+        """Start listening; returns once the first LISTEN is in place (or after `wait_seconds`)."""
+        self._task = asyncio.create_task(self._run(), name="mailroom-listener")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_seconds):
+                await self.connected.wait()
+
+    async def close(self) -> None:
+        """Stop listening and end every waiter (streams send their final event)."""
+        self.shutting_down()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def shutting_down(self) -> None:
+        """End streams and long-polls now (SIGTERM), ahead of the lifespan's shutdown."""
+        self.closing = True
+        for waiters in self.waiters.values():
+            for waiter in waiters:
+                waiter.close()
+
+    @contextlib.contextmanager
+    def subscribe(self, agent_id: UUID) -> Iterator[Waiter]:
+        """A waiter for `agent_id`'s new messages, registered for the block."""
+        waiter = Waiter()
+        if self.closing:
+            waiter.close()
+        self.waiters.setdefault(agent_id, set()).add(waiter)
+        try:
+            yield waiter
+        finally:
+            waiters = self.waiters.get(agent_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self.waiters[agent_id]
+
+    def _dispatch(self, payload: str) -> None:
+        try:
+            recipient, micros, message = payload.split(" ")
+            agent_id, key = UUID(recipient), (int(micros), UUID(message))
+        except ValueError:
+            log.warning("ignoring a malformed notification %r", payload)
+            return
+        for waiter in self.waiters.get(agent_id, ()):
+            waiter.notify(key)
+
+    def _wake_all(self) -> None:
+        for waiters in self.waiters.values():
+            for waiter in waiters:
+                waiter.notify(None)
+
+    async def _run(self) -> None:
+        while not self.closing:
+            try:
+                conn = await AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=max(1, round(self.retry_interval))
+                )
+            except psycopg.OperationalError as error:
+                self._set_down(error)
+                await asyncio.sleep(self.retry_interval)
+                continue
+            try:
+                async with conn:
+                    await sql.listen_inbox.run(conn)
+                    await self._set_up()
+                    while not self.closing:
+                        async for notify in conn.notifies(timeout=self.check_interval):
+                            self._dispatch(notify.payload)
+                        # Quiet for a while: prove the connection still answers.
+                        async with asyncio.timeout(self.check_interval):
+                            await sql.ping.value(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as error:
+                self._set_down(error)
+                await asyncio.sleep(self.retry_interval)
+
+    def _set_down(self, error: Exception) -> None:
+        if self.up:
+            log.warning("database unreachable: %s", (str(error).strip().splitlines() or [""])[0])
+        self.up = False
+
+    async def _set_up(self) -> None:
+        was_set = self.connected.is_set()
+        self.up = True
+        self.connected.set()
+        if was_set:
+            log.info("database reachable again: listening, waking every stream")
+            await self.on_reconnect()
+        self._wake_all()

@@ -1,0 +1,366 @@
+"""Push delivery: the live inbox stream (SSE) and the long-poll, across two real server processes.
+
+Two uvicorn processes serve the same test database on their own ports: a
+message posted to one must reach a stream or a long-poll held on the other,
+through PostgreSQL's LISTEN/NOTIFY.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from tests.helpers import assert_invalid, assert_not_found
+from tests.test_server import Server
+
+Item = dict[str, Any]
+UNKNOWN_AGENT = "00000000-0000-4000-8000-000000000000"
+HEARTBEAT = "0.5"  # the servers fixture's MAILROOM_STREAM_HEARTBEAT
+EVENT_SECONDS = 10
+
+
+class Event:
+    """One Server-Sent Event (or a comment line, as kind 'comment')."""
+
+    def __init__(self, kind: str, data: str = "", event_id: str | None = None) -> None:
+        self.kind, self.data, self.id = kind, data, event_id
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class Stream:
+    """An SSE client over a real socket: events parsed as they arrive."""
+
+    def __init__(
+        self, base_url: str, agent_id: str, params: dict[str, str] | None = None, **headers: str
+    ) -> None:
+        self.client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(10, read=EVENT_SECONDS))
+        self.context = self.client.stream(
+            "GET", f"/agents/{agent_id}/messages/stream", params=params, headers=headers
+        )
+        self.response = self.context.__enter__()
+        self.lines = self.response.iter_lines()
+
+    def next(self, include_comments: bool = False) -> Event:
+        """The next event; heartbeats alone do not keep a test waiting past EVENT_SECONDS."""
+        deadline = time.monotonic() + EVENT_SECONDS
+        fields: dict[str, str] = {}
+        for line in self.lines:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no event within {EVENT_SECONDS} s")
+            if line.startswith(":"):
+                if include_comments:
+                    return Event("comment", line[1:].strip())
+                continue
+            if line == "":
+                if "event" in fields or "data" in fields:
+                    return Event(
+                        fields.get("event", "message"), fields.get("data", ""), fields.get("id")
+                    )
+                fields.clear()
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+        raise EOFError("the stream ended")
+
+    def messages(self, count: int) -> list[Event]:
+        events = [self.next() for _ in range(count)]
+        assert all(event.kind == "message" for event in events), [e.kind for e in events]
+        return events
+
+    def close(self) -> None:
+        self.context.__exit__(None, None, None)
+        self.client.close()
+
+
+def new_agent(base_url: str) -> str:
+    response = httpx.post(base_url + "/agents", json={"agent_name": "stream-test"}, timeout=10)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def send(http: httpx.Client, recipient: str, content: str, **fields: Any) -> Item:
+    response = http.post(
+        "/messages", json={"content": content, "recipient_ids": [recipient], **fields}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def unread(base_url: str, agent_id: str, **params: Any) -> list[Item]:
+    response = httpx.get(
+        f"{base_url}/agents/{agent_id}/messages/unread",
+        params={"order": "asc", **params},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_message_posted_to_one_process_reaches_a_stream_on_the_other(
+    servers: list[Server],
+) -> None:
+    a, b = servers
+    agent = new_agent(a.base_url)
+    stream = Stream(b.base_url, agent)
+    try:
+        assert stream.response.status_code == 200
+        assert stream.response.headers["content-type"].startswith("text/event-stream")
+        with httpx.Client(base_url=a.base_url, timeout=10) as http:
+            sent = [send(http, agent, f"live {n}") for n in range(20)]
+        events = stream.messages(20)
+    finally:
+        stream.close()
+    assert [event.json()["id"] for event in events] == [message["id"] for message in sent]
+    # data: the same item as the unread list (oldest first); id: the same cursor.
+    assert [event.json() for event in events] == unread(b.base_url, agent)
+    after_fifth = unread(b.base_url, agent, cursor=events[4].id)
+    assert [item["id"] for item in after_fifth] == [m["id"] for m in sent[5:]]
+
+
+def test_stream_replays_unread_then_goes_live_and_resumes_after_last_event_id(
+    servers: list[Server],
+) -> None:
+    a, b = servers
+    agent = new_agent(a.base_url)
+    with httpx.Client(base_url=a.base_url, timeout=10) as http:
+        before = [send(http, agent, f"before {n}") for n in range(5)]
+        stream = Stream(b.base_url, agent)
+        try:
+            first = stream.messages(5)
+            during = [send(http, agent, f"during {n}") for n in range(3)]
+            second = stream.messages(2)
+        finally:
+            stream.close()
+        after = [send(http, agent, f"after {n}") for n in range(2)]
+    resumed = Stream(a.base_url, agent, **{"Last-Event-ID": second[-1].id})
+    try:
+        rest = resumed.messages(3)
+    finally:
+        resumed.close()
+    got = [e.json()["id"] for e in first + second + rest]
+    assert got == [m["id"] for m in before + during + after]
+
+
+def test_after_parameter_resumes_like_last_event_id(servers: list[Server]) -> None:
+    a, b = servers
+    agent = new_agent(a.base_url)
+    with httpx.Client(base_url=a.base_url, timeout=10) as http:
+        sent = [send(http, agent, f"m {n}") for n in range(4)]
+    first = Stream(b.base_url, agent)
+    try:
+        cursor = first.messages(2)[-1].id
+    finally:
+        first.close()
+    # ?after= is the resume point for clients that cannot set headers.
+    second = Stream(b.base_url, agent, params={"after": cursor})
+    try:
+        rest = second.messages(2)
+    finally:
+        second.close()
+    assert [e.json()["id"] for e in rest] == [m["id"] for m in sent[2:]]
+
+
+def test_a_stream_resumed_at_random_points_gets_every_message_once_in_order(
+    servers: list[Server],
+) -> None:
+    """Clients killed mid-stream while four senders post through both processes."""
+    a, b = servers
+    agent = new_agent(a.base_url)
+    total, senders = 200, 4
+    sent_ids: list[str] = []
+    failures: list[str] = []
+
+    def post(index: int) -> None:
+        base = (a, b)[index % 2].base_url
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for n in range(total // senders):
+                response = http.post(
+                    "/messages", json={"content": f"s{index} {n}", "recipient_ids": [agent]}
+                )
+                if response.status_code != 201:
+                    failures.append(response.text)
+                else:
+                    sent_ids.append(response.json()["id"])
+                time.sleep(random.random() * 0.004)
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(senders)]
+    for thread in threads:
+        thread.start()
+    received: list[Event] = []
+    rng = random.Random(6)
+    reconnects = 0
+    while len(received) < total:
+        headers = {"Last-Event-ID": received[-1].id} if received else {}
+        stream = Stream(rng.choice((a, b)).base_url, agent, **headers)
+        try:
+            for _ in range(rng.randint(1, 30)):
+                if len(received) == total:
+                    break
+                received.append(stream.messages(1)[0])
+        finally:
+            stream.close()  # mid-stream, events may be in flight
+        reconnects += 1
+    for thread in threads:
+        thread.join()
+    assert not failures
+    got = [event.json()["id"] for event in received]
+    assert len(got) == len(set(got)) == total
+    assert set(got) == set(sent_ids)
+    # In the inbox's own order: the unread list, oldest first.
+    assert got == [item["id"] for item in unread(a.base_url, agent, limit=1000)]
+    assert reconnects > 5
+
+
+def test_a_recipient_added_later_is_pushed_too(servers: list[Server]) -> None:
+    a, b = servers
+    agent = new_agent(a.base_url)
+    with httpx.Client(base_url=a.base_url, timeout=10) as http:
+        old = http.post("/messages", json={"content": "older"}).json()
+        newer = send(http, agent, "newer")
+        stream = Stream(b.base_url, agent)
+        try:
+            assert stream.messages(1)[0].json()["id"] == newer["id"]
+            added = http.post(
+                "/message_recipients", json={"message_id": old["id"], "recipient_id": agent}
+            )
+            assert added.status_code == 201, added.text
+            late = stream.messages(1)[0]
+        finally:
+            stream.close()
+    assert late.json()["id"] == old["id"]
+    # Its id is the stream's position, so resuming from it repeats nothing.
+    assert unread(a.base_url, agent, cursor=late.id) == []
+
+
+def test_an_idle_stream_gets_heartbeats(servers: list[Server]) -> None:
+    a, _ = servers
+    agent = new_agent(a.base_url)
+    stream = Stream(a.base_url, agent)
+    try:
+        started = time.monotonic()
+        event = stream.next(include_comments=True)
+        assert event.kind == "comment" and event.data == "heartbeat"
+        assert time.monotonic() - started < float(HEARTBEAT) * 4
+    finally:
+        stream.close()
+
+
+def test_stream_errors_follow_the_pull_endpoints(servers: list[Server]) -> None:
+    a, _ = servers
+    with httpx.Client(base_url=a.base_url, timeout=10) as http:
+        assert_not_found(http.get(f"/agents/{UNKNOWN_AGENT}/messages/stream"), "Agent not found")
+        assert_invalid(http.get("/agents/not-a-uuid/messages/stream"), "path", "agent_id")
+        agent = new_agent(a.base_url)
+        forged = http.get(f"/agents/{agent}/messages/stream", headers={"Last-Event-ID": "AAAA"})
+        assert_invalid(forged, "header", "last-event-id")
+        bad_after = http.get(f"/agents/{agent}/messages/stream", params={"after": "x"})
+        assert_invalid(bad_after, "query", "after")
+
+
+def test_long_poll_across_processes_returns_as_soon_as_a_message_arrives(
+    servers: list[Server],
+) -> None:
+    a, b = servers
+    agent = new_agent(a.base_url)
+
+    def later() -> None:
+        time.sleep(0.5)
+        with httpx.Client(base_url=a.base_url, timeout=10) as http:
+            send(http, agent, "wake up")
+
+    sender = threading.Thread(target=later)
+    started = time.monotonic()
+    sender.start()
+    response = httpx.get(
+        f"{b.base_url}/agents/{agent}/messages/unread", params={"wait": 20}, timeout=30
+    )
+    elapsed = time.monotonic() - started
+    sender.join()
+    assert response.status_code == 200, response.text
+    assert [item["content"] for item in response.json()] == ["wake up"]
+    assert 0.4 < elapsed < 5
+
+
+def test_long_poll_times_out_with_an_empty_list(client: TestClient) -> None:
+    agent = client.post("/agents", json={"agent_name": "poller"}).json()["id"]
+    started = time.monotonic()
+    response = client.get(f"/agents/{agent}/messages/unread", params={"wait": 1})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    assert response.json() == []
+    assert 0.9 < elapsed < 3
+
+
+def test_long_poll_answers_at_once_when_messages_are_waiting(client: TestClient) -> None:
+    agent = client.post("/agents", json={"agent_name": "poller"}).json()["id"]
+    client.post("/messages", json={"content": "already here", "recipient_ids": [agent]})
+    started = time.monotonic()
+    response = client.get(f"/agents/{agent}/messages/unread", params={"wait": 30})
+    assert time.monotonic() - started < 1
+    assert [item["content"] for item in response.json()] == ["already here"]
+
+
+@pytest.mark.parametrize("wait", ["61", "-1", "1.5", "soon", ""])
+def test_long_poll_wait_out_of_range_is_422(client: TestClient, wait: str) -> None:
+    response = client.get(f"/agents/{UNKNOWN_AGENT}/messages/unread", params={"wait": wait})
+    assert_invalid(response, "query", "wait")
+
+
+def test_long_poll_for_an_unknown_agent_is_404_at_once(client: TestClient) -> None:
+    started = time.monotonic()
+    response = client.get(f"/agents/{UNKNOWN_AGENT}/messages/unread", params={"wait": 30})
+    assert_not_found(response, "Agent not found")
+    assert time.monotonic() - started < 1
+
+
+def test_sigterm_ends_streams_with_a_final_event(database_url: str, tmp_path: Path) -> None:
+    server = Server(database_url, tmp_path, MAILROOM_STREAM_HEARTBEAT="30")
+    try:
+        server.wait_healthy()
+        agent = new_agent(server.base_url)
+        stream = Stream(server.base_url, agent)
+        poll: list[httpx.Response] = []
+        poller = threading.Thread(
+            target=lambda: poll.append(
+                httpx.get(
+                    f"{server.base_url}/agents/{agent}/messages/unread",
+                    params={"wait": 30},
+                    timeout=40,
+                )
+            )
+        )
+        poller.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            final = stream.next()
+            with pytest.raises(EOFError):
+                stream.next()
+        finally:
+            stream.close()
+        poller.join()
+        try:
+            code = server.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit within 10 s of SIGTERM: {server.stderr()}")
+        assert time.monotonic() - started < 5
+    finally:
+        server.stop()
+    assert final.kind == "shutdown"
+    assert poll[0].status_code == 200 and poll[0].json() == []
+    # uvicorn re-raises SIGTERM once it has shut down cleanly (tini -e 143 maps it to 0).
+    assert code in (0, -signal.SIGTERM), server.stderr()
+    assert "Application shutdown complete" in server.stderr()
