@@ -29,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 from handlers import agents, conversations, core, docs, echo, errors, mailbox, messages, stream
 from handlers.common import HTTPError
 from queries.database import (
+    DatabaseDown,
     make_pool,
     migrate,
     normalise_url,
@@ -349,6 +350,7 @@ EXCEPTION_HANDLERS = {
     psycopg.IntegrityError: errors.integrity_error,
     psycopg.DataError: errors.data_error,
     PoolTimeout: errors.pool_exhausted,
+    DatabaseDown: errors.database_unavailable,
     psycopg.OperationalError: errors.database_unavailable,
     psycopg.InterfaceError: errors.database_unavailable,
     Exception: errors.unexpected_error,

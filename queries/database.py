@@ -151,6 +151,10 @@ async def configure_connection(conn: AsyncConnection) -> None:
     await sql.configure_session.run(conn)
 
 
+class DatabaseDown(PoolTimeout):
+    """The pool refused at once: the listener knows the database is unreachable."""
+
+
 class Pool(AsyncConnectionPool):
     """The pool, refusing at once (PoolTimeout, so 503) while the database is known down.
 
@@ -163,7 +167,7 @@ class Pool(AsyncConnectionPool):
 
     async def getconn(self, timeout: float | None = None) -> AsyncConnection:  # noqa: ASYNC109 - the pool's signature
         if not self.reachable():
-            raise PoolTimeout("the database is unreachable")
+            raise DatabaseDown("the database is unreachable")
         return await super().getconn(timeout)
 
 
