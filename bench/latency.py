@@ -6,8 +6,8 @@ Starts two service processes on a database (BENCH_DATABASE_URL, or a
 throwaway embedded cluster), opens GET /agents/{id}/messages/stream on
 replica B and posts the messages one by one to replica A. The latency of a
 message is the time from A's 201 response being read to B's event being
-read. Prints median, p90, p99 and max, and checks that every message arrived
-exactly once and in order.
+read. Prints median, p90, p99 and max, and fails unless every message arrived
+exactly once and in order with a p99 under 50 ms.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from processes import Cluster, Replica
+
+TARGET_P99_MS = 50.0  # the issue's target on this machine
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -84,6 +86,9 @@ def main() -> None:
         )
         if order != sent:
             raise SystemExit("FAIL: the stream did not deliver every message once, in order")
+        if percentile(latencies, 0.99) > TARGET_P99_MS:
+            raise SystemExit(f"FAIL: p99 over the {TARGET_P99_MS} ms target")
+        print("PASS")
     finally:
         for replica in replicas:
             replica.stop()

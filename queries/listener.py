@@ -8,10 +8,10 @@ new from the table, never from the notification, so a notification lost while
 the connection was down costs nothing: on every (re)connection all waiters are
 woken to read the table again.
 
-The listening connection doubles as the process's view of the database: while
-it is down, `up` is false and the pool refuses requests at once (503) instead
-of making each wait for its timeout; when it is back, the pool's idle
-connections are checked and replaced.
+The listening connection doubles as the process's view of the database: when
+it is lost it reconnects at once, and when that fails, `up` is false and the
+pool refuses requests at once (503) instead of making each wait for its
+timeout; when it is back, the pool's idle connections are checked and replaced.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from uuid import UUID
 
@@ -146,10 +147,14 @@ class Listener:
                 waiter.notify(None)
 
     async def _run(self) -> None:
+        lost_at = -self.retry_interval
         while not self.closing:
             try:
                 conn = await AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=max(1, round(self.retry_interval))
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=max(1, round(self.retry_interval)),
+                    application_name=f"mailroom listener {os.getpid()}",
                 )
             except psycopg.OperationalError as error:
                 self._set_down(error)
@@ -166,12 +171,17 @@ class Listener:
                         async with asyncio.timeout(self.check_interval):
                             await sql.ping.value(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as error:
-                self._set_down(error)
-                await asyncio.sleep(self.retry_interval)
+                # Reconnect at once: only a failed connection attempt means the
+                # database is down (a killed listening connection alone refuses
+                # no request). Twice within the interval: wait first.
+                log.warning("listening connection lost: %s", _first_line(error))
+                if asyncio.get_running_loop().time() - lost_at < self.retry_interval:
+                    await asyncio.sleep(self.retry_interval)
+                lost_at = asyncio.get_running_loop().time()
 
     def _set_down(self, error: Exception) -> None:
         if self.up:
-            log.warning("database unreachable: %s", (str(error).strip().splitlines() or [""])[0])
+            log.warning("database unreachable, refusing requests: %s", _first_line(error))
         self.up = False
 
     async def _set_up(self) -> None:
@@ -179,6 +189,10 @@ class Listener:
         self.up = True
         self.connected.set()
         if was_set:
-            log.info("database reachable again: listening, waking every stream")
+            log.info("listening again: refreshing the pool, waking every stream")
             await self.on_reconnect()
         self._wake_all()
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

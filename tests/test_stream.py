@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
@@ -242,6 +243,29 @@ def test_a_recipient_added_later_is_pushed_too(servers: list[Server]) -> None:
     assert late.json()["id"] == old["id"]
     # Its id is the stream's position, so resuming from it repeats nothing.
     assert unread(a.base_url, agent, cursor=late.id) == []
+
+
+def test_messages_sent_while_the_listener_reconnects_are_replayed_from_the_table(
+    servers: list[Server], database_url: str
+) -> None:
+    """B's listening connection is killed; what A stores meanwhile still reaches B's stream."""
+    a, b = servers
+    agent = new_agent(a.base_url)
+    stream = Stream(b.base_url, agent)
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            killed = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (f"mailroom listener {b.process.pid}",),
+            ).fetchall()
+        assert killed == [(True,)]
+        with httpx.Client(base_url=a.base_url, timeout=10) as http:
+            sent = [send(http, agent, f"during the gap {n}") for n in range(3)]
+        events = stream.messages(3)
+    finally:
+        stream.close()
+    assert [e.json()["id"] for e in events] == [m["id"] for m in sent]
 
 
 def test_an_idle_stream_gets_heartbeats(servers: list[Server]) -> None:
