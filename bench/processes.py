@@ -6,6 +6,8 @@ directory, so a proof can restart it without touching any shared server.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import socket
 import subprocess
@@ -30,6 +32,12 @@ class Cluster:
         self.data_dir = data_dir
         self.url = start_embedded(data_dir)
         self.socket_dir = parse_qs(urlsplit(self.url).query)["host"][0]
+        # pgserver loses track of a server restarted behind its back: stop it ourselves.
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.pg_ctl("stop", "-m", "fast", "-w")
 
     def pg_ctl(self, *args: str) -> None:
         from pgserver import _commands

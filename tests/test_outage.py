@@ -9,6 +9,7 @@ stream held across the outage goes on with no gap and no duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -53,9 +54,13 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
-    """A cluster of this module's own; pgserver stops it when the test run exits."""
-    return Cluster(tmp_path_factory.mktemp("outage"))
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster of this module's own, stopped afterwards (pgserver loses track of it
+    once it has been restarted behind its back)."""
+    cluster = Cluster(tmp_path_factory.mktemp("outage"))
+    yield cluster
+    with contextlib.suppress(Exception):
+        cluster.stop()
 
 
 @pytest.fixture
