@@ -23,10 +23,34 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from handlers import agents, conversations, core, docs, echo, errors, mailbox, messages, stream
+from handlers import (
+    access,
+    agents,
+    conversations,
+    core,
+    docs,
+    echo,
+    errors,
+    mailbox,
+    messages,
+    stream,
+)
+from handlers.access import (
+    adds_to_own_message,
+    admin_only,
+    annotates_own_mail,
+    any_principal,
+    guard,
+    itself,
+    owner_of_metadata,
+    sender_of_message,
+    sends_as_itself,
+    takes_part,
+)
 from handlers.common import HTTPError
 from queries.database import (
     DatabaseDown,
@@ -74,7 +98,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stream_heartbeat: float = 15.0
     reconnect_interval: float = 0.5
     db_check_interval: float = 5.0
+    auth_required: bool = True
+    admin_token: str | None = None
+    write_rate_limit: int = 600
+    echo_rate_limit: int = 60
+    echo_concurrency: int = 4
+    statement_timeout: float | None = 10.0
 
+
+AUTH_MODES = {"required": True, "off": False}  # MAILROOM_AUTH
 
 # Environment variable -> (field, parser). A parser raises ValueError on bad text.
 ENVIRONMENT = {
@@ -99,11 +131,50 @@ ENVIRONMENT = {
     "MAILROOM_STREAM_HEARTBEAT": ("stream_heartbeat", float),
     "MAILROOM_RECONNECT_INTERVAL": ("reconnect_interval", float),
     "MAILROOM_DB_CHECK_INTERVAL": ("db_check_interval", float),
+    "MAILROOM_AUTH": ("auth_required", lambda text: _choice(text, AUTH_MODES)),
+    "MAILROOM_ADMIN_TOKEN": ("admin_token", lambda text: _admin_token(text, "the variable")),
+    "MAILROOM_ADMIN_TOKEN_FILE": ("admin_token", lambda path: _admin_token_file(path)),
+    "MAILROOM_WRITE_RATE_LIMIT": ("write_rate_limit", int),
+    "MAILROOM_ECHO_RATE_LIMIT": ("echo_rate_limit", int),
+    "MAILROOM_ECHO_CONCURRENCY": ("echo_concurrency", int),
+    "MAILROOM_STATEMENT_TIMEOUT": (
+        "statement_timeout",
+        lambda text: None if text.lower() in ("off", "none", "0") else float(text),
+    ),
 }
+MIN_ADMIN_TOKEN = 16  # characters: a shorter operator secret is refused at start-up
+
+
+def _choice(text: str, choices: Mapping[str, object]) -> object:
+    if text not in choices:
+        raise ValueError(f"must be one of: {', '.join(choices)}")
+    return choices[text]
+
+
+def _admin_token(text: str, source: str) -> str:
+    if len(text) < MIN_ADMIN_TOKEN or not text.isascii() or not text.isprintable():
+        raise ValueError(
+            f"the admin token in {source} must be at least {MIN_ADMIN_TOKEN} printable "
+            "ASCII characters"
+        )
+    return text
+
+
+def _admin_token_file(path: str) -> str:
+    """The admin token kept in a file (a mounted Kubernetes Secret, for example)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read it: {error}") from None
+    return _admin_token(text, "the file")
 
 
 def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     """Settings from the environment; a bad value stops start-up naming the variable."""
+    if environ.get("MAILROOM_ADMIN_TOKEN") and environ.get("MAILROOM_ADMIN_TOKEN_FILE"):
+        raise SystemExit(
+            "mailroom: set MAILROOM_ADMIN_TOKEN or MAILROOM_ADMIN_TOKEN_FILE, not both"
+        )
     values = {}
     for variable, (field, parse) in ENVIRONMENT.items():
         text = environ.get(variable)
@@ -140,6 +211,13 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         ("MAILROOM_STREAM_HEARTBEAT", settings.stream_heartbeat <= 0),
         ("MAILROOM_RECONNECT_INTERVAL", settings.reconnect_interval <= 0),
         ("MAILROOM_DB_CHECK_INTERVAL", settings.db_check_interval <= 0),
+        ("MAILROOM_WRITE_RATE_LIMIT", settings.write_rate_limit < 0),
+        ("MAILROOM_ECHO_RATE_LIMIT", settings.echo_rate_limit < 0),
+        ("MAILROOM_ECHO_CONCURRENCY", settings.echo_concurrency < 1),
+        (
+            "MAILROOM_STATEMENT_TIMEOUT",
+            settings.statement_timeout is not None and settings.statement_timeout < 0.001,
+        ),
     ]
     for variable, bad in problems:
         if bad:
@@ -158,6 +236,38 @@ class State(TypedDict):
     listener: Listener
     cursor_key: bytes
     openapi: bytes
+    admin_digest: bytes
+    rate_limits: access.RateLimits
+    echo_slots: asyncio.Semaphore
+
+
+ADMIN_KEY_MISSING = (
+    "mailroom: MAILROOM_AUTH=required (the default) needs the operator's key: set "
+    "MAILROOM_ADMIN_TOKEN or MAILROOM_ADMIN_TOKEN_FILE, or MAILROOM_AUTH=off for a local "
+    "experiment (only the embedded database makes one up by itself)"
+)
+
+
+def needs_admin_token(settings: Settings) -> bool:
+    """Auth is on, no admin token is configured and none can be made (a database of its own)."""
+    return settings.auth_required and not settings.admin_token and bool(settings.database_url)
+
+
+async def admin_digest(settings: Settings) -> bytes:
+    """The digest of the admin token, or b"" (matches no key) when auth is off."""
+    if not settings.auth_required:
+        log.warning(
+            "MAILROOM_AUTH=off: no API keys are checked; every caller may read and change "
+            "everything. Use it for local experiments only."
+        )
+        return b""
+    if needs_admin_token(settings):
+        log.error(ADMIN_KEY_MISSING)
+        raise RuntimeError(ADMIN_KEY_MISSING)
+    token = settings.admin_token or await asyncio.to_thread(
+        access.embedded_admin_token, Path(settings.data_dir)
+    )
+    return access.key_digest(token)
 
 
 def make_lifespan(settings: Settings):
@@ -171,6 +281,7 @@ def make_lifespan(settings: Settings):
         if url is None:
             log.info("DATABASE_URL is not set: starting the embedded PostgreSQL")
             url = await asyncio.to_thread(start_embedded, Path(settings.data_dir))
+        admin = await admin_digest(settings)
         cursor_key = await migrate(url, settings.startup_timeout)
         pool = make_pool(
             url,
@@ -178,6 +289,7 @@ def make_lifespan(settings: Settings):
             settings.pool_max_size,
             settings.pool_timeout,
             settings.prepare_threshold,
+            settings.statement_timeout,
         )
         await pool.open(wait=True, timeout=settings.startup_timeout)
         listener = Listener(
@@ -197,6 +309,11 @@ def make_lifespan(settings: Settings):
                 listener=listener,
                 cursor_key=cursor_key,
                 openapi=OPENAPI_DOCUMENT,
+                admin_digest=admin,
+                rate_limits=access.RateLimits(
+                    {"write": settings.write_rate_limit, "echo": settings.echo_rate_limit}
+                ),
+                echo_slots=asyncio.Semaphore(settings.echo_concurrency),
             )
         finally:
             purge.cancel()
@@ -231,40 +348,84 @@ def call_on_termination(callback: Callable[[], None]) -> None:
 
 # Routes --------------------------------------------------------------------
 
+# Routes without a guard are public; a guarded one answers the admin, or an
+# agent its rule lets through (handlers/access.py; the README has the matrix).
+SELF = itself("agent_id")
 ROUTES = [
     Route("/", core.root, methods=["GET"]),
     Route("/health", core.health, methods=["GET"]),
     Route("/health/ready", core.health, methods=["GET"]),
     Route("/health/live", core.live, methods=["GET"]),
-    Route("/users/{user_id}", core.get_user, methods=["GET"]),
-    Route("/agents", agents.create_agent, methods=["POST"]),
-    Route("/agents/{agent_id}", agents.get_agent, methods=["GET"]),
-    Route("/agents/{agent_id}", agents.update_agent, methods=["PUT"]),
-    Route("/agents/{agent_id}/messages", mailbox.list_messages, methods=["GET"]),
-    Route("/agents/{agent_id}/messages/unread", mailbox.list_unread, methods=["GET"]),
-    Route("/agents/{agent_id}/messages/stream", stream.stream_messages, methods=["GET"]),
-    Route("/agents/{agent_id}/messages/mark-read", mailbox.mark_read, methods=["PUT"]),
-    Route("/messages", messages.create_message, methods=["POST"]),
-    Route("/messages/{message_id}", messages.update_message, methods=["PUT"]),
+    Route("/users/{user_id}", guard(core.get_user, admin_only), methods=["GET"]),
+    Route("/agents", guard(agents.create_agent, admin_only), methods=["POST"]),
+    Route("/agents/{agent_id}", guard(agents.get_agent, SELF), methods=["GET"]),
+    Route("/agents/{agent_id}", guard(agents.update_agent, SELF), methods=["PUT"]),
+    Route("/agents/{agent_id}/api-key", guard(agents.rotate_key, SELF), methods=["POST"]),
+    Route("/agents/{agent_id}/messages", guard(mailbox.list_messages, SELF), methods=["GET"]),
+    Route("/agents/{agent_id}/messages/unread", guard(mailbox.list_unread, SELF), methods=["GET"]),
     Route(
-        "/messages/{message_id}/metadata/{agent_id}",
-        messages.get_message_metadata,
+        "/agents/{agent_id}/messages/stream",
+        guard(stream.stream_messages, SELF),
         methods=["GET"],
     ),
-    Route("/message_recipients", messages.create_recipient, methods=["POST"]),
+    Route("/agents/{agent_id}/messages/mark-read", guard(mailbox.mark_read, SELF), methods=["PUT"]),
+    Route("/messages", guard(messages.create_message, sends_as_itself), methods=["POST"]),
     Route(
-        "/message_recipients/{message_id}/{recipient_id}",
-        messages.update_recipient,
+        "/messages/{message_id}",
+        guard(messages.update_message, sender_of_message),
         methods=["PUT"],
     ),
-    Route("/agent_message_metadata", messages.create_metadata, methods=["POST"]),
-    Route("/agent_message_metadata/{metadata_id}", messages.update_metadata, methods=["PUT"]),
-    Route("/conversations", conversations.create_conversation, methods=["POST"]),
-    Route("/conversations", conversations.list_conversations, methods=["GET"]),
-    Route("/conversations/{conversation_id}", conversations.get_conversation, methods=["GET"]),
-    Route("/conversations/{conversation_id}", conversations.update_conversation, methods=["PUT"]),
-    Route("/conversations/{conversation_id}/details", conversations.get_details, methods=["GET"]),
-    Route("/cli/echo", echo.echo, methods=["POST"]),
+    Route(
+        "/messages/{message_id}/metadata/{agent_id}",
+        guard(messages.get_message_metadata, SELF),
+        methods=["GET"],
+    ),
+    Route(
+        "/message_recipients",
+        guard(messages.create_recipient, adds_to_own_message),
+        methods=["POST"],
+    ),
+    Route(
+        "/message_recipients/{message_id}/{recipient_id}",
+        guard(messages.update_recipient, itself("recipient_id")),
+        methods=["PUT"],
+    ),
+    Route(
+        "/agent_message_metadata",
+        guard(messages.create_metadata, annotates_own_mail),
+        methods=["POST"],
+    ),
+    Route(
+        "/agent_message_metadata/{metadata_id}",
+        guard(messages.update_metadata, owner_of_metadata),
+        methods=["PUT"],
+    ),
+    Route(
+        "/conversations",
+        guard(conversations.create_conversation, any_principal),
+        methods=["POST"],
+    ),
+    Route(
+        "/conversations",
+        guard(conversations.list_conversations, any_principal),
+        methods=["GET"],
+    ),
+    Route(
+        "/conversations/{conversation_id}",
+        guard(conversations.get_conversation, takes_part),
+        methods=["GET"],
+    ),
+    Route(
+        "/conversations/{conversation_id}",
+        guard(conversations.update_conversation, takes_part),
+        methods=["PUT"],
+    ),
+    Route(
+        "/conversations/{conversation_id}/details",
+        guard(conversations.get_details, takes_part),
+        methods=["GET"],
+    ),
+    Route("/cli/echo", guard(echo.echo, any_principal), methods=["POST"]),
     Route("/openapi.json", docs.openapi, methods=["GET"], include_in_schema=False),
     Route("/docs", docs.swagger_ui, methods=["GET"], include_in_schema=False),
     Route("/redoc", docs.redoc, methods=["GET"], include_in_schema=False),
@@ -289,8 +450,11 @@ API = [
     Operation("GET", "/health/ready", "Readiness probe", rs.Health, errors=(503,)),
     Operation("GET", "/health/live", "Liveness probe; no database", rs.Health),
     Operation("GET", "/users/{user_id}", "A sample user", rs.User, errors=(404, 422)),
-    Operation("POST", "/agents", "Register an agent", rs.Agent, 201, rq.AgentCreate,
+    Operation("POST", "/agents", "Register an agent", rs.AgentCreated, 201, rq.AgentCreate,
               (409, 413, 422), query=(IDEMPOTENCY_KEY,), tag="agents"),
+    Operation("POST", "/agents/{agent_id}/api-key",
+              "Issue a new API key for the agent; the previous one stops working at once",
+              rs.ApiKey, 200, errors=(404, 422), tag="agents"),
     Operation("GET", "/agents/{agent_id}", "An agent", rs.Agent, errors=(404, 422),
               tag="agents"),
     Operation("PUT", "/agents/{agent_id}", "Update an agent", rs.Agent, 200, rq.AgentUpdate,
@@ -360,6 +524,7 @@ EXCEPTION_HANDLERS = {
 def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=ROUTES,
+        middleware=[Middleware(access.SecurityHeaders)],
         lifespan=make_lifespan(settings),
         exception_handlers=EXCEPTION_HANDLERS,
     )
@@ -372,6 +537,8 @@ def main() -> None:
     import uvicorn
 
     settings = load_settings()
+    if needs_admin_token(settings):
+        raise SystemExit(ADMIN_KEY_MISSING)
     uvicorn.run(
         "service:app",
         host=settings.host,

@@ -1,26 +1,48 @@
-"""Agents: register, read and update."""
+"""Agents: register, read and update, and issue API keys."""
 
 from __future__ import annotations
 
+import msgspec
+from msgspec.structs import astuple
 from starlette.requests import Request
 from starlette.responses import Response
 
+from handlers.access import key_digest, new_api_key
 from handlers.common import NotFound, decode, decode_update, json_response, path_uuid, update_params
-from handlers.idempotency import create_once
+from handlers.idempotency import REPLAYED, create_once
 from queries import sql
 from validation.requests import AgentCreate, AgentUpdate
-from validation.responses import Agent
+from validation.responses import Agent, AgentCreated, ApiKey
 
 
 async def create_agent(request: Request) -> Response:
+    """Register an agent; with authentication on, the 201 carries its API key, once.
+
+    Only the key's digest is stored, also under an Idempotency-Key, so a replay
+    cannot show the first key again: it issues a new one instead (the first
+    answer's key, which the client never saw, stops working).
+    """
     body = await decode(request, AgentCreate)
-    return await create_once(
-        request,
-        body,
-        lambda conn: sql.create_agent.one(
-            conn, Agent, agent_name=body.agent_name, ip_address=body.ip_address, port=body.port
-        ),
+    if not request.state.settings.auth_required:
+        return await create_once(
+            request, body, lambda conn: sql.create_agent.one(conn, Agent, digest=None, **_of(body))
+        )
+    key = new_api_key()
+    digest = key_digest(key)
+    response = await create_once(
+        request, body, lambda conn: sql.create_agent.one(conn, Agent, digest=digest, **_of(body))
     )
+    agent = msgspec.json.decode(response.body, type=Agent)
+    if response.headers.get(REPLAYED):
+        async with request.state.pool.connection() as conn:
+            await sql.set_api_key.run(conn, agent_id=agent.id, digest=digest)
+    created = AgentCreated(*astuple(agent), api_key=key)
+    headers = {REPLAYED: "true"} if response.headers.get(REPLAYED) else None
+    return json_response(created, 201, headers)
+
+
+def _of(body: AgentCreate) -> dict[str, object]:
+    return {"agent_name": body.agent_name, "ip_address": body.ip_address, "port": body.port}
 
 
 async def get_agent(request: Request) -> Response:
@@ -40,3 +62,14 @@ async def update_agent(request: Request) -> Response:
     if agent is None:
         raise NotFound("Agent not found")
     return json_response(agent)
+
+
+async def rotate_key(request: Request) -> Response:
+    """Issue a new API key for the agent; the previous one stops working at once."""
+    agent_id = path_uuid(request, "agent_id")
+    key = new_api_key()
+    async with request.state.pool.connection() as conn:
+        updated = await sql.set_api_key.value(conn, agent_id=agent_id, digest=key_digest(key))
+    if updated is None:
+        raise NotFound("Agent not found")
+    return json_response(ApiKey(agent_id=agent_id, api_key=key))

@@ -20,6 +20,7 @@ S = TypeVar("S", bound=Input)
 ENCODER = msgspec.json.Encoder()
 _UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
+_DECODED = "mailroom.body"  # scope key of the decoded body
 
 
 class HTTPError(Exception):
@@ -31,6 +32,19 @@ class HTTPError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.headers = headers
+
+
+class Unauthorized(HTTPError):
+    """No key, or one that is not valid: the client should authenticate."""
+
+    status_code = 401
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, {"WWW-Authenticate": "Bearer"})
+
+
+class TooManyRequests(HTTPError):
+    status_code = 429
 
 
 class NotFound(HTTPError):
@@ -81,19 +95,27 @@ async def read_body(request: Request) -> bytes:
 
 
 async def decode(request: Request, kind: type[S]) -> S:
-    """Decode and validate a JSON body into `kind`, or raise InvalidInput (422)."""
+    """Decode and validate a JSON body into `kind`, or raise InvalidInput (422).
+
+    The result is kept on the request: an authorization rule that read the body
+    and the handler that runs next share one decoding.
+    """
+    decoded = request.scope.get(_DECODED)
+    if type(decoded) is kind:
+        return decoded
     decoder = _DECODERS.get(kind)
     if decoder is None:
         decoder = _DECODERS[kind] = msgspec.json.Decoder(kind)
     body = await read_body(request)
     try:
-        return decoder.decode(body)
+        decoded = request.scope[_DECODED] = decoder.decode(body)
     except msgspec.MsgspecError as error:
         raise InvalidInput.from_msgspec(error) from None
     except UnicodeDecodeError:
         raise InvalidInput.at(["body"], "Body is not valid UTF-8", "json_invalid") from None
     except RecursionError:
         raise InvalidInput.at(["body"], "JSON is nested too deeply", "json_invalid") from None
+    return decoded
 
 
 async def decode_update(request: Request, kind: type[S]) -> S:

@@ -9,6 +9,7 @@ from msgspec.structs import astuple
 from starlette.requests import Request
 from starlette.responses import Response
 
+from handlers.access import caller
 from handlers.common import (
     NotFound,
     create_params,
@@ -42,25 +43,26 @@ DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 async def create_conversation(request: Request) -> Response:
     body = await decode(request, ConversationCreate)
     params = create_params(body, json_fields=("metadata",))
+    params["created_by"] = caller(request)
     return await create_once(
         request, body, lambda conn: sql.create_conversation.one(conn, Conversation, **params)
     )
 
 
 async def list_conversations(request: Request) -> Response:
-    """Newest first; `?archived=true|false` filters."""
+    """Newest first; `?archived=true|false` filters. An agent sees only its own."""
     archived = query_bool(request, "archived")
     limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     after_created_at, after_id = page_start(request, SCOPE, descending=True)
+    page = {"archived": archived, "after_created_at": after_created_at, "after_id": after_id}
+    agent_id = caller(request)
     async with request.state.pool.connection() as conn:
-        items = await sql.list_conversations.all(
-            conn,
-            Conversation,
-            archived=archived,
-            after_created_at=after_created_at,
-            after_id=after_id,
-            limit=limit + 1,
-        )
+        if agent_id is None:
+            items = await sql.list_conversations.all(conn, Conversation, limit=limit + 1, **page)
+        else:
+            items = await sql.list_conversations_of_agent.all(
+                conn, Conversation, agent_id=agent_id, limit=limit + 1, **page
+            )
     headers = cut_page(request, SCOPE, items, limit, lambda item: (item.created_at, item.id))
     return json_response(items, headers=headers)
 

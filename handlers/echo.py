@@ -10,7 +10,7 @@ import shutil
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.common import Timeout, decode, json_response
+from handlers.common import Timeout, TooManyRequests, decode, json_response
 from validation.requests import EchoRequest
 from validation.responses import EchoResult
 
@@ -72,10 +72,17 @@ async def echo(request: Request) -> Response:
     """Print the validated message with echo and report what it wrote."""
     body = await decode(request, EchoRequest)
     settings = request.state.settings
-    try:
-        status, stdout = await run_command(
-            echo_argv(body.message), settings.echo_timeout, settings.echo_output_limit
+    slots = request.state.echo_slots
+    if slots.locked():
+        raise TooManyRequests(
+            f"{settings.echo_concurrency} echo commands are already running; retry shortly",
+            {"Retry-After": "1"},
         )
+    try:
+        async with slots:
+            status, stdout = await run_command(
+                echo_argv(body.message), settings.echo_timeout, settings.echo_output_limit
+            )
     except TimeoutError:
         raise Timeout("Command execution timed out") from None
     if status != 0:

@@ -8,8 +8,8 @@ key, on any replicas, meet at the key's primary key: the second waits for the
 first's transaction, then answers with its response. A request that fails
 (409, 422, 503) stores no key, so it can be retried.
 
-Keys are scoped by route: the service has no callers yet. When authentication
-lands the scope must become the caller (plus the route).
+Keys are scoped by caller and route: two agents (or the admin) using the same
+key never meet. With MAILROOM_AUTH=off every request is the same caller.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ from psycopg import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
+from handlers.access import principal
 from handlers.common import ENCODER, json_response
 from queries import sql
 from validation.errors import InvalidInput
 
 HEADER = "idempotency-key"
+REPLAYED = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
 CREATED = 201
 Insert = Callable[[AsyncConnection], Awaitable[Any]]
@@ -61,7 +63,7 @@ async def create_once(request: Request, body: msgspec.Struct, insert: Insert) ->
         async with pool.connection() as conn:
             created = await insert(conn)
         return json_response(created, CREATED)
-    scope = f"{request.method} {request.url.path}"
+    scope = f"{principal(request)} {request.method} {request.url.path}"
     request_hash = hashlib.sha256(ENCODER.encode(body)).digest()
     names = {"scope": scope, "key": key}
     async with pool.connection() as conn, conn.transaction():
@@ -80,6 +82,6 @@ async def create_once(request: Request, body: msgspec.Struct, insert: Insert) ->
     return Response(
         stored.response,
         stored.status,
-        headers={"Idempotent-Replayed": "true"},
+        headers={REPLAYED: "true"},
         media_type="application/json",
     )

@@ -1,7 +1,7 @@
 -- name: create_agent
--- Register an agent; the id and timestamps are the server's.
-INSERT INTO agents (agent_name, ip_address, port)
-VALUES (%(agent_name)s, %(ip_address)s, %(port)s)
+-- Register an agent with the digest of its API key; the id and timestamps are the server's.
+INSERT INTO agents (agent_name, ip_address, port, api_key_digest)
+VALUES (%(agent_name)s, %(ip_address)s, %(port)s, %(digest)s)
 RETURNING id, agent_name, ip_address, port, created_at, updated_at;
 
 -- name: get_agent

@@ -1,7 +1,8 @@
 -- name: create_conversation
--- Start a conversation.
-INSERT INTO conversations (title, description, archived, metadata, created_at, updated_at)
-SELECT %(title)s, %(description)s, %(archived)s, %(metadata)s, now, now
+-- Start a conversation; created_by is the agent that started it (NULL for the admin).
+INSERT INTO conversations
+       (title, description, archived, metadata, created_by, created_at, updated_at)
+SELECT %(title)s, %(description)s, %(archived)s, %(metadata)s, %(created_by)s, now, now
   FROM (SELECT clock_timestamp() AS now) AS clock
 RETURNING id, title, description, archived, metadata, created_at, updated_at;
 
@@ -29,6 +30,24 @@ SELECT id, title, description, archived, metadata, created_at, updated_at
  WHERE (%(archived)s::boolean IS NULL OR archived = %(archived)s::boolean)
    AND (created_at, id) < (%(after_created_at)s, %(after_id)s)
  ORDER BY created_at DESC, id DESC
+ LIMIT %(limit)s;
+
+-- name: list_conversations_of_agent
+-- Like list_conversations, only those an agent started or sent or received a message in.
+SELECT c.id, c.title, c.description, c.archived, c.metadata, c.created_at, c.updated_at
+  FROM conversations c
+ WHERE (%(archived)s::boolean IS NULL OR c.archived = %(archived)s::boolean)
+   AND (c.created_at, c.id) < (%(after_created_at)s, %(after_id)s)
+   AND (c.created_by = %(agent_id)s
+        OR EXISTS (SELECT 1
+                     FROM messages m
+                    WHERE m.conversation_id = c.id
+                      AND (m.sender_id = %(agent_id)s
+                           OR EXISTS (SELECT 1
+                                        FROM message_recipients r
+                                       WHERE r.message_id = m.id
+                                         AND r.recipient_id = %(agent_id)s))))
+ ORDER BY c.created_at DESC, c.id DESC
  LIMIT %(limit)s;
 
 -- name: list_conversation_messages

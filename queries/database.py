@@ -19,6 +19,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -172,7 +173,12 @@ class Pool(AsyncConnectionPool):
 
 
 def make_pool(
-    url: str, min_size: int, max_size: int, timeout: float, prepare_threshold: int | None
+    url: str,
+    min_size: int,
+    max_size: int,
+    timeout: float,
+    prepare_threshold: int | None,
+    statement_timeout: float | None = None,
 ) -> Pool:
     """The one pool of the process, opened by the lifespan.
 
@@ -180,7 +186,15 @@ def make_pool(
     ...) for `reconnect_timeout`; a short one ends those attempts early, and
     the listener calls `pool.check()` (which replaces broken connections and
     grows an empty pool at once) as soon as the database answers again.
+
+    `statement_timeout` (seconds) goes in the connection's startup options, so
+    no request holds a pooled connection for long; PgBouncer refuses startup
+    options, and behind it the timeout belongs on the database role instead.
     """
+    kwargs: dict[str, object] = {"autocommit": True, "prepare_threshold": prepare_threshold}
+    if statement_timeout is not None:
+        options = conninfo_to_dict(url).get("options") or ""
+        kwargs["options"] = f"{options} -c statement_timeout={round(statement_timeout * 1000)}"
     return Pool(
         url,
         min_size=min_size,
@@ -188,7 +202,7 @@ def make_pool(
         timeout=timeout,
         open=False,
         configure=configure_connection,
-        kwargs={"autocommit": True, "prepare_threshold": prepare_threshold},
+        kwargs=kwargs,
         name="mailroom",
         reconnect_timeout=RECONNECT_TIMEOUT,
     )

@@ -221,7 +221,7 @@ def test_timeout_answers_408(
     database_url: str, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(handlers.echo, "echo_argv", lambda text: ["sleep", "5"])
-    app = create_app(Settings(database_url=database_url, echo_timeout=0.2))
+    app = create_app(Settings(database_url=database_url, echo_timeout=0.2, auth_required=False))
     with TestClient(app) as slow_client:
         started = time.monotonic()
         response = slow_client.post("/cli/echo", json={"message": "hello"})
@@ -262,7 +262,7 @@ def test_run_command_drains_large_stderr_without_blocking() -> None:
 
 
 def test_output_cap_applies_to_the_endpoint(database_url: str, client: TestClient) -> None:
-    app = create_app(Settings(database_url=database_url, echo_output_limit=5))
+    app = create_app(Settings(database_url=database_url, echo_output_limit=5, auth_required=False))
     with TestClient(app) as capped_client:
         response = capped_client.post("/cli/echo", json={"message": "hello world"})
     assert response.status_code == 200, response.text

@@ -29,8 +29,13 @@ def free_port() -> int:
 
 
 def clean_env(**variables: str) -> dict[str, str]:
-    """This process's environment without mailroom's settings, plus `variables`."""
+    """This process's environment without mailroom's settings, plus `variables`.
+
+    Authentication is off unless `variables` turn it on: these servers prove
+    the open contract of API.md (tests/test_access.py covers the keys).
+    """
     env = {k: v for k, v in os.environ.items() if k not in service.ENVIRONMENT}
+    env["MAILROOM_AUTH"] = "off"
     env.update(variables)
     return env
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 # Server-set instants, RFC 3339 in UTC with microseconds, as the database layer
 # renders them (queries/database.py: TimestampLoader).
@@ -49,6 +50,19 @@ class Agent(msgspec.Struct, frozen=True):
     port: int | None
     created_at: Timestamp
     updated_at: Timestamp
+
+
+class AgentCreated(Agent, frozen=True):
+    """A registered agent and, with authentication on, its API key: shown this once."""
+
+    api_key: str | UnsetType = UNSET
+
+
+class ApiKey(msgspec.Struct, frozen=True):
+    """A newly issued API key; the agent's previous key no longer works."""
+
+    agent_id: UUID
+    api_key: str
 
 
 class Message(msgspec.Struct, frozen=True):

@@ -1,0 +1,47 @@
+-- name: get_agent_by_key
+-- The agent holding an API key, found by the key's SHA-256 digest; no row means 401.
+SELECT id
+  FROM agents
+ WHERE api_key_digest = %(digest)s;
+
+-- name: set_api_key
+-- Replace an agent's key (the old one stops working at once); no row means 404.
+UPDATE agents
+   SET api_key_digest = %(digest)s
+ WHERE id = %(agent_id)s
+RETURNING id;
+
+-- name: get_message_sender
+-- Who sent a message, and whether it exists: the owner check of edits and new recipients.
+SELECT sender_id
+  FROM messages
+ WHERE id = %(message_id)s;
+
+-- name: get_message_party
+-- Whether an agent sent or received a message; no row means the message does not exist.
+SELECT m.sender_id IS NOT DISTINCT FROM %(agent_id)s::uuid
+       OR EXISTS (SELECT 1
+                    FROM message_recipients r
+                   WHERE r.message_id = m.id AND r.recipient_id = %(agent_id)s::uuid)
+  FROM messages m
+ WHERE m.id = %(message_id)s;
+
+-- name: get_metadata_owner
+-- The agent that attached a metadata item; no row means 404.
+SELECT agent_id
+  FROM agent_message_metadata
+ WHERE id = %(metadata_id)s;
+
+-- name: get_conversation_party
+-- Whether an agent takes part in a conversation (started it, sent or received in it);
+-- no row means the conversation does not exist.
+SELECT c.created_by IS NOT DISTINCT FROM %(agent_id)s::uuid
+       OR EXISTS (SELECT 1
+                    FROM messages m
+                   WHERE m.conversation_id = c.id AND m.sender_id = %(agent_id)s::uuid)
+       OR EXISTS (SELECT 1
+                    FROM messages m
+                    JOIN message_recipients r ON r.message_id = m.id
+                   WHERE m.conversation_id = c.id AND r.recipient_id = %(agent_id)s::uuid)
+  FROM conversations c
+ WHERE c.id = %(conversation_id)s;

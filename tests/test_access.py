@@ -1,0 +1,380 @@
+"""Authorization: every route crossed with every kind of caller, on a real server.
+
+A fresh small world is built for each cell through the admin key: agents A,
+B and C with their keys, messages between them, metadata and conversations.
+"own" is A's key on A's things, "other" is B's key on the same request. A
+denied request (401, 403) must leave every table exactly as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+
+from tests.test_server import Server
+
+ADMIN = "admin-" + secrets.token_urlsafe(24)
+CALLERS = ("none", "malformed", "other", "own", "admin")
+
+
+@pytest.fixture(scope="module")
+def secured(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with MAILROOM_AUTH=required, the admin token above and no rate limits."""
+    server = Server(
+        database_url,
+        tmp_path_factory.mktemp("secured"),
+        MAILROOM_AUTH="required",
+        MAILROOM_ADMIN_TOKEN=ADMIN,
+        MAILROOM_WRITE_RATE_LIMIT="0",
+        MAILROOM_ECHO_RATE_LIMIT="0",
+    )
+    try:
+        server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def http(secured: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=secured.base_url, timeout=10) as client:
+        yield client
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@dataclass
+class World:
+    """Three agents and their things; ids and keys by name."""
+
+    ids: dict[str, str]
+    keys: dict[str, str]
+
+    def headers(self, caller: str) -> dict[str, str]:
+        return {
+            "none": {},
+            "malformed": {"Authorization": "Bearer not-a-key"},
+            "other": bearer(self.keys["B"]),
+            "own": bearer(self.keys["A"]),
+            "admin": bearer(ADMIN),
+        }[caller]
+
+
+def created(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def build_world(http: httpx.Client) -> World:
+    ids: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    for name in "ABC":
+        agent = created(
+            http.post("/agents", json={"agent_name": f"{name}-{secrets.token_hex(3)}"},
+                      headers=bearer(ADMIN))
+        )  # fmt: skip
+        ids[name], keys[name] = agent["id"], agent["api_key"]
+    a, b = bearer(keys["A"]), bearer(keys["B"])
+    ids["conv_a"] = created(http.post("/conversations", json={"title": "A's"}, headers=a))["id"]
+    ids["conv_b"] = created(http.post("/conversations", json={"title": "B's"}, headers=b))["id"]
+
+    def send(headers: dict[str, str], sender: str, to: str, **extra: Any) -> str:
+        body = {"sender_id": ids[sender], "content": "hi", "recipient_ids": [ids[to]], **extra}
+        return created(http.post("/messages", json=body, headers=headers))["id"]
+
+    ids["m_ab"] = send(a, "A", "B")
+    ids["m_ba"] = send(b, "B", "A")
+    ids["m_ac"] = send(a, "A", "C", conversation_id=ids["conv_a"])
+    ids["m_bc"] = send(b, "B", "C", conversation_id=ids["conv_b"])
+    ids["md_a"] = created(
+        http.post("/agent_message_metadata",
+                  json={"message_id": ids["m_ab"], "key": "k", "agent_id": ids["A"]}, headers=a)
+    )["id"]  # fmt: skip
+    return World(ids, keys)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+# (name, method, url template, body or None, statuses for CALLERS in order)
+DENIED_AGENT = (401, 401, 403, 403)
+OWN_ONLY = (401, 401, 403)
+MATRIX: list[tuple[str, str, str, Callable[[dict[str, str]], Any] | None, tuple[int, ...]]] = [
+    ("root", "GET", "/", None, (200, 200, 200, 200, 200)),
+    ("health", "GET", "/health", None, (200, 200, 200, 200, 200)),
+    ("ready", "GET", "/health/ready", None, (200, 200, 200, 200, 200)),
+    ("live", "GET", "/health/live", None, (200, 200, 200, 200, 200)),
+    ("openapi", "GET", "/openapi.json", None, (200, 200, 200, 200, 200)),
+    ("docs", "GET", "/docs", None, (200, 200, 200, 200, 200)),
+    ("redoc", "GET", "/redoc", None, (200, 200, 200, 200, 200)),
+    ("user", "GET", "/users/1", None, (*DENIED_AGENT, 200)),
+    ("create agent", "POST", "/agents", lambda i: {"agent_name": "new"}, (*DENIED_AGENT, 201)),
+    ("get agent", "GET", "/agents/{A}", None, (*OWN_ONLY, 200, 200)),
+    ("update agent", "PUT", "/agents/{A}", lambda i: {"agent_name": "z"}, (*OWN_ONLY, 200, 200)),
+    ("rotate key", "POST", "/agents/{A}/api-key", None, (*OWN_ONLY, 200, 200)),
+    ("mailbox", "GET", "/agents/{A}/messages", None, (*OWN_ONLY, 200, 200)),
+    ("unread", "GET", "/agents/{A}/messages/unread", None, (*OWN_ONLY, 200, 200)),
+    ("stream", "GET", "/agents/{A}/messages/stream", None, (*OWN_ONLY, 200, 200)),
+    ("mark read", "PUT", "/agents/{A}/messages/mark-read",
+     lambda i: {"read_up_to_date": now()}, (*OWN_ONLY, 200, 200)),
+    ("send", "POST", "/messages",
+     lambda i: {"sender_id": i["A"], "content": "x", "recipient_ids": [i["C"]]},
+     (*OWN_ONLY, 201, 201)),
+    ("edit message", "PUT", "/messages/{m_ab}", lambda i: {"content": "edited"},
+     (*OWN_ONLY, 200, 200)),
+    ("message metadata", "GET", "/messages/{m_ab}/metadata/{A}", None, (*OWN_ONLY, 200, 200)),
+    ("add recipient", "POST", "/message_recipients",
+     lambda i: {"message_id": i["m_ab"], "recipient_id": i["C"]}, (*OWN_ONLY, 201, 201)),
+    ("read state", "PUT", "/message_recipients/{m_ba}/{A}", lambda i: {"is_read": True},
+     (*OWN_ONLY, 200, 200)),
+    ("add metadata", "POST", "/agent_message_metadata",
+     lambda i: {"message_id": i["m_ab"], "key": "k2", "agent_id": i["A"]},
+     (*OWN_ONLY, 201, 201)),
+    ("edit metadata", "PUT", "/agent_message_metadata/{md_a}", lambda i: {"value": "v"},
+     (*OWN_ONLY, 200, 200)),
+    ("start conversation", "POST", "/conversations", lambda i: {"title": "t"},
+     (401, 401, 201, 201, 201)),
+    ("conversations", "GET", "/conversations", None, (401, 401, 200, 200, 200)),
+    ("conversation", "GET", "/conversations/{conv_a}", None, (*OWN_ONLY, 200, 200)),
+    ("edit conversation", "PUT", "/conversations/{conv_a}", lambda i: {"archived": True},
+     (*OWN_ONLY, 200, 200)),
+    ("details", "GET", "/conversations/{conv_a}/details", None, (*OWN_ONLY, 200, 200)),
+    ("echo", "POST", "/cli/echo", lambda i: {"message": "hi"}, (401, 401, 200, 200, 200)),
+]  # fmt: skip
+CELLS = [
+    pytest.param(row, caller, status, id=f"{row[0]}-{caller}")
+    for row in MATRIX
+    for caller, status in zip(CALLERS, row[4], strict=True)
+]
+
+
+def snapshot(database_url: str) -> dict[str, list[str]]:
+    """Every row of every table of ours, as text."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        ).fetchall()
+        return {
+            table: sorted(
+                row[0]
+                for row in conn.execute(
+                    pgsql.SQL("SELECT t::text FROM {} t").format(pgsql.Identifier(table))
+                ).fetchall()
+            )
+            for (table,) in tables
+        }
+
+
+def call(http: httpx.Client, world: World, row: tuple, caller: str) -> httpx.Response:
+    _, method, template, body, _ = row
+    url = template.format(**world.ids)
+    headers = world.headers(caller)
+    payload = None if body is None else body(world.ids)
+    if template.endswith("/stream"):
+        with http.stream(method, url, headers=headers) as response:
+            response.read() if response.status_code != 200 else None
+            return response
+    return http.request(method, url, json=payload, headers=headers)
+
+
+@pytest.mark.parametrize(("row", "caller", "status"), CELLS)
+def test_authorization_matrix(
+    http: httpx.Client, database_url: str, row: tuple, caller: str, status: int
+) -> None:
+    world = build_world(http)
+    before = snapshot(database_url) if status in (401, 403) else None
+    response = call(http, world, row, caller)
+    assert response.status_code == status, response.text
+    if status == 401:
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert isinstance(response.json()["detail"], str)
+    if status == 403:
+        detail = response.json()["detail"]
+        # The sentence names nothing of A's: no id, no key.
+        assert all(value not in detail for value in world.ids.values()), detail
+        assert world.keys["A"] not in detail
+    if before is not None:
+        assert snapshot(database_url) == before, "a denied request changed the database"
+
+
+def test_every_served_route_is_in_the_matrix() -> None:
+    from service import ROUTES
+
+    def shape(path: str) -> str:
+        return re.sub(r"\{[^}]+\}", "{}", path).replace("/users/1", "/users/{}")
+
+    served = {
+        (method, shape(route.path))
+        for route in ROUTES
+        for method in getattr(route, "methods", None) or ()
+        if method != "HEAD"
+    }
+    assert served == {(method, shape(template)) for _, method, template, *_ in MATRIX}
+
+
+def test_an_agent_lists_only_the_conversations_it_takes_part_in(http: httpx.Client) -> None:
+    world = build_world(http)
+    own = http.get("/conversations", headers=world.headers("own"), params={"limit": 1000})
+    other = http.get("/conversations", headers=world.headers("other"), params={"limit": 1000})
+    mine = {c["id"] for c in own.json()}
+    theirs = {c["id"] for c in other.json()}
+    assert world.ids["conv_a"] in mine and world.ids["conv_b"] not in mine
+    assert world.ids["conv_b"] in theirs and world.ids["conv_a"] not in theirs
+    admin = http.get("/conversations", headers=bearer(ADMIN), params={"limit": 1000})
+    assert {world.ids["conv_a"], world.ids["conv_b"]} <= {c["id"] for c in admin.json()}
+    # C received a message in each: it takes part in both without having started either.
+    c_key = bearer(world.keys["C"])
+    seen_by_c = {c["id"] for c in http.get("/conversations", headers=c_key).json()}
+    assert {world.ids["conv_a"], world.ids["conv_b"]} <= seen_by_c
+    assert http.get(f"/conversations/{world.ids['conv_a']}/details", headers=c_key).is_success
+
+
+def test_links_to_things_an_agent_cannot_see_are_refused(http: httpx.Client) -> None:
+    world = build_world(http)
+    ids, b = world.ids, world.headers("other")
+    reply = {"sender_id": ids["B"], "content": "x", "parent_message_id": ids["m_ac"]}
+    assert http.post("/messages", json=reply, headers=b).status_code == 403
+    join = {"sender_id": ids["B"], "content": "x", "conversation_id": ids["conv_a"]}
+    assert http.post("/messages", json=join, headers=b).status_code == 403
+    move = {"conversation_id": ids["conv_a"]}
+    assert http.put(f"/messages/{ids['m_ba']}", json=move, headers=b).status_code == 403
+    # B received m_ab: replying to it and annotating it are B's to do.
+    fine = {"sender_id": ids["B"], "content": "re", "parent_message_id": ids["m_ab"]}
+    assert http.post("/messages", json=fine, headers=b).status_code == 201
+    note = {"message_id": ids["m_ab"], "key": "seen", "agent_id": ids["B"]}
+    assert http.post("/agent_message_metadata", json=note, headers=b).status_code == 201
+    # ...but not a message between A and C.
+    note = {"message_id": ids["m_ac"], "key": "seen", "agent_id": ids["B"]}
+    assert http.post("/agent_message_metadata", json=note, headers=b).status_code == 403
+
+
+def test_a_missing_resource_is_404_for_its_would_be_owner_too(http: httpx.Client) -> None:
+    world = build_world(http)
+    missing = "00000000-0000-4000-8000-000000000000"
+    a = world.headers("own")
+    assert http.put(f"/messages/{missing}", json={"content": "x"}, headers=a).status_code == 404
+    assert http.get(f"/conversations/{missing}", headers=a).status_code == 404
+    assert http.put(f"/agent_message_metadata/{missing}", json={"value": "v"},
+                    headers=a).status_code == 404  # fmt: skip
+    recipient = {"message_id": missing, "recipient_id": world.ids["B"]}
+    assert http.post("/message_recipients", json=recipient, headers=a).status_code == 409
+
+
+def test_rotation_retires_the_old_key_at_once(http: httpx.Client) -> None:
+    world = build_world(http)
+    a_id, old = world.ids["A"], world.keys["A"]
+    rotated = http.post(f"/agents/{a_id}/api-key", headers=bearer(old))
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["api_key"]
+    assert rotated.json()["agent_id"] == a_id and new != old and new.startswith("mr_")
+    assert http.get(f"/agents/{a_id}", headers=bearer(old)).status_code == 401
+    assert http.get(f"/agents/{a_id}", headers=bearer(new)).status_code == 200
+    by_admin = http.post(f"/agents/{a_id}/api-key", headers=bearer(ADMIN)).json()["api_key"]
+    assert http.get(f"/agents/{a_id}", headers=bearer(new)).status_code == 401
+    assert http.get(f"/agents/{a_id}", headers=bearer(by_admin)).status_code == 200
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert http.post(f"/agents/{missing}/api-key", headers=bearer(ADMIN)).status_code == 404
+
+
+def test_only_the_digest_of_a_key_is_stored(http: httpx.Client, database_url: str) -> None:
+    key_header = {"Idempotency-Key": secrets.token_hex(8), **bearer(ADMIN)}
+    agent = created(http.post("/agents", json={"agent_name": "digest"}, headers=key_header))
+    key = agent["api_key"]
+    assert key.startswith("mr_") and len(key) == 46
+    dumped = "\n".join(line for rows in snapshot(database_url).values() for line in rows)
+    assert key not in dumped
+    assert key.encode().hex() not in dumped  # not in a bytea either (the stored 201)
+    with psycopg.connect(database_url) as conn:
+        (digest,) = conn.execute(
+            "SELECT api_key_digest FROM agents WHERE id = %s", (agent["id"],)
+        ).fetchone()
+    assert bytes(digest) == hashlib.sha256(key.encode()).digest()
+
+
+def test_a_replayed_agent_creation_issues_a_new_key(http: httpx.Client) -> None:
+    headers = {"Idempotency-Key": secrets.token_hex(8), **bearer(ADMIN)}
+    first = created(http.post("/agents", json={"agent_name": "twice"}, headers=headers))
+    again = http.post("/agents", json={"agent_name": "twice"}, headers=headers)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    second = again.json()
+    assert second["id"] == first["id"] and second["api_key"] != first["api_key"]
+    me = f"/agents/{first['id']}"
+    assert http.get(me, headers=bearer(first["api_key"])).status_code == 401
+    assert http.get(me, headers=bearer(second["api_key"])).status_code == 200
+
+
+def test_idempotency_keys_are_per_caller(http: httpx.Client) -> None:
+    world = build_world(http)
+    key = {"Idempotency-Key": "same-key-" + secrets.token_hex(4)}
+    posted = {}
+    for caller in ("own", "other"):
+        sender = world.ids["A" if caller == "own" else "B"]
+        body = {"sender_id": sender, "content": "hello"}
+        response = http.post("/messages", json=body, headers={**key, **world.headers(caller)})
+        assert response.status_code == 201 and "idempotent-replayed" not in response.headers
+        posted[caller] = response.json()["id"]
+    assert posted["own"] != posted["other"]
+    body = {"sender_id": world.ids["A"], "content": "hello"}
+    replay = http.post("/messages", json=body, headers={**key, **world.headers("own")})
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json()["id"] == posted["own"]
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer", "Bearer x", "Basic " + "a" * 20, "bearer mr_" + "x" * 43, "mr_" + "x" * 43],
+)
+def test_bad_credentials_are_401(http: httpx.Client, authorization: str) -> None:
+    response = http.get("/conversations", headers={"Authorization": authorization})
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_responses_carry_the_security_headers(http: httpx.Client) -> None:
+    world = build_world(http)
+    for response in (
+        http.get(f"/agents/{world.ids['A']}", headers=world.headers("own")),
+        http.get(f"/agents/{world.ids['A']}", headers=world.headers("other")),
+        http.get(f"/agents/{world.ids['A']}"),
+        http.get("/health"),
+    ):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cache-control"] == "no-store"
+    static = http.get("/static/swagger-ui/swagger-ui-bundle.js")
+    assert static.status_code == 200 and static.headers["x-content-type-options"] == "nosniff"
+    assert "no-store" not in static.headers.get("cache-control", "")
+
+
+def test_post_agents_shows_a_key_only_with_auth_on(client: Any) -> None:
+    # `client` is the open-mode app of conftest.py.
+    response = client.post("/agents", json={"agent_name": "open"})
+    assert response.status_code == 201 and "api_key" not in response.json()
+
+
+def test_admin_token_from_a_file(database_url: str, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token = "file-" + secrets.token_urlsafe(24)
+    token_file.write_text(token + "\n")
+    server = Server(database_url, tmp_path, MAILROOM_AUTH="required",
+                    MAILROOM_ADMIN_TOKEN_FILE=str(token_file))  # fmt: skip
+    try:
+        server.wait_healthy()
+        with httpx.Client(base_url=server.base_url, timeout=10) as http:
+            assert http.get("/users/1", headers=bearer(token)).status_code == 200
+            assert http.get("/users/1", headers=bearer(ADMIN)).status_code == 401
+    finally:
+        server.stop()
