@@ -29,6 +29,7 @@ import json
 import os
 import pwd
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -40,7 +41,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
@@ -57,6 +58,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent  # the project venv's bin: hadolint, kubectl, shellcheck
 STRICT = os.environ.get("MAILROOM_SHIP_STRICT") == "1"
+ADMIN_TOKEN = "ship-admin-" + secrets.token_urlsafe(16)
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # The oldest Kubernetes minor a platform team is likely to run, and the newest schemas.
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
 CNPG_SCHEMA = json.loads((HERE / "shipping" / "cloudnative-pg-v1-subset.schema.json").read_text())
@@ -420,7 +423,11 @@ def database_env(url: str) -> dict[str, str]:
     if parts.port:
         netloc += f":{parts.port}"
     rest = f"?{urlencode(query)}" if query else ""
-    env = {"DATABASE_URL": f"{parts.scheme}://{netloc}{parts.path}{rest}"}
+    # The operator's key comes with the database settings in compose and k8s alike.
+    env = {
+        "DATABASE_URL": f"{parts.scheme}://{netloc}{parts.path}{rest}",
+        "MAILROOM_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
     if parts.username:
         env["PGUSER"] = parts.username
     if parts.password:
@@ -519,16 +526,19 @@ def test_image_command_serves_health_and_passes_its_healthcheck(image: Path, ser
     env = image_env(image)
     assert run(healthcheck, env=env, cwd=image, timeout=15).returncode == 0
     # uvicorn trusts X-Forwarded-Proto from the proxy in front (--proxy-headers).
-    agent = httpx.post(serving.url + "/agents", json={"agent_name": "link"}, timeout=5).json()
+    agent = httpx.post(
+        serving.url + "/agents", json={"agent_name": "link"}, headers=ADMIN_HEADERS, timeout=5
+    ).json()
     for _ in range(2):
         httpx.post(
             serving.url + "/messages",
             json={"sender_id": agent["id"], "content": "x", "recipient_ids": [agent["id"]]},
+            headers=ADMIN_HEADERS,
             timeout=5,
         ).raise_for_status()
     page = httpx.get(
         serving.url + f"/agents/{agent['id']}/messages?limit=1",
-        headers={"X-Forwarded-Proto": "https"},
+        headers={**ADMIN_HEADERS, "X-Forwarded-Proto": "https"},
         timeout=5,
     )
     assert page.headers["link"].startswith(f"<https://127.0.0.1:{serving.port}/"), page.headers
@@ -539,6 +549,7 @@ def test_image_command_drains_in_flight_request_on_sigterm(image: Path, serving:
     with socket.create_connection(("127.0.0.1", serving.port), timeout=10) as sock:
         sock.sendall(
             b"POST /agents HTTP/1.1\r\nHost: mailroom\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {ADMIN_TOKEN}\r\n".encode()
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body[:10]
         )
@@ -570,8 +581,11 @@ def test_image_command_writes_nothing_to_its_files(image: Path, serving: Server)
     """The Deployment mounts the root file system read-only: the service must not write."""
     before = sorted(str(p) for p in image.rglob("*"))
     for path in ("/health", "/openapi.json", "/docs", "/users/1"):
-        assert httpx.get(serving.url + path, timeout=5).status_code == 200, path
-    echo = httpx.post(serving.url + "/cli/echo", json={"message": "hello"}, timeout=5)
+        response = httpx.get(serving.url + path, headers=ADMIN_HEADERS, timeout=5)
+        assert response.status_code == 200, path
+    echo = httpx.post(
+        serving.url + "/cli/echo", json={"message": "hello"}, headers=ADMIN_HEADERS, timeout=5
+    )
     assert echo.json()["output"] == "hello"
     assert serving.stop() == 0
     assert sorted(str(p) for p in image.rglob("*")) == before
@@ -640,13 +654,15 @@ def test_service_works_through_pgbouncer_transaction_pooling(
         **database_env(bouncer_url),
         PGUSER=parts.username or "postgres",
         MAILROOM_PREPARE_THRESHOLD="off",  # as manifests/overlays/cloudnative-pg sets it
+        MAILROOM_STATEMENT_TIMEOUT="off",  # PgBouncer refuses startup options; so does the overlay
         MAILROOM_POOL_MIN_SIZE="4",
         MAILROOM_POOL_MAX_SIZE="8",
     )
     server = start_image_command(image, env)
     try:
         wait_until_serving(server)
-        with httpx.Client(base_url=server.url, timeout=10) as client:
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        with httpx.Client(base_url=server.url, timeout=10, headers=admin) as client:
             sender = client.post("/agents", json={"agent_name": "sender"}).json()
             receiver = client.post("/agents", json={"agent_name": "receiver"}).json()
             conversation = client.post("/conversations", json={"title": "pooled"}).json()
@@ -798,15 +814,22 @@ def test_proxy_forwards_to_the_app(image: Path, serving: Server, tmp_path: Path)
         wait_for_port(port, process)
         proxy = f"http://127.0.0.1:{port}"
         assert httpx.get(proxy + "/health", timeout=10).json() == {"status": "healthy"}
-        agent = httpx.post(proxy + "/agents", json={"agent_name": "proxied"}, timeout=10)
+        agent = httpx.post(
+            proxy + "/agents", json={"agent_name": "proxied"}, headers=ADMIN_HEADERS, timeout=10
+        )
         assert agent.status_code == 201, agent.text
         for _ in range(2):
             httpx.post(
                 proxy + "/messages",
                 json={"sender_id": agent.json()["id"], "content": "x"},
+                headers=ADMIN_HEADERS,
                 timeout=10,
             ).raise_for_status()
-        page = httpx.get(proxy + f"/agents/{agent.json()['id']}/messages?limit=1", timeout=10)
+        page = httpx.get(
+            proxy + f"/agents/{agent.json()['id']}/messages?limit=1",
+            headers=ADMIN_HEADERS,
+            timeout=10,
+        )
         # Links point at the proxy, the address the client used, not at a replica.
         assert page.headers["link"].startswith(f"<http://127.0.0.1:{port}/"), page.headers
     finally:
@@ -907,6 +930,28 @@ def config(docs: list[dict[str, Any]]) -> dict[str, str]:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     (source,) = container["envFrom"]
     return find(docs, "ConfigMap", source["configMapRef"]["name"])["data"]
+
+
+def app_settings(docs: list[dict[str, Any]], tmp_path: Path) -> service.Settings:
+    """The Settings the Deployment's ConfigMap gives, its admin token file made locally."""
+    variables = dict(config(docs))
+    token_file = tmp_path / "token"
+    token_file.write_text("k8s-admin-" + secrets.token_urlsafe(16))
+    variables["MAILROOM_ADMIN_TOKEN_FILE"] = str(token_file)
+    return service.load_settings(variables)
+
+
+def test_admin_token_is_a_file_mounted_from_a_secret(base, overlay):
+    for docs in (base, overlay):
+        path = PurePosixPath(config(docs)["MAILROOM_ADMIN_TOKEN_FILE"])
+        pod = find(docs, "Deployment", "mailroom")["spec"]["template"]["spec"]
+        (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "admin-token"]
+        assert mount["readOnly"] is True and path.parent == PurePosixPath(mount["mountPath"])
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "admin-token"]
+        secret = find(docs, "Secret", volume["secret"]["secretName"])
+        assert path.name in secret["stringData"]
+        assert volume["secret"]["defaultMode"] & 0o007 == 0, "not readable by others"
+        assert "MAILROOM_ADMIN_TOKEN" not in config(docs)
 
 
 def test_everything_lives_in_the_namespace_with_pod_security_restricted(base, overlay):
@@ -1043,13 +1088,13 @@ def test_database_statefulset_service_and_network_policy(base):
             assert [p["port"] for p in rule["ports"]] == [5432]
 
 
-def test_connection_budget_fits_the_database(base, overlay):
+def test_connection_budget_fits_the_database(base, overlay, tmp_path):
     """Every app replica's pool (HPA maximum, plus the rollout's surge) fits the
     database's max_connections (less 3 reserved for superusers), and in the overlay
     PgBouncer's client and server sides."""
     for docs in (base, overlay):
         deployment = find(docs, "Deployment", "mailroom")
-        settings = service.load_settings(config(docs))
+        settings = app_settings(docs, tmp_path)
         replicas = find(docs, "HorizontalPodAutoscaler", "mailroom")["spec"]["maxReplicas"]
         replicas += deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
         app_connections = replicas * settings.workers * settings.pool_max_size
@@ -1070,7 +1115,7 @@ def test_connection_budget_fits_the_database(base, overlay):
 
 
 def test_cloudnative_pg_overlay_replaces_the_database_and_points_the_app_at_pgbouncer(
-    base, overlay
+    base, overlay, tmp_path
 ):
     kinds = {(d["kind"], d["metadata"]["name"]) for d in overlay}
     assert ("StatefulSet", "mailroom-db") not in kinds
@@ -1092,12 +1137,13 @@ def test_cloudnative_pg_overlay_replaces_the_database_and_points_the_app_at_pgbo
     assert pooler["metadata"]["name"] != cluster["metadata"]["name"]
     assert pooler["spec"]["type"] == "rw"
     assert pooler["spec"]["pgbouncer"]["poolMode"] == "transaction"
-    settings = config(overlay)
-    url = urlsplit(settings["DATABASE_URL"])
+    url = urlsplit(config(overlay)["DATABASE_URL"])
     assert url.hostname == pooler["metadata"]["name"], "the Pooler's Service"
     assert url.path.lstrip("/") == initdb["database"]
-    assert service.load_settings(settings).prepare_threshold is None
-    assert service.load_settings(config(base)).prepare_threshold is not None
+    # PgBouncer in transaction mode: no prepared statements, no startup options.
+    overlay_settings, base_settings = app_settings(overlay, tmp_path), app_settings(base, tmp_path)
+    assert overlay_settings.prepare_threshold is None and overlay_settings.statement_timeout is None
+    assert base_settings.prepare_threshold is not None and base_settings.statement_timeout
 
 
 def test_cloudnative_pg_network_policies_let_only_the_app_reach_the_database(overlay):
