@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,8 +22,11 @@ import httpx
 import psycopg
 import pytest
 from psycopg import sql as pgsql
+from starlette.testclient import TestClient
 
-from tests.test_server import Server
+from handlers.access import ADMIN_TOKEN_FILE, embedded_admin_token
+from service import Settings, create_app, load_settings
+from tests.test_server import Server, clean_env, free_port, run_to_exit
 
 ADMIN = "admin-" + secrets.token_urlsafe(24)
 CALLERS = ("none", "malformed", "other", "own", "admin")
@@ -378,3 +382,229 @@ def test_admin_token_from_a_file(database_url: str, tmp_path: Path) -> None:
             assert http.get("/users/1", headers=bearer(ADMIN)).status_code == 401
     finally:
         server.stop()
+
+
+# Limits, on an in-process app with small ones -------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited(database_url: str) -> Iterator[TestClient]:
+    settings = Settings(
+        database_url=database_url,
+        admin_token=ADMIN,
+        write_rate_limit=3,
+        echo_rate_limit=2,
+        echo_concurrency=1,
+        statement_timeout=1.5,
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def new_agent(client: TestClient) -> tuple[str, dict[str, str]]:
+    agent = created(client.post("/agents", json={"agent_name": "l"}, headers=bearer(ADMIN)))
+    return agent["id"], bearer(agent["api_key"])
+
+
+def test_writes_beyond_the_rate_are_429_per_agent(limited: TestClient, db: Any) -> None:
+    agent_id, key = new_agent(limited)
+    send = {"sender_id": agent_id, "content": "rate"}
+    statuses = [limited.post("/messages", json=send, headers=key).status_code for _ in range(4)]
+    assert statuses == [201, 201, 201, 429]
+    refused = limited.post("/messages", json=send, headers=key)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert isinstance(refused.json()["detail"], str)
+    stored = db.execute("SELECT count(*) AS n FROM messages WHERE sender_id = %s", (agent_id,))
+    assert stored.fetchone()["n"] == 3
+    # Reads are not writes; another agent and the admin have their own allowance.
+    assert limited.get(f"/agents/{agent_id}/messages", headers=key).status_code == 200
+    other_id, other_key = new_agent(limited)
+    other = {"sender_id": other_id, "content": "rate"}
+    assert limited.post("/messages", json=other, headers=other_key).status_code == 201
+    for _ in range(5):
+        assert limited.post("/messages", json=send, headers=bearer(ADMIN)).status_code == 201
+
+
+def test_echo_has_its_own_rate(limited: TestClient) -> None:
+    _, key = new_agent(limited)
+    statuses = [
+        limited.post("/cli/echo", json={"message": "hi"}, headers=key).status_code for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+
+
+def test_echo_beyond_the_concurrency_cap_is_429(limited: TestClient) -> None:
+    slots = limited.app_state["echo_slots"]
+    limited.portal.call(slots.acquire)  # one echo "running": the cap is 1
+    try:
+        busy = limited.post("/cli/echo", json={"message": "hi"}, headers=bearer(ADMIN))
+        assert busy.status_code == 429, busy.text
+        assert busy.headers["retry-after"] == "1"
+    finally:
+        limited.portal.call(slots.release)
+    assert limited.post("/cli/echo", json={"message": "hi"}, headers=bearer(ADMIN)).is_success
+
+
+def test_pooled_connections_carry_the_statement_timeout(limited: TestClient) -> None:
+    pool = limited.app_state["pool"]
+
+    async def show() -> str:
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SHOW statement_timeout")
+            (value,) = await cursor.fetchone()
+            return value
+
+    assert limited.portal.call(show) == "1500ms"
+
+
+def test_a_slow_statement_is_cut_off(limited: TestClient) -> None:
+    pool = limited.app_state["pool"]
+
+    async def sleep() -> None:
+        async with pool.connection() as conn:
+            await conn.execute("SELECT pg_sleep(5)")
+
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        limited.portal.call(sleep)
+
+
+# Injection: hostile strings are data ----------------------------------------
+
+HOSTILE = [
+    "'; DROP TABLE messages; --",
+    '" OR "1"="1',
+    "%(content)s %s {} $1 :name",
+    "Robert'); DELETE FROM agents WHERE ('a'='a",
+    "\\x00 \\\\ \\' E'\\n'",
+    "1; SELECT pg_sleep(10)",
+    "$$ || $tag$ ' \" `",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_sql_metacharacters_are_stored_and_returned_byte_for_byte(
+    http: httpx.Client, text: str
+) -> None:
+    world = build_world(http)
+    a, ids = world.headers("own"), world.ids
+    agent = http.put(f"/agents/{ids['A']}", json={"agent_name": text}, headers=a)
+    assert agent.status_code == 200 and agent.json()["agent_name"] == text
+    conversation = created(http.post(
+        "/conversations",
+        json={"title": text, "description": text, "metadata": {text: text}},
+        headers=a,
+    ))  # fmt: skip
+    assert (conversation["title"], conversation["description"]) == (text, text)
+    assert conversation["metadata"] == {text: text}
+    message = created(http.post(
+        "/messages",
+        json={"sender_id": ids["A"], "content": text, "message_type": text[:50],
+              "status": text[:50], "msg_metadata": {text: [text]}, "recipient_ids": [ids["B"]],
+              "conversation_id": conversation["id"]},
+        headers=a,
+    ))  # fmt: skip
+    assert message["content"] == text and message["msg_metadata"] == {text: [text]}
+    item = created(http.post(
+        "/agent_message_metadata",
+        json={"message_id": message["id"], "key": text[:100], "value": text, "agent_id": ids["A"]},
+        headers=a,
+    ))  # fmt: skip
+    assert (item["key"], item["value"]) == (text[:100], text)
+    inbox = http.get(f"/agents/{ids['B']}/messages/unread", headers=world.headers("other"))
+    assert inbox.json()[0]["content"] == text
+    details = http.get(f"/conversations/{conversation['id']}/details", headers=a).json()
+    assert details["messages"][0]["content"] == text
+    assert details["messages"][0]["metadata_items"][0]["value"] == text
+    # The tables are all still there, with what was stored.
+    assert http.get(f"/agents/{ids['A']}", headers=a).json()["agent_name"] == text
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_query_parameters_are_422_not_500(http: httpx.Client, text: str) -> None:
+    world = build_world(http)
+    a = world.headers("own")
+    mailbox = f"/agents/{world.ids['A']}/messages"
+    for name in ("direction", "order", "limit", "cursor"):
+        response = http.get(mailbox, params={name: text}, headers=a)
+        assert response.status_code == 422, (name, response.text)
+    for name in ("archived", "limit", "cursor"):
+        response = http.get("/conversations", params={name: text}, headers=a)
+        assert response.status_code == 422, (name, response.text)
+
+
+@pytest.mark.parametrize(
+    "message", ["hi; rm -rf /", "$(id)", "`id`", "a | cat /etc/passwd", "x && y", "a\nb"]
+)
+def test_echo_hostile_input_stays_422_with_auth_on(http: httpx.Client, message: str) -> None:
+    world = build_world(http)
+    response = http.post("/cli/echo", json={"message": message}, headers=world.headers("own"))
+    assert response.status_code == 422, response.text
+
+
+# Start-up and settings --------------------------------------------------------
+
+
+def test_a_database_of_its_own_without_an_admin_token_stops_start_up(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = clean_env(DATABASE_URL=database_url, MAILROOM_AUTH="required")
+    argv = [sys.executable, "-m", "uvicorn", "service:app", "--port", str(free_port())]
+    result = run_to_exit(argv, env)
+    assert result.returncode != 0
+    assert "MAILROOM_ADMIN_TOKEN" in result.stderr and "MAILROOM_AUTH=off" in result.stderr
+    # `uv run service.py` says it before starting any worker, without a traceback.
+    result = run_to_exit([sys.executable, "service.py"], env)
+    assert result.returncode == 1
+    assert "needs the operator's key" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_auth_off_warns_at_start_up(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    with TestClient(create_app(Settings(database_url=database_url, auth_required=False))):
+        pass
+    assert any(
+        record.levelname == "WARNING" and "MAILROOM_AUTH=off" in record.getMessage()
+        for record in caplog.records
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"MAILROOM_AUTH": "maybe"}, "MAILROOM_AUTH"),
+        ({"MAILROOM_ADMIN_TOKEN": "short"}, "MAILROOM_ADMIN_TOKEN"),
+        ({"MAILROOM_ADMIN_TOKEN_FILE": "/nonexistent/token"}, "MAILROOM_ADMIN_TOKEN_FILE"),
+        ({"MAILROOM_ADMIN_TOKEN": "x" * 20, "MAILROOM_ADMIN_TOKEN_FILE": "/f"}, "not both"),
+        ({"MAILROOM_WRITE_RATE_LIMIT": "-1"}, "MAILROOM_WRITE_RATE_LIMIT"),
+        ({"MAILROOM_ECHO_CONCURRENCY": "0"}, "MAILROOM_ECHO_CONCURRENCY"),
+        ({"MAILROOM_STATEMENT_TIMEOUT": "soon"}, "MAILROOM_STATEMENT_TIMEOUT"),
+    ],
+)
+def test_bad_auth_settings_stop_start_up_naming_the_variable(
+    environ: dict[str, str], variable: str
+) -> None:
+    with pytest.raises(SystemExit, match=variable):
+        load_settings(environ)
+
+
+def test_auth_settings_defaults_and_token_file(tmp_path: Path) -> None:
+    defaults = load_settings({})
+    assert defaults.auth_required is True and defaults.admin_token is None
+    assert defaults.statement_timeout == 10.0
+    token_file = tmp_path / "token"
+    token_file.write_text("  from-a-mounted-secret-file\n")
+    settings = load_settings({"MAILROOM_ADMIN_TOKEN_FILE": str(token_file), "MAILROOM_AUTH": "off"})
+    assert settings.admin_token == "from-a-mounted-secret-file" and not settings.auth_required
+    assert load_settings({"MAILROOM_STATEMENT_TIMEOUT": "off"}).statement_timeout is None
+
+
+def test_the_embedded_server_makes_its_admin_token_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = embedded_admin_token(tmp_path)
+    printed = capsys.readouterr().err
+    assert token in printed and token.startswith("mr_admin_")
+    path = tmp_path / ADMIN_TOKEN_FILE
+    assert path.read_text().strip() == token and path.stat().st_mode & 0o777 == 0o600
+    assert embedded_admin_token(tmp_path) == token
+    assert capsys.readouterr().err == "", "printed only the first time"
+    assert [p.name for p in tmp_path.iterdir()] == [ADMIN_TOKEN_FILE]
