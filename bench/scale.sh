@@ -20,6 +20,9 @@ PY="$ROOT/.venv/bin/python"
 SERVER_PID=
 
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+# mailroom as it ships (MAILROOM_AUTH=required): the requests carry an admin key.
+BENCH_TOKEN="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export BENCH_AUTHORIZATION="Bearer $BENCH_TOKEN"
 (cd "$ROOT" && uv sync --quiet --locked)
 mkdir -p "$WORK"
 : >"$WORK/results.tsv"
@@ -44,7 +47,8 @@ PY
   probe=$("$PY" "$HERE/seed_scale.py" "$SERVER/$db" "$size")
   agent=$("$PY" -c "import json,sys; print(json.loads(sys.argv[1])['agent'])" "$probe")
   conversation=$("$PY" -c "import json,sys; print(json.loads(sys.argv[1])['conversation'])" "$probe")
-  (cd "$ROOT" && DATABASE_URL="$SERVER/$db" exec "$PY" -m uvicorn service:app --host 127.0.0.1 \
+  (cd "$ROOT" && DATABASE_URL="$SERVER/$db" MAILROOM_ADMIN_TOKEN="$BENCH_TOKEN" \
+    exec "$PY" -m uvicorn service:app --host 127.0.0.1 \
     --port 8203 --workers 1 --loop uvloop --http httptools --no-access-log --log-level warning) \
     >"$WORK/mailroom-$size.log" 2>&1 &
   SERVER_PID=$!

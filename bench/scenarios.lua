@@ -14,6 +14,13 @@
 -- done() prints: RESULT requests duration_s p50_ms p99_ms errors
 
 local json = { ["Content-Type"] = "application/json" }
+-- bench/run.sh sets the admin key (mailroom's default MAILROOM_AUTH=required);
+-- every request of both sides carries it, the reference ignores it.
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+if authorization then
+  json["Authorization"] = authorization
+  wrk.headers["Authorization"] = authorization
+end
 local mode, path, body, chain
 local agents = {}
 local queue = {}     -- recipient requests ready to send

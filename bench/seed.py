@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,12 @@ from typing import Any
 
 import httpx
 
+# bench/run.sh's admin key (both sides get it; the reference ignores it).
+AUTH = (
+    {"Authorization": os.environ["BENCH_AUTHORIZATION"]}
+    if "BENCH_AUTHORIZATION" in os.environ
+    else {}
+)
 CONCURRENCY = 32
 
 
@@ -87,7 +94,9 @@ async def seed(base_url: str) -> dict[str, Any]:
     # Shorter than uvicorn's 5 s keep-alive, so idle connections are not reused
     # just as the server closes them.
     limits = httpx.Limits(max_connections=CONCURRENCY, keepalive_expiry=2)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=60, limits=limits, headers=AUTH
+    ) as client:
         api = Api(client)
         await api.detect()
         agents = await asyncio.gather(*(api.agent(f"bench agent {n}") for n in range(20)))

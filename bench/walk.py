@@ -8,11 +8,19 @@ scenarios, one walk at a time (a client reading its whole inbox).
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
 
 import httpx
+
+# bench/run.sh's admin key (both sides get it; the reference ignores it).
+AUTH = (
+    {"Authorization": os.environ["BENCH_AUTHORIZATION"]}
+    if "BENCH_AUTHORIZATION" in os.environ
+    else {}
+)
 
 
 def walk(client: httpx.Client, url: str) -> int:
@@ -31,7 +39,7 @@ def main() -> None:
     repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 10
     url = f"{base_url}/agents/{agent_id}/messages?limit=1000"
     times, counts = [], set()
-    with httpx.Client(timeout=120) as client:
+    with httpx.Client(timeout=120, headers=AUTH) as client:
         walk(client, url)  # warm-up
         started = time.monotonic()
         for _ in range(repeats):
