@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -23,11 +25,26 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from handlers import agents, conversations, core, docs, echo, errors, mailbox, messages, stream
+from handlers import (
+    agents,
+    conversations,
+    core,
+    docs,
+    echo,
+    errors,
+    mailbox,
+    messages,
+    metrics,
+    stream,
+)
 from handlers.common import HTTPError
+from operations import logs
+from operations.metrics import clean_directory
+from operations.middleware import RequestTelemetry
 from queries.database import (
     DatabaseDown,
     make_pool,
@@ -61,6 +78,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     workers: int = os.cpu_count() or 1
     log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_token: str | None = None
     pool_min_size: int = 2
     pool_max_size: int = 10
     db_connections: int | None = None
@@ -84,6 +103,10 @@ ENVIRONMENT = {
     "PORT": ("port", int),
     "WEB_CONCURRENCY": ("workers", int),
     "LOG_LEVEL": ("log_level", str.upper),
+    "LOG_FORMAT": ("log_format", str.lower),
+    # The file (a mounted Secret) first, so that METRICS_TOKEN itself wins when both are set.
+    "METRICS_TOKEN_FILE": ("metrics_token", lambda path: _secret(read_file(path))),
+    "METRICS_TOKEN": ("metrics_token", lambda text: _secret(text)),
     "MAILROOM_POOL_MIN_SIZE": ("pool_min_size", int),
     "MAILROOM_POOL_MAX_SIZE": ("pool_max_size", int),
     "MAILROOM_DB_CONNECTIONS": ("db_connections", int),
@@ -100,6 +123,18 @@ ENVIRONMENT = {
     "MAILROOM_RECONNECT_INTERVAL": ("reconnect_interval", float),
     "MAILROOM_DB_CHECK_INTERVAL": ("db_check_interval", float),
 }
+
+
+def read_file(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as error:
+        raise ValueError(error.strerror or str(error)) from None
+
+
+def _secret(text: str) -> str | None:
+    """A token from the environment or a file; empty means unset."""
+    return text.strip() or None
 
 
 def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
@@ -126,6 +161,7 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         ("PORT", not 0 < settings.port < 65536),
         ("WEB_CONCURRENCY", settings.workers < 1),
         ("LOG_LEVEL", settings.log_level not in logging.getLevelNamesMapping()),
+        ("LOG_FORMAT", settings.log_format not in logs.FORMATS),
         ("MAILROOM_POOL_MIN_SIZE", settings.pool_min_size < 0),
         (
             "MAILROOM_DB_CONNECTIONS",
@@ -163,9 +199,13 @@ class State(TypedDict):
 def make_lifespan(settings: Settings):
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        if not logging.getLogger().handlers:
-            logging.basicConfig(
-                level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        logs.configure(settings.log_level, settings.log_format)
+        if int(os.environ.get("WEB_CONCURRENCY", "1")) > 1 and not os.environ.get(
+            "PROMETHEUS_MULTIPROC_DIR"
+        ):
+            log.warning(
+                "WEB_CONCURRENCY > 1 without PROMETHEUS_MULTIPROC_DIR: "
+                "each worker's /metrics counts only its own requests"
             )
         url = settings.database_url
         if url is None:
@@ -189,7 +229,7 @@ def make_lifespan(settings: Settings):
         # before it runs the lifespan's shutdown.
         call_on_termination(listener.shutting_down)
         purge = asyncio.create_task(purge_expired_keys(pool, PURGE_INTERVAL), name="purge")
-        log.info("mailroom %s ready", VERSION)
+        log.info("mailroom %s ready", VERSION, extra=logs.event("startup", version=VERSION))
         try:
             yield State(
                 settings=settings,
@@ -202,7 +242,7 @@ def make_lifespan(settings: Settings):
             purge.cancel()
             await listener.close()
             await pool.close()
-            log.info("mailroom stopped")
+            log.info("mailroom stopped", extra=logs.event("shutdown"))
 
     return lifespan
 
@@ -268,6 +308,7 @@ ROUTES = [
     Route("/openapi.json", docs.openapi, methods=["GET"], include_in_schema=False),
     Route("/docs", docs.swagger_ui, methods=["GET"], include_in_schema=False),
     Route("/redoc", docs.redoc, methods=["GET"], include_in_schema=False),
+    Route("/metrics", metrics.metrics, methods=["GET"], include_in_schema=False),
     Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
 ]
 
@@ -362,6 +403,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=ROUTES,
         lifespan=make_lifespan(settings),
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(RequestTelemetry)],
     )
 
 
@@ -372,14 +414,31 @@ def main() -> None:
     import uvicorn
 
     settings = load_settings()
-    uvicorn.run(
-        "service:app",
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level.lower(),
-        proxy_headers=True,
-    )
+    # Several workers share their metrics through files (prometheus-client's
+    # multiprocess mode); the variable is inherited by the workers, which import
+    # prometheus_client only after it is set. The directory is emptied first:
+    # counters start at zero with the server.
+    own_directory = None
+    if settings.workers > 1:
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            own_directory = tempfile.mkdtemp(prefix="mailroom-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_directory
+        clean_directory(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    os.environ.setdefault("LOG_FORMAT", settings.log_format)  # read by logging.json's formatter
+    try:
+        uvicorn.run(
+            "service:app",
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level.lower(),
+            log_config=str(HERE / "operations" / "logging.json"),
+            access_log=False,  # the request middleware logs each request once
+            proxy_headers=True,
+        )
+    finally:
+        if own_directory is not None:
+            shutil.rmtree(own_directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

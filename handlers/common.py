@@ -33,6 +33,10 @@ class HTTPError(Exception):
         self.headers = headers
 
 
+class Unauthorized(HTTPError):
+    status_code = 401
+
+
 class NotFound(HTTPError):
     status_code = 404
 

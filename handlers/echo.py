@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from handlers.common import Timeout, decode, json_response
+from operations import metrics
 from validation.requests import EchoRequest
 from validation.responses import EchoResult
 
@@ -72,13 +73,16 @@ async def echo(request: Request) -> Response:
     """Print the validated message with echo and report what it wrote."""
     body = await decode(request, EchoRequest)
     settings = request.state.settings
+    metrics.ECHO_RUNS.inc()
     try:
         status, stdout = await run_command(
             echo_argv(body.message), settings.echo_timeout, settings.echo_output_limit
         )
     except TimeoutError:
+        metrics.ECHO_FAILURES.inc()
         raise Timeout("Command execution timed out") from None
     if status != 0:
+        metrics.ECHO_FAILURES.inc()
         return json_response(
             EchoResult(
                 success=False,
