@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -37,6 +39,7 @@ from handlers import (
     errors,
     mailbox,
     messages,
+    metrics,
     stream,
 )
 from handlers.access import (
@@ -52,6 +55,9 @@ from handlers.access import (
     takes_part,
 )
 from handlers.common import HTTPError
+from operations import logs
+from operations.metrics import clean_directory
+from operations.middleware import RequestTelemetry
 from queries.database import (
     DatabaseDown,
     make_pool,
@@ -85,6 +91,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     workers: int = os.cpu_count() or 1
     log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_token: str | None = None
     pool_min_size: int = 2
     pool_max_size: int = 10
     db_connections: int | None = None
@@ -116,6 +124,10 @@ ENVIRONMENT = {
     "PORT": ("port", int),
     "WEB_CONCURRENCY": ("workers", int),
     "LOG_LEVEL": ("log_level", str.upper),
+    "LOG_FORMAT": ("log_format", str.lower),
+    # The file (a mounted Secret) first, so that METRICS_TOKEN itself wins when both are set.
+    "METRICS_TOKEN_FILE": ("metrics_token", lambda path: _secret(read_file(path))),
+    "METRICS_TOKEN": ("metrics_token", lambda text: _secret(text)),
     "MAILROOM_POOL_MIN_SIZE": ("pool_min_size", int),
     "MAILROOM_POOL_MAX_SIZE": ("pool_max_size", int),
     "MAILROOM_DB_CONNECTIONS": ("db_connections", int),
@@ -133,7 +145,10 @@ ENVIRONMENT = {
     "MAILROOM_DB_CHECK_INTERVAL": ("db_check_interval", float),
     "MAILROOM_AUTH": ("auth_required", lambda text: _choice(text, AUTH_MODES)),
     "MAILROOM_ADMIN_TOKEN": ("admin_token", lambda text: _admin_token(text, "the variable")),
-    "MAILROOM_ADMIN_TOKEN_FILE": ("admin_token", lambda path: _admin_token_file(path)),
+    "MAILROOM_ADMIN_TOKEN_FILE": (
+        "admin_token",
+        lambda path: _admin_token(read_file(path).strip(), "the file"),
+    ),
     "MAILROOM_WRITE_RATE_LIMIT": ("write_rate_limit", int),
     "MAILROOM_ECHO_RATE_LIMIT": ("echo_rate_limit", int),
     "MAILROOM_ECHO_CONCURRENCY": ("echo_concurrency", int),
@@ -160,13 +175,17 @@ def _admin_token(text: str, source: str) -> str:
     return text
 
 
-def _admin_token_file(path: str) -> str:
-    """The admin token kept in a file (a mounted Kubernetes Secret, for example)."""
+def read_file(path: str) -> str:
+    """A setting kept in a file (a mounted Kubernetes Secret, for example)."""
     try:
-        text = Path(path).read_text(encoding="utf-8").strip()
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read it: {error}") from None
-    return _admin_token(text, "the file")
+        raise ValueError(f"cannot read {path}: {error}") from None
+
+
+def _secret(text: str) -> str | None:
+    """A token from the environment or a file; empty means unset."""
+    return text.strip() or None
 
 
 def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
@@ -197,6 +216,7 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         ("PORT", not 0 < settings.port < 65536),
         ("WEB_CONCURRENCY", settings.workers < 1),
         ("LOG_LEVEL", settings.log_level not in logging.getLevelNamesMapping()),
+        ("LOG_FORMAT", settings.log_format not in logs.FORMATS),
         ("MAILROOM_POOL_MIN_SIZE", settings.pool_min_size < 0),
         (
             "MAILROOM_DB_CONNECTIONS",
@@ -273,9 +293,13 @@ async def admin_digest(settings: Settings) -> bytes:
 def make_lifespan(settings: Settings):
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        if not logging.getLogger().handlers:
-            logging.basicConfig(
-                level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        logs.configure(settings.log_level, settings.log_format)
+        if int(os.environ.get("WEB_CONCURRENCY", "1")) > 1 and not os.environ.get(
+            "PROMETHEUS_MULTIPROC_DIR"
+        ):
+            log.warning(
+                "WEB_CONCURRENCY > 1 without PROMETHEUS_MULTIPROC_DIR: "
+                "each worker's /metrics counts only its own requests"
             )
         url = settings.database_url
         if url is None:
@@ -301,7 +325,7 @@ def make_lifespan(settings: Settings):
         # before it runs the lifespan's shutdown.
         call_on_termination(listener.shutting_down)
         purge = asyncio.create_task(purge_expired_keys(pool, PURGE_INTERVAL), name="purge")
-        log.info("mailroom %s ready", VERSION)
+        log.info("mailroom %s ready", VERSION, extra=logs.event("startup", version=VERSION))
         try:
             yield State(
                 settings=settings,
@@ -319,7 +343,7 @@ def make_lifespan(settings: Settings):
             purge.cancel()
             await listener.close()
             await pool.close()
-            log.info("mailroom stopped")
+            log.info("mailroom stopped", extra=logs.event("shutdown"))
 
     return lifespan
 
@@ -429,6 +453,7 @@ ROUTES = [
     Route("/openapi.json", docs.openapi, methods=["GET"], include_in_schema=False),
     Route("/docs", docs.swagger_ui, methods=["GET"], include_in_schema=False),
     Route("/redoc", docs.redoc, methods=["GET"], include_in_schema=False),
+    Route("/metrics", metrics.metrics, methods=["GET"], include_in_schema=False),
     Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
 ]
 
@@ -524,7 +549,8 @@ EXCEPTION_HANDLERS = {
 def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=ROUTES,
-        middleware=[Middleware(access.SecurityHeaders)],
+        # The telemetry outermost: it times and logs every response, headers included.
+        middleware=[Middleware(RequestTelemetry), Middleware(access.SecurityHeaders)],
         lifespan=make_lifespan(settings),
         exception_handlers=EXCEPTION_HANDLERS,
     )
@@ -539,14 +565,31 @@ def main() -> None:
     settings = load_settings()
     if needs_admin_token(settings):
         raise SystemExit(ADMIN_KEY_MISSING)
-    uvicorn.run(
-        "service:app",
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level.lower(),
-        proxy_headers=True,
-    )
+    # Several workers share their metrics through files (prometheus-client's
+    # multiprocess mode); the variable is inherited by the workers, which import
+    # prometheus_client only after it is set. The directory is emptied first:
+    # counters start at zero with the server.
+    own_directory = None
+    if settings.workers > 1:
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            own_directory = tempfile.mkdtemp(prefix="mailroom-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_directory
+        clean_directory(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    os.environ.setdefault("LOG_FORMAT", settings.log_format)  # read by logging.json's formatter
+    try:
+        uvicorn.run(
+            "service:app",
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level.lower(),
+            log_config=str(HERE / "operations" / "logging.json"),
+            access_log=False,  # the request middleware logs each request once
+            proxy_headers=True,
+        )
+    finally:
+        if own_directory is not None:
+            shutil.rmtree(own_directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

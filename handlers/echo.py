@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from handlers.common import Timeout, TooManyRequests, decode, json_response
+from operations import metrics
 from validation.requests import EchoRequest
 from validation.responses import EchoResult
 
@@ -78,14 +79,17 @@ async def echo(request: Request) -> Response:
             f"{settings.echo_concurrency} echo commands are already running; retry shortly",
             {"Retry-After": "1"},
         )
+    metrics.ECHO_RUNS.inc()
     try:
         async with slots:
             status, stdout = await run_command(
                 echo_argv(body.message), settings.echo_timeout, settings.echo_output_limit
             )
     except TimeoutError:
+        metrics.ECHO_FAILURES.inc()
         raise Timeout("Command execution timed out") from None
     if status != 0:
+        metrics.ECHO_FAILURES.inc()
         return json_response(
             EchoResult(
                 success=False,

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from handlers.common import HTTPError, json_response
+from operations.middleware import SCOPE_KEY as REQUEST_ID_KEY
 from validation.errors import InvalidInput
 from validation.responses import ErrorDetail, FieldError, ValidationErrorBody
 
@@ -121,9 +122,17 @@ async def pool_exhausted(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    """A bug: log it with an id the client can quote, leak nothing."""
-    error_id = secrets.token_hex(8)
+    """A bug: log it with the request id, which the client can quote, and leak nothing.
+
+    Starlette runs this outside the request middleware, so the id is read from
+    the scope and the X-Request-ID header is added here.
+    """
+    error_id = request.scope.get(REQUEST_ID_KEY) or secrets.token_hex(8)
     log.error(
-        "unhandled error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"request_id": error_id},
     )
-    return _error(500, f"Internal server error (error id {error_id})")
+    return _error(500, f"Internal server error (request id {error_id})", {"X-Request-ID": error_id})

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from handlers.common import NotFound, decode, json_response, path_uuid, query_choice, query_int
 from handlers.pagination import cut_page, page_start
+from operations import metrics
 from queries import Query, sql
 from validation.requests import MarkReadRequest
 from validation.responses import MailboxItem, MarkRead
@@ -97,6 +98,7 @@ async def mark_read(request: Request) -> Response:
     if not marked.agent_exists:
         raise NotFound("Agent not found")
     count = marked.updated_count
+    metrics.MARKED_READ.inc(count)
     return json_response(
         MarkRead(
             updated_count=count, message=f"Marked {count} messages as read for agent {agent_id}"

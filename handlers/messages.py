@@ -18,6 +18,7 @@ from handlers.common import (
     update_params,
 )
 from handlers.idempotency import create_once
+from operations import metrics
 from queries import sql
 from validation.requests import (
     MessageCreate,
@@ -34,9 +35,13 @@ async def create_message(request: Request) -> Response:
     """Store a message and, with recipient_ids, its recipient rows: all or nothing."""
     body = await decode(request, MessageCreate)
     params = create_params(body, json_fields=("msg_metadata",))
-    return await create_once(
+    response = await create_once(
         request, body, lambda conn: sql.create_message.one(conn, Message, **params)
     )
+    if "idempotent-replayed" not in response.headers:  # a replay stored nothing
+        metrics.MESSAGES_SENT.inc()
+        metrics.RECIPIENTS.inc(len(body.recipient_ids or ()))
+    return response
 
 
 async def update_message(request: Request) -> Response:
@@ -56,6 +61,7 @@ async def create_recipient(request: Request) -> Response:
         recipient = await sql.create_recipient.one(conn, Recipient, **create_params(body))
     if recipient is None:
         raise Conflict(f"Message {body.message_id} not found (message_id)")
+    metrics.RECIPIENTS.inc()
     return json_response(recipient, 201)
 
 

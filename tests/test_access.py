@@ -29,6 +29,7 @@ from service import Settings, create_app, load_settings
 from tests.test_server import Server, clean_env, free_port, run_to_exit
 
 ADMIN = "admin-" + secrets.token_urlsafe(24)
+SCRAPER = "scrape-" + secrets.token_urlsafe(24)
 CALLERS = ("none", "malformed", "other", "own", "admin")
 
 
@@ -125,6 +126,7 @@ MATRIX: list[tuple[str, str, str, Callable[[dict[str, str]], Any] | None, tuple[
     ("openapi", "GET", "/openapi.json", None, (200, 200, 200, 200, 200)),
     ("docs", "GET", "/docs", None, (200, 200, 200, 200, 200)),
     ("redoc", "GET", "/redoc", None, (200, 200, 200, 200, 200)),
+    ("metrics", "GET", "/metrics", None, (*DENIED_AGENT, 200)),
     ("user", "GET", "/users/1", None, (*DENIED_AGENT, 200)),
     ("create agent", "POST", "/agents", lambda i: {"agent_name": "new"}, (*DENIED_AGENT, 201)),
     ("get agent", "GET", "/agents/{A}", None, (*OWN_ONLY, 200, 200)),
@@ -396,6 +398,7 @@ def limited(database_url: str) -> Iterator[TestClient]:
         echo_rate_limit=2,
         echo_concurrency=1,
         statement_timeout=1.5,
+        metrics_token=SCRAPER,
     )
     with TestClient(create_app(settings)) as client:
         yield client
@@ -443,6 +446,16 @@ def test_echo_beyond_the_concurrency_cap_is_429(limited: TestClient) -> None:
     finally:
         limited.portal.call(slots.release)
     assert limited.post("/cli/echo", json={"message": "hi"}, headers=bearer(ADMIN)).is_success
+
+
+def test_metrics_take_the_admin_key_or_the_metrics_token(limited: TestClient) -> None:
+    _, agent_key = new_agent(limited)
+    assert limited.get("/metrics", headers=bearer(SCRAPER)).status_code == 200
+    assert limited.get("/metrics", headers=bearer(ADMIN)).status_code == 200
+    assert limited.get("/metrics", headers=agent_key).status_code == 403
+    for headers in ({}, bearer("scrape-wrong-token-0000000")):
+        refused = limited.get("/metrics", headers=headers)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
 
 
 def test_pooled_connections_carry_the_statement_timeout(limited: TestClient) -> None:
@@ -551,7 +564,8 @@ def test_a_database_of_its_own_without_an_admin_token_stops_start_up(
     argv = [sys.executable, "-m", "uvicorn", "service:app", "--port", str(free_port())]
     result = run_to_exit(argv, env)
     assert result.returncode != 0
-    assert "MAILROOM_ADMIN_TOKEN" in result.stderr and "MAILROOM_AUTH=off" in result.stderr
+    said = result.stdout + result.stderr
+    assert "MAILROOM_ADMIN_TOKEN" in said and "MAILROOM_AUTH=off" in said
     # `uv run service.py` says it before starting any worker, without a traceback.
     result = run_to_exit([sys.executable, "service.py"], env)
     assert result.returncode == 1

@@ -72,6 +72,10 @@ class Server:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def output(self) -> str:
+        """Everything it wrote: the log (stdout) and uvicorn's lines before the app loads."""
+        return self.stdout_path.read_text(errors="replace") + self.stderr()
+
     def wait_healthy(self) -> None:
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
@@ -127,7 +131,7 @@ def test_server_serves_over_a_socket_and_stops_on_sigterm(server: Server) -> Non
     # that its parent sees "terminated by SIGTERM" (shell status 143); the Containerfile's
     # `tini -e 143` maps that to 0. Either status is a clean stop; anything else is not.
     assert status in (0, -signal.SIGTERM), f"exit status {status}: {server.stderr()}"
-    log = server.stderr()
+    log = server.output()
     assert "Application shutdown complete" in log, log
     assert "mailroom stopped" in log, log  # the lifespan closed the pool
     assert "Traceback" not in log, log
@@ -140,9 +144,10 @@ def test_unreachable_database_fails_start_up(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "uvicorn", "service:app", "--port", str(free_port())]
     started = time.monotonic()
     result = run_to_exit(argv, env)
-    assert result.returncode != 0, result.stderr
-    assert "cannot reach the database" in result.stderr, result.stderr
-    assert "127.0.0.1" in result.stderr, result.stderr
+    output = result.stdout + result.stderr  # the log is on stdout
+    assert result.returncode != 0, output
+    assert "cannot reach the database" in output, output
+    assert "127.0.0.1" in output, output
     assert time.monotonic() - started < 20
 
 
@@ -155,6 +160,8 @@ def test_unreachable_database_fails_start_up(tmp_path: Path) -> None:
         ("WEB_CONCURRENCY", "none"),
         ("WEB_CONCURRENCY", "0"),
         ("LOG_LEVEL", "chatty"),
+        ("LOG_FORMAT", "xml"),
+        ("METRICS_TOKEN_FILE", "/nonexistent/metrics-token"),
         ("MAILROOM_POOL_TIMEOUT", "soon"),
         ("MAILROOM_POOL_MAX_SIZE", "0"),
         ("MAILROOM_STARTUP_TIMEOUT", "-1"),

@@ -51,6 +51,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
+from prometheus_client.parser import text_string_to_metric_families
 
 import service
 
@@ -63,6 +64,9 @@ ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # The oldest Kubernetes minor a platform team is likely to run, and the newest schemas.
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
 CNPG_SCHEMA = json.loads((HERE / "shipping" / "cloudnative-pg-v1-subset.schema.json").read_text())
+MONITORING_SCHEMA = json.loads(
+    (HERE / "shipping" / "servicemonitor-v1-subset.schema.json").read_text()
+)
 NAMESPACE = "mailroom"
 
 
@@ -838,7 +842,8 @@ def test_proxy_forwards_to_the_app(image: Path, serving: Server, tmp_path: Path)
 
 # Kubernetes manifests --------------------------------------------------------------
 
-CNPG_KINDS = {"Cluster", "Pooler"}
+CNPG_KINDS = {"Cluster", "Pooler", "ScheduledBackup"}
+MONITORING = "manifests/components/monitoring"
 
 
 def render(path: str) -> list[dict[str, Any]]:
@@ -857,14 +862,44 @@ def overlay() -> list[dict[str, Any]]:
     return render("manifests/overlays/cloudnative-pg/")
 
 
+def render_with_monitoring(path: str, tmp: Path) -> list[dict[str, Any]]:
+    """`path` with the monitoring component, as an overlay of one's own would add it."""
+    relative = Path(os.path.relpath(ROOT, tmp))
+    (tmp / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [str(relative / path)],
+                "components": [str(relative / MONITORING)],
+            }
+        )
+    )
+    return render(str(tmp))
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return render_with_monitoring("manifests", tmp_path_factory.mktemp("monitored"))
+
+
+@pytest.fixture(scope="module")
+def monitored_overlay(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return render_with_monitoring(
+        "manifests/overlays/cloudnative-pg", tmp_path_factory.mktemp("monitored-cnpg")
+    )
+
+
 def validate_resource(doc: dict[str, Any], where: str) -> None:
-    """Kubernetes kinds against the strict Kubernetes schemas; CloudNativePG's against
-    tests/shipping/cloudnative-pg-v1-subset.schema.json (see its description)."""
-    if doc["apiVersion"].startswith("postgresql.cnpg.io/"):
-        assert doc["kind"] in CNPG_KINDS, doc["kind"]
-        schema = dict(CNPG_SCHEMA, **{"$ref": f"#/$defs/{doc['kind']}"})
-        jsonschema.validate(doc, schema, cls=jsonschema.Draft202012Validator)
-        return
+    """Kubernetes kinds against the strict Kubernetes schemas; CloudNativePG's and the
+    Prometheus operator's against the subsets in tests/shipping/ (see their descriptions)."""
+    subsets = {"postgresql.cnpg.io/": CNPG_SCHEMA, "monitoring.coreos.com/": MONITORING_SCHEMA}
+    for group, subset in subsets.items():
+        if doc["apiVersion"].startswith(group):
+            assert doc["kind"] in subset["$defs"], doc["kind"]
+            schema = dict(subset, **{"$ref": f"#/$defs/{doc['kind']}"})
+            jsonschema.validate(doc, schema, cls=jsonschema.Draft202012Validator)
+            return
     for version in K8S_VERSIONS:
         try:
             kubernetes_validate.validate(doc, version, strict=True)
@@ -874,7 +909,12 @@ def validate_resource(doc: dict[str, Any], where: str) -> None:
 
 
 def manifest_files() -> list[Path]:
-    return sorted(p for p in (ROOT / "manifests").rglob("*.yaml") if p.name != "kustomization.yaml")
+    """Every resource file (patches are partial: they are checked rendered)."""
+    return sorted(
+        p
+        for p in (ROOT / "manifests").rglob("*.yaml")
+        if p.name != "kustomization.yaml" and not p.name.endswith("-patch.yaml")
+    )
 
 
 @pytest.mark.parametrize("path", manifest_files(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -886,13 +926,18 @@ def test_manifest_file_validates_strictly(path: Path):
         validate_resource(doc, str(path.relative_to(ROOT)))
 
 
-def test_rendered_manifests_validate_strictly(base, overlay):
-    for name, docs in (("manifests/", base), ("overlays/cloudnative-pg", overlay)):
+def test_rendered_manifests_validate_strictly(base, overlay, monitored, monitored_overlay):
+    for name, docs in (
+        ("manifests/", base),
+        ("overlays/cloudnative-pg", overlay),
+        ("manifests/ + monitoring", monitored),
+        ("overlays/cloudnative-pg + monitoring", monitored_overlay),
+    ):
         for doc in docs:
             validate_resource(doc, name)
 
 
-def test_validators_reject_what_a_cluster_would_reject(base, overlay):
+def test_validators_reject_what_a_cluster_would_reject(base, overlay, monitored):
     deployment = json.loads(json.dumps(find(base, "Deployment", "mailroom")))
     deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -903,6 +948,18 @@ def test_validators_reject_what_a_cluster_would_reject(base, overlay):
     pooler["spec"]["pgbouncer"]["poolMode"] = "statement"  # not offered by CloudNativePG
     with pytest.raises(jsonschema.ValidationError):
         validate_resource(pooler, "mutated")
+    backup = json.loads(json.dumps(find(overlay, "ScheduledBackup")))
+    backup["spec"]["schedule"] = "0 2 * * *"  # five fields: CloudNativePG's has seconds first
+    with pytest.raises(jsonschema.ValidationError):
+        validate_resource(backup, "mutated")
+    cluster = json.loads(json.dumps(find(overlay, "Cluster")))
+    cluster["spec"]["backup"]["barmanObjectStore"]["s3Credential"] = {}  # misspelt
+    with pytest.raises(jsonschema.ValidationError):
+        validate_resource(cluster, "mutated")
+    monitor = json.loads(json.dumps(find(monitored, "ServiceMonitor")))
+    monitor["spec"]["endpoints"][0]["intervall"] = "30s"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_resource(monitor, "mutated")
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
@@ -1144,6 +1201,73 @@ def test_cloudnative_pg_overlay_replaces_the_database_and_points_the_app_at_pgbo
     overlay_settings, base_settings = app_settings(overlay, tmp_path), app_settings(base, tmp_path)
     assert overlay_settings.prepare_threshold is None and overlay_settings.statement_timeout is None
     assert base_settings.prepare_threshold is not None and base_settings.statement_timeout
+
+
+def test_cloudnative_pg_cluster_is_backed_up_to_an_object_store_on_a_schedule(overlay):
+    cluster, backup = find(overlay, "Cluster"), find(overlay, "ScheduledBackup")
+    assert backup["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
+    assert backup["spec"]["method"] == "barmanObjectStore"
+    assert len(backup["spec"]["schedule"].split()) == 6
+    store = cluster["spec"]["backup"]["barmanObjectStore"]
+    assert store["destinationPath"].startswith("s3://")
+    assert "REPLACE-ME" in store["destinationPath"], "a placeholder, never a real bucket"
+    for ref in store["s3Credentials"].values():
+        secret = find(overlay, "Secret", ref["name"])
+        assert ref["key"] in secret["stringData"]
+    assert re.fullmatch(r"[1-9][0-9]*[dwm]", cluster["spec"]["backup"]["retentionPolicy"])
+
+
+def test_monitoring_component_scrapes_the_app_with_the_metrics_token(monitored, base):
+    monitor = find(monitored, "ServiceMonitor", "mailroom")
+    service_ = find(monitored, "Service", "mailroom")
+    assert selects(monitor["spec"]["selector"]["matchLabels"], service_["metadata"]["labels"])
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {port["name"] for port in service_["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    credentials = endpoint["authorization"]["credentials"]
+    assert endpoint["authorization"]["type"] == "Bearer"
+    token_secret = find(monitored, "Secret", credentials["name"])
+    assert credentials["key"] in token_secret["stringData"]
+    # The app requires the very token Prometheus presents.
+    container = find(monitored, "Deployment", "mailroom")["spec"]["template"]["spec"]
+    (variable,) = [v for v in container["containers"][0]["env"] if v["name"] == "METRICS_TOKEN"]
+    assert variable["valueFrom"]["secretKeyRef"] == {
+        "name": credentials["name"],
+        "key": credentials["key"],
+    }
+    token = token_secret["stringData"][credentials["key"]]
+    variables = {**config(monitored), "METRICS_TOKEN": token}
+    variables.pop("MAILROOM_ADMIN_TOKEN_FILE")  # a file in the pod: not here
+    assert service.load_settings(variables).metrics_token
+    # Without the component nothing changes: no token, no ServiceMonitor.
+    assert not [d for d in base if d["kind"] == "ServiceMonitor"]
+    dashboard = find(monitored, "ConfigMap", "mailroom-grafana-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["mailroom.json"])["uid"] == "mailroom"
+
+
+def test_grafana_dashboard_plots_metrics_the_service_exports(client):
+    dashboard = json.loads((ROOT / MONITORING / "grafana-dashboard.json").read_text())
+    client.get("/health")  # so that the labelled request series exist
+    exported = {
+        sample.name
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+    }
+    titles = {panel["title"] for panel in dashboard["panels"]}
+    for wanted in ("Request rate", "p50 latency", "p99 latency", "Error rate", "pool saturation"):
+        assert any(wanted.lower() in title.lower() for title in titles), wanted
+    assert "Messages per second" in titles
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            names = set(re.findall(r"\b(mailroom_\w+)", target["expr"]))
+            assert names, target["expr"]
+            assert names <= exported, f"{panel['title']}: {names - exported} not exported"
+            assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]
 
 
 def test_cloudnative_pg_network_policies_let_only_the_app_reach_the_database(overlay):

@@ -387,4 +387,4 @@ def test_sigterm_ends_streams_with_a_final_event(database_url: str, tmp_path: Pa
     assert poll[0].status_code == 200 and poll[0].json() == []
     # uvicorn re-raises SIGTERM once it has shut down cleanly (tini -e 143 maps it to 0).
     assert code in (0, -signal.SIGTERM), server.stderr()
-    assert "Application shutdown complete" in server.stderr()
+    assert "Application shutdown complete" in server.output()

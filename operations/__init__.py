@@ -1,0 +1,1 @@
+"""Operating the service: structured logs, request ids and Prometheus metrics."""
