@@ -343,6 +343,7 @@ def make_lifespan(settings: Settings):
             purge.cancel()
             await listener.close()
             await pool.close()
+            logs.REQUEST_LINES.flush()
             log.info("mailroom stopped", extra=logs.event("shutdown"))
 
     return lifespan

@@ -8,6 +8,7 @@ request bodies or headers: callers log ids, routes and counts only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -81,10 +82,59 @@ def formatter(log_format: str | None = None) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
+class RequestLines:
+    """The request middleware's line per request, in the format of the records.
+
+    Written around the logging module, which costs about 9 us a record
+    (a LogRecord, a handler lock, a flush and a write per line: a fifth of the
+    throughput of a fast route): the line is encoded here, and the lines of one
+    event-loop turn go to stdout in one write, at the end of that turn.
+    """
+
+    ACCESS = "mailroom.access"
+
+    def __init__(self) -> None:
+        self.json = True
+        self.pending: list[str] = []
+        self._second = -1
+        self._stamp = ""
+
+    def _time(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+
+    def add(self, request_id: str, fields: dict[str, object]) -> None:
+        stamp = self._time(time.time())
+        message = "{method} {route} {status} {duration_ms:.2f} ms".format_map(fields)
+        if self.json:
+            entry = {"time": stamp, "level": "INFO", "logger": self.ACCESS, "message": message}
+            entry["request_id"] = request_id
+            entry.update(fields)
+            line = _ENCODER.encode(entry).decode()
+        else:
+            line = f"{stamp} INFO {self.ACCESS}: {message} request_id={request_id}"
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.pending.append(line + "\n")
+
+    def flush(self) -> None:
+        lines, self.pending = self.pending, []
+        if lines:
+            sys.stdout.write("".join(lines))
+            sys.stdout.flush()
+
+
+REQUEST_LINES = RequestLines()
+
+
 def configure(level: str, log_format: str) -> None:
     """Log to stdout in `log_format` unless logging is configured already
     (uvicorn's --log-config, pytest's capture); uvicorn's loggers go the same way
     and its access log is silenced: the request middleware writes that line."""
+    REQUEST_LINES.json = log_format == "json"
     logging.getLogger("mailroom").setLevel(level)
     root = logging.getLogger()
     if root.handlers:

@@ -14,7 +14,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from operations import metrics
-from operations.logs import REQUEST_ID
+from operations.logs import REQUEST_ID, REQUEST_LINES
 
 log = logging.getLogger("mailroom.access")
 
@@ -88,22 +88,13 @@ class RequestTelemetry:
         children[0].inc()
         children[1].observe(seconds)
         if log.isEnabledFor(logging.INFO):
-            duration_ms = round(seconds * 1000, 2)
-            principal = scope.get("mailroom.principal")
-            log.info(
-                "%s %s %d %.2f ms",
-                method,
-                route,
-                status,
-                duration_ms,
-                extra={
-                    "request_id": rid,
-                    "fields": {
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": duration_ms,
-                        "principal": principal,
-                    },
+            REQUEST_LINES.add(
+                rid,
+                {
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "principal": scope.get("mailroom.principal"),
                 },
             )
