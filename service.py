@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -65,6 +66,7 @@ from queries.database import (
     normalise_url,
     purge_expired_keys,
     start_embedded,
+    stop_embedded,
 )
 from queries.listener import Listener
 from validation import openapi
@@ -560,10 +562,31 @@ def create_app(settings: Settings) -> Starlette:
 app = create_app(load_settings())
 
 
+def own_embedded_server(settings: Settings) -> Settings:
+    """Start the embedded PostgreSQL in this process and hand it to the app by URL.
+
+    uvicorn's worker processes end without running exit hooks, so a server a
+    worker started would outlive `uv run service.py`; started here, it stops
+    when this process does. Its admin token is made here too, for the same reason.
+    """
+    data_dir = Path(settings.data_dir)
+    os.environ["DATABASE_URL"] = start_embedded(data_dir)
+    if settings.auth_required and settings.admin_token is None:
+        os.environ["MAILROOM_ADMIN_TOKEN"] = access.embedded_admin_token(data_dir)
+    return load_settings()
+
+
 def main() -> None:
     import uvicorn
 
     settings = load_settings()
+    embedded = settings.database_url is None
+    if embedded:
+        # uvicorn re-raises the SIGTERM it handled once it has shut down; ending
+        # with SystemExit instead lets the `finally` below stop the embedded server.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda number, frame: sys.exit(0))
+        settings = own_embedded_server(settings)
     if needs_admin_token(settings):
         raise SystemExit(ADMIN_KEY_MISSING)
     # Several workers share their metrics through files (prometheus-client's
@@ -591,6 +614,8 @@ def main() -> None:
     finally:
         if own_directory is not None:
             shutil.rmtree(own_directory, ignore_errors=True)
+        if embedded:
+            stop_embedded(Path(settings.data_dir))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import secrets
+import signal
 import time
 import warnings
 from collections.abc import Callable
@@ -81,6 +83,21 @@ def normalise_url(url: str) -> str:
     if "ssl" in params:
         params.setdefault("sslmode", params.pop("ssl"))
     return f"{base}?{urlencode(params)}" if params else base
+
+
+def stop_embedded(data_dir: Path, seconds: float = 10.0) -> None:
+    """Stop the embedded PostgreSQL of `data_dir`, if it runs: a fast shutdown (SIGINT
+    to the postmaster, as `pg_ctl -m fast` sends it; pg_ctl refuses to run as root)."""
+    pid_file = data_dir / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, signal.SIGINT)
+    except (OSError, ValueError, IndexError):
+        return  # not running
+    deadline = time.monotonic() + seconds
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log.info("embedded PostgreSQL stopped")
 
 
 def start_embedded(data_dir: Path) -> str:

@@ -188,3 +188,41 @@ def test_invalid_setting_stops_uvicorn_too(database_url: str) -> None:
     result = run_to_exit(argv, env)
     assert result.returncode != 0
     assert "invalid PORT='abc'" in result.stderr, result.stderr
+
+
+def test_service_py_owns_its_embedded_server_and_stops_it(tmp_path: Path) -> None:
+    """`uv run service.py` without DATABASE_URL, two workers, auth on: the token is
+    made and printed once, the API answers it, and SIGTERM stops PostgreSQL too."""
+    data_dir = tmp_path / "pgdata"
+    port = free_port()
+    env = clean_env(MAILROOM_DATA_DIR=str(data_dir), PORT=str(port), WEB_CONCURRENCY="2")
+    env.pop("MAILROOM_AUTH")  # the default: required
+    env.pop("DATABASE_URL", None)
+    out = (tmp_path / "out.txt").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "service.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60  # initdb on a new data directory
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        token = (data_dir / "mailroom-admin-token").read_text().strip()
+        admin = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(base + "/users/1", headers=admin, timeout=5).status_code == 200
+        assert httpx.get(base + "/users/1", timeout=5).status_code == 401
+        assert (data_dir / "postmaster.pid").exists()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=STOP_SECONDS + 10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        out.close()
+    output = (tmp_path / "out.txt").read_text()
+    assert output.count(token) == 1, "the token is printed once"
+    assert not (data_dir / "postmaster.pid").exists(), "PostgreSQL stopped with the service"
+    assert "Traceback" not in output, output
