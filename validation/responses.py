@@ -51,6 +51,19 @@ class Agent(msgspec.Struct, frozen=True):
     updated_at: Timestamp
 
 
+class AgentCreated(Agent, frozen=True):
+    """A newly registered agent with its API key, shown this once."""
+
+    api_key: str
+
+
+class ApiKey(msgspec.Struct, frozen=True):
+    """An agent's new API key, shown this once; the previous key no longer works."""
+
+    agent_id: UUID
+    api_key: str
+
+
 class Message(msgspec.Struct, frozen=True):
     """A message as stored."""
 
