@@ -35,6 +35,7 @@ CHECKS = [
     "response_headers_conformance",  # documented response headers are present and well-formed
     "negative_data_rejection",  # input the schema says is invalid is refused with a 4xx
     "unsupported_method",  # other methods are 405 with an Allow header
+    "allow_header_conformance",  # ... and that header names every documented method
 ]
 
 
