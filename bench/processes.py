@@ -63,7 +63,7 @@ class Replica:
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
         # The proofs exercise the open contract of API.md: no API keys.
-        env.update(DATABASE_URL=database_url, MAILROOM_AUTH="off", **variables)
+        env.update({"DATABASE_URL": database_url, "MAILROOM_AUTH": "off", **variables})
         argv = [sys.executable, "-m", "uvicorn", "service:app", "--port", str(self.port)]
         argv += ["--host", "127.0.0.1", "--no-access-log", "--loop", "uvloop"]
         argv += ["--http", "httptools"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import uuid
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
 
@@ -12,11 +14,15 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 import service
+from tests.helpers import assert_invalid
 from validation import requests as rq
 
 DOC_ROUTES = {"/openapi.json", "/docs", "/redoc"}
 # Routes outside the API document: the documentation itself and the Prometheus scrape.
 UNDOCUMENTED = {*DOC_ROUTES, "/metrics"}
+# The one write without a body: a new API key.
+ROTATION = ("POST", "/agents/{agent_id}/api-key")
+PUBLIC = {("GET", "/"), ("GET", "/health"), ("GET", "/health/ready"), ("GET", "/health/live")}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 CONTENT_TYPES = {
     ".js": {"text/javascript", "application/javascript"},
@@ -89,8 +95,9 @@ def test_documented_routes_equal_served_routes(document: dict[str, Any]) -> None
 
 
 def test_documentation_table_matches_route_table() -> None:
-    assert {(op.method, op.path) for op in service.API} == served_pairs()
-    assert len(service.API) == len(served_pairs()), "an operation is documented twice"
+    expected = served_pairs()
+    assert {(op.method, op.path) for op in service.API} == expected
+    assert len(service.API) == len(expected), "an operation is documented twice"
 
 
 def test_served_routes_cover_the_contract() -> None:
@@ -167,8 +174,8 @@ def test_every_request_body_references_a_component(document: dict[str, Any]) -> 
             component = resolve(document, schema["$ref"])
             assert component["type"] == "object", (method, path)
     assert bodies == sum(1 for op in service.API if op.body is not None)
-    writes = {pair for pair in served_pairs() if pair[0] in {"POST", "PUT"}}
-    assert bodies == len(writes - {("POST", "/agents/{agent_id}/api-key")})
+    writes = {pair for pair in documented_pairs(document) if pair[0] in {"POST", "PUT"}}
+    assert bodies == len(writes - {ROTATION})
 
 
 def test_unknown_fields_are_forbidden_in_the_schema(document: dict[str, Any]) -> None:
@@ -197,9 +204,134 @@ def test_documented_success_status_matches_the_contract(document: dict[str, Any]
     for path, item in document["paths"].items():
         for method, operation in item.items():
             success = {code for code in operation["responses"] if code.startswith("2")}
-            creates = method == "post" and path not in ("/cli/echo", "/agents/{agent_id}/api-key")
-            expected = {"201"} if creates else {"200"}
-            assert success == expected, (method, path)
+            creates = method == "post" and path not in {"/cli/echo", "/agents/{agent_id}/api-key"}
+            assert success == ({"201"} if creates else {"200"}), (method, path)
+
+
+# Security and error responses ----------------------------------------------------
+
+
+def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                yield method.upper(), path, operation
+
+
+def response_schema(document: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    (media_type,) = response["content"]
+    assert media_type == "application/json"
+    return resolve(document, response["content"][media_type]["schema"]["$ref"])
+
+
+def test_bearer_security_scheme_applies_to_all_but_the_public_operations(
+    document: dict[str, Any],
+) -> None:
+    schemes = document["components"]["securitySchemes"]
+    (scheme,) = schemes.values()
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    assert "MAILROOM_ADMIN_TOKEN" in scheme["description"]
+    (name,) = schemes
+    assert document["security"] == [{name: []}]
+    public = set()
+    for method, path, operation in operations(document):
+        if "security" in operation:
+            assert operation["security"] == [], (method, path)
+            public.add((method, path))
+    assert public == PUBLIC
+
+
+def test_error_responses_where_they_apply(document: dict[str, Any]) -> None:
+    for method, path, operation in operations(document):
+        codes = {int(code) for code in operation["responses"] if not code.startswith("2")}
+        guarded = (method, path) not in PUBLIC
+        assert (401 in codes) == guarded, (method, path)
+        assert (403 in codes) == guarded, (method, path)
+        assert (413 in codes) == ("requestBody" in operation), (method, path)
+        assert (429 in codes) == (method in {"POST", "PUT"}), (method, path)
+        assert (422 in codes) == bool(operation["parameters"] or "requestBody" in operation), (
+            method,
+            path,
+        )
+        uses_database = path not in {"/", "/health/live", "/cli/echo"}
+        assert (503 in codes) == uses_database, (method, path)
+        assert 500 not in codes and 400 not in codes, (method, path)
+    conflicts = {
+        (method, path)
+        for method, path, operation in operations(document)
+        if "409" in operation["responses"]
+    }
+    assert conflicts == {
+        ("POST", "/agents"),
+        ("POST", "/messages"),
+        ("PUT", "/messages/{message_id}"),
+        ("POST", "/message_recipients"),
+        ("POST", "/agent_message_metadata"),
+        ("PUT", "/agent_message_metadata/{metadata_id}"),
+    }
+
+
+def test_error_bodies_are_a_detail_sentence_or_the_422_list(document: dict[str, Any]) -> None:
+    for method, path, operation in operations(document):
+        for code, response in operation["responses"].items():
+            if code.startswith("2"):
+                continue
+            assert response["description"], (method, path, code)
+            schema = response_schema(document, response)
+            assert schema["required"] == ["detail"] or "status" in schema["required"]
+            detail = schema["properties"]["detail"]
+            if code == "422":
+                assert detail["type"] == "array", (method, path)
+                item = resolve(document, detail["items"]["$ref"])
+                assert set(item["required"]) == {"type", "loc", "msg"}
+            elif path.startswith("/health"):
+                assert code == "503" and set(schema["properties"]) == {"status", "detail"}
+            else:
+                assert detail == {"type": "string"}, (method, path, code)
+
+
+def test_retry_and_authenticate_headers_are_documented(document: dict[str, Any]) -> None:
+    for method, path, operation in operations(document):
+        for code, header in (("401", "WWW-Authenticate"), ("429", "Retry-After"),
+                             ("503", "Retry-After")):  # fmt: skip
+            response = operation["responses"].get(code)
+            if response is not None:
+                assert response["headers"][header]["required"] is True, (method, path, code)
+
+
+def test_the_served_error_bodies_match_the_document(
+    client: TestClient, document: dict[str, Any]
+) -> None:
+    """Real 404, 413 and 422 answers validate against the schemas the document gives."""
+    too_large = b"x" * (service.Settings().max_body_bytes + 1)
+    answers = [
+        ("GET", "/agents/{agent_id}", client.get(f"/agents/{uuid.uuid4()}")),
+        ("GET", "/agents/{agent_id}", client.get("/agents/nope")),
+        ("PUT", "/agents/{agent_id}", client.put(f"/agents/{uuid.uuid4()}", content=too_large)),
+    ]
+    for method, path, response in answers:
+        operation = document["paths"][path][method.lower()]
+        schema = response_schema(document, operation["responses"][str(response.status_code)])
+        body = response.json()
+        assert set(body) == set(schema["required"]), (path, response.status_code, body)
+
+
+def test_put_bodies_need_a_field(client: TestClient, document: dict[str, Any], agent) -> None:
+    for method, path, operation in operations(document):
+        if method == "PUT":
+            component = resolve(
+                document, operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            )
+            assert component["minProperties"] == 1, path
+    assert_invalid(client.put(f"/agents/{agent()['id']}", json={}), "body")
+
+
+def test_echo_pattern_says_what_echo_accepts(client: TestClient, document: dict[str, Any]) -> None:
+    component = document["components"]["schemas"]["EchoRequest"]
+    pattern = re.compile(component["properties"]["message"]["pattern"])
+    for text in ["hi", " hi\t", "\u3000a b\n", "x" * 1000, " ", "", "a\tb", "é", "x" * 1001, "<>"]:
+        accepted = client.post("/cli/echo", json={"message": text}).status_code == 200
+        assert bool(pattern.search(text)) == accepted, repr(text)
 
 
 # Documentation pages -------------------------------------------------------------
