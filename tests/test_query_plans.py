@@ -103,6 +103,19 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
         ("list_recipients_of_messages", {"message_ids": message_ids}),
         ("list_metadata_of_messages", {"message_ids": message_ids}),
         ("list_agents", {"agent_ids": agent_ids}),
+        # What authorization adds to the requests of an agent key.
+        ("get_agent_by_key", {"digest": b"\0" * 32}),
+        ("get_conversation_party", {**details, "agent_id": agent_id}),
+        (
+            "list_conversations_of_agent",
+            {
+                "agent_id": agent_id,
+                "archived": None,
+                "after_created_at": NEWEST[0],
+                "after_id": NEWEST[1],
+                "limit": 101,
+            },
+        ),
     ]
 
 
