@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from typing import Any
 from uuid import UUID
 
+import msgspec
 from msgspec.structs import astuple
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,16 +26,7 @@ from handlers.idempotency import create_once
 from handlers.pagination import cut_page, page_start
 from queries import sql
 from validation.requests import ConversationCreate, ConversationUpdate
-from validation.responses import (
-    Agent,
-    Conversation,
-    ConversationDetails,
-    DetailedMessage,
-    Message,
-    Metadata,
-    Recipient,
-    RecipientState,
-)
+from validation.responses import Agent, Conversation
 
 SCOPE = b"c"
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
@@ -91,11 +83,38 @@ async def update_conversation(request: Request) -> Response:
     return json_response(conversation)
 
 
+class _Messages(msgspec.Struct, frozen=True):
+    """Row of get_conversation_messages_json."""
+
+    messages: str
+    agent_ids: list[UUID]
+    total_messages: int
+    unread_count: int
+
+
+class _Details(msgspec.Struct, frozen=True):
+    """ConversationDetails as sent: `messages` is PostgreSQL's JSON, passed through."""
+
+    id: UUID
+    title: str | None
+    description: str | None
+    archived: bool
+    metadata: dict[str, Any]
+    created_at: str
+    updated_at: str
+    messages: msgspec.Raw
+    unique_agents: list[Agent]
+    total_messages: int
+    unread_count: int
+
+
 async def get_details(request: Request) -> Response:
     """The conversation with every message (oldest first), its agents and counts.
 
-    Five queries whatever the number of messages: the conversation, its
-    messages, then the recipients, metadata and agents of exactly those.
+    Three queries whatever the number of messages. PostgreSQL builds the
+    messages, with their recipients and metadata, as one JSON array that goes
+    out as it comes: none of those rows becomes a Python object (they were
+    two thirds of this request's time).
     """
     conversation_id = path_uuid(request, "conversation_id")
     async with request.state.pool.connection() as conn:
@@ -104,30 +123,17 @@ async def get_details(request: Request) -> Response:
         )
         if conversation is None:
             raise NotFound("Conversation not found")
-        messages = await sql.list_conversation_messages.all(
-            conn, Message, conversation_id=conversation_id
+        found = await sql.get_conversation_messages_json.one(
+            conn, _Messages, conversation_id=conversation_id
         )
-        message_ids = [m.id for m in messages]
-        recipients = await sql.list_recipients_of_messages.all(
-            conn, Recipient, message_ids=message_ids
-        )
-        metadata = await sql.list_metadata_of_messages.all(conn, Metadata, message_ids=message_ids)
-        agent_ids = {m.sender_id for m in messages} | {r.recipient_id for r in recipients}
-        agent_ids.discard(None)
-        agents = await sql.list_agents.all(conn, Agent, agent_ids=list(agent_ids))
-
-    states: defaultdict[UUID, list[RecipientState]] = defaultdict(list)
-    for r in recipients:
-        states[r.message_id].append(RecipientState(r.recipient_id, r.is_read, r.read_at))
-    items: defaultdict[UUID, list[Metadata]] = defaultdict(list)
-    for item in metadata:
-        items[item.message_id].append(item)
+        assert found is not None  # an aggregate: always one row
+        agents = await sql.list_agents.all(conn, Agent, agent_ids=found.agent_ids)
     return json_response(
-        ConversationDetails(
+        _Details(
             *astuple(conversation),
-            messages=[DetailedMessage(*astuple(m), states[m.id], items[m.id]) for m in messages],
+            messages=msgspec.Raw(found.messages),
             unique_agents=agents,
-            total_messages=len(messages),
-            unread_count=sum(not r.is_read for r in recipients),
+            total_messages=found.total_messages,
+            unread_count=found.unread_count,
         )
     )

@@ -50,27 +50,60 @@ SELECT c.id, c.title, c.description, c.archived, c.metadata, c.created_at, c.upd
  ORDER BY c.created_at DESC, c.id DESC
  LIMIT %(limit)s;
 
--- name: list_conversation_messages
--- Every message of a conversation, oldest first.
-SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
-       message_type, importance, status, msg_metadata, updated_at
-  FROM messages
- WHERE conversation_id = %(conversation_id)s
- ORDER BY sent_at, id;
-
--- name: list_recipients_of_messages
--- The recipient rows of the given messages (a conversation's, for its details).
-SELECT message_id, recipient_id, is_read, read_at
-  FROM message_recipients
- WHERE message_id = ANY(%(message_ids)s)
- ORDER BY message_id, recipient_id;
-
--- name: list_metadata_of_messages
--- The metadata items of the given messages, oldest first.
-SELECT id, message_id, key, value, agent_id, created_at
-  FROM agent_message_metadata
- WHERE message_id = ANY(%(message_ids)s)
- ORDER BY created_at, id;
+-- name: get_conversation_messages_json
+-- A conversation's messages, oldest first, each with its recipients and metadata, as one
+-- JSON array built here (timestamps spelled as everywhere: UTC, six fractional digits,
+-- Z), the ids of the agents involved, and the counts of the details document.
+WITH m AS (
+    SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
+           message_type, importance, status, msg_metadata, updated_at
+      FROM messages
+     WHERE conversation_id = %(conversation_id)s
+), r AS (
+    SELECT message_id,
+           json_agg(json_build_object(
+                      'recipient_id', recipient_id,
+                      'is_read', is_read,
+                      'read_at', to_char(read_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                    ORDER BY recipient_id) AS recipients,
+           count(*) FILTER (WHERE NOT is_read) AS unread,
+           array_agg(recipient_id) AS agent_ids
+      FROM message_recipients
+     WHERE message_id = ANY (ARRAY(SELECT id FROM m))
+     GROUP BY message_id
+), md AS (
+    SELECT message_id,
+           json_agg(json_build_object(
+                      'id', id, 'message_id', message_id, 'key', key, 'value', value,
+                      'agent_id', agent_id,
+                      'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                    ORDER BY created_at, id) AS items
+      FROM agent_message_metadata
+     WHERE message_id = ANY (ARRAY(SELECT id FROM m))
+     GROUP BY message_id
+)
+SELECT coalesce(json_agg(json_build_object(
+           'id', m.id,
+           'sender_id', m.sender_id,
+           'sent_at', to_char(m.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           'parent_message_id', m.parent_message_id,
+           'conversation_id', m.conversation_id,
+           'content', m.content,
+           'message_type', m.message_type,
+           'importance', m.importance,
+           'status', m.status,
+           'msg_metadata', m.msg_metadata,
+           'updated_at', to_char(m.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           'recipients', coalesce(r.recipients, '[]'::json),
+           'metadata_items', coalesce(md.items, '[]'::json))
+         ORDER BY m.sent_at, m.id), '[]'::json)::text AS messages,
+       ARRAY(SELECT sender_id FROM m WHERE sender_id IS NOT NULL
+             UNION SELECT unnest(agent_ids) FROM r) AS agent_ids,
+       count(m.id)::integer AS total_messages,
+       coalesce(sum(r.unread), 0)::integer AS unread_count
+  FROM m
+  LEFT JOIN r ON r.message_id = m.id
+  LEFT JOIN md ON md.message_id = m.id;
 
 -- name: list_agents
 -- The given agents, oldest first (the agents of a conversation, for its details).

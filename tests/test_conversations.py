@@ -598,3 +598,30 @@ def test_details_unknown_is_404(client):
 
 def test_details_malformed_id_is_422(client):
     assert_invalid(client.get("/conversations/nope/details"), "path", "conversation_id")
+
+
+def test_details_spell_awkward_values_as_the_other_routes_do(client, agent, message, conversation):
+    """PostgreSQL builds the details' messages; they must read back as the messages did."""
+    a, b = agent(), agent()
+    topic = conversation()
+    awkward = {
+        "content": 'tab\t newline\n quote" backslash\\ \x01 \x1f \x7f é ✓ 𝄞 \u2028 </script>',
+        "msg_metadata": {
+            "float": 1e300,
+            "small": 5e-324,
+            "int": 9007199254740993,
+            "negative": -0.0,
+            "nested": {"list": [1, 2.5, None, True, "x"], "empty": {}},
+            "unicode key ✓": "\x00 inside json",
+        },
+        "message_type": "ünïcödé",
+        "importance": 0,
+    }
+    sent = message(sender_id=a["id"], conversation_id=topic["id"], recipient_ids=[b["id"]],
+                   **awkward)  # fmt: skip
+    details = client.get(f"/conversations/{topic['id']}/details").json()
+    (got,) = details["messages"]
+    assert {field: got[field] for field in sent} == sent
+    assert got["recipients"] == [{"recipient_id": b["id"], "is_read": False, "read_at": None}]
+    (pulled,) = client.get(f"/agents/{b['id']}/messages/unread").json()
+    assert {field: pulled[field] for field in sent} == sent

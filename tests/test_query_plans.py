@@ -88,20 +88,13 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
             mailbox.append((f"list_mailbox_{name}", {**page, "sent": sent, "received": received}))
         mailbox.append((f"list_unread_{name}", page))
     details = {"conversation_id": conversation_id}
-    message_ids = [
-        row[0]
-        for row in conn.execute(
-            "SELECT id FROM messages WHERE conversation_id = %s", [conversation_id]
-        )
-    ]
     agent_ids = [row[0] for row in conn.execute("SELECT id FROM agents LIMIT 10")]
     return [
         *mailbox,
         ("mark_read", {"agent_id": agent_id, "read_up_to_date": OLDEST[0]}),
         ("agent_exists", {"agent_id": agent_id}),
-        ("list_conversation_messages", details),
-        ("list_recipients_of_messages", {"message_ids": message_ids}),
-        ("list_metadata_of_messages", {"message_ids": message_ids}),
+        ("get_conversation", details),
+        ("get_conversation_messages_json", details),
         ("list_agents", {"agent_ids": agent_ids}),
         # What authorization adds to the requests of an agent key.
         ("get_agent_by_key", {"digest": b"\0" * 32}),
