@@ -53,6 +53,7 @@ from handlers.access import (
     owner_of_metadata,
     sender_of_message,
     sends_as_itself,
+    started,
     takes_part,
 )
 from handlers.common import HTTPError
@@ -444,7 +445,7 @@ ROUTES = [
     ),
     Route(
         "/conversations/{conversation_id}",
-        guard(conversations.update_conversation, takes_part),
+        guard(conversations.update_conversation, started),
         methods=["PUT"],
     ),
     Route(
@@ -452,7 +453,7 @@ ROUTES = [
         guard(conversations.get_details, takes_part),
         methods=["GET"],
     ),
-    Route("/cli/echo", guard(echo.echo, any_principal), methods=["POST"]),
+    Route("/cli/echo", guard(echo.echo, any_principal, bucket="echo"), methods=["POST"]),
     Route("/openapi.json", docs.openapi, methods=["GET"], include_in_schema=False),
     Route("/docs", docs.swagger_ui, methods=["GET"], include_in_schema=False),
     Route("/redoc", docs.redoc, methods=["GET"], include_in_schema=False),

@@ -26,6 +26,7 @@ from pathlib import Path
 from uuid import UUID
 
 import msgspec
+from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,10 +37,18 @@ from handlers.common import (
     TooManyRequests,
     Unauthorized,
     decode,
+    decode_update,
     path_uuid,
 )
 from queries import sql
-from validation.requests import MessageCreate, MessageUpdate, MetadataCreate, RecipientCreate
+from validation.requests import (
+    ConversationUpdate,
+    MessageCreate,
+    MessageUpdate,
+    MetadataCreate,
+    MetadataUpdate,
+    RecipientCreate,
+)
 
 Handler = Callable[[Request], Awaitable[Response]]
 Rule = Callable[[Request, UUID], Awaitable[None]]
@@ -49,6 +58,7 @@ KEY_PREFIX = "mr_"
 _KEY_FORMAT = re.compile(r"mr_[A-Za-z0-9_-]{43}")
 PRINCIPAL = "mailroom.principal"  # scope key: "admin" or the agent's id, for logs and scopes
 AGENT = "mailroom.agent"  # scope key: the calling agent's UUID, None for the admin
+KEY = "mailroom.key"  # scope key: the digest of the calling agent's key
 WRITES = frozenset({"POST", "PUT"})
 
 
@@ -67,13 +77,24 @@ def caller(request: Request) -> UUID | None:
     return request.scope.get(AGENT)
 
 
+def caller_key(request: Request) -> bytes | None:
+    """The digest of the calling agent's key; None for the admin or with auth off."""
+    return request.scope.get(KEY)
+
+
+async def key_is_current(pool: AsyncConnectionPool, agent_id: UUID, digest: bytes) -> bool:
+    """Whether the agent still holds the key: a long response re-checks before it goes on."""
+    async with pool.connection() as conn:
+        return bool(await sql.key_is_current.value(conn, agent_id=agent_id, digest=digest))
+
+
 def principal(request: Request) -> str:
     """Who is calling, as text: an agent's id, "admin", or "-" with authentication off."""
     return request.scope.get(PRINCIPAL, "-")
 
 
-async def authenticate(request: Request) -> UUID | None:
-    """The agent a Bearer key belongs to, None for the admin token, or 401."""
+def bearer_key(request: Request) -> str:
+    """The key of `Authorization: Bearer <key>`, or 401."""
     header = request.headers.get("authorization")
     if header is None:
         raise Unauthorized("Not authenticated")
@@ -81,6 +102,12 @@ async def authenticate(request: Request) -> UUID | None:
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
         raise Unauthorized("Send the API key as 'Authorization: Bearer <key>'")
+    return key
+
+
+async def authenticate(request: Request) -> UUID | None:
+    """The agent a Bearer key belongs to, None for the admin token, or 401."""
+    key = bearer_key(request)
     digest = key_digest(key)
     if hmac.compare_digest(digest, request.state.admin_digest):
         return None
@@ -93,8 +120,12 @@ async def authenticate(request: Request) -> UUID | None:
     return agent_id
 
 
-def guard(handler: Handler, rule: Rule) -> Handler:
-    """`handler`, run only for the admin or for an agent that `rule` lets through."""
+def guard(handler: Handler, rule: Rule, bucket: str = "write") -> Handler:
+    """`handler`, run only for the admin or for an agent that `rule` lets through.
+
+    An agent's POST and PUT take a token from its `bucket` first (429 when it
+    is empty), so requests over the limit cost no query of the rule.
+    """
 
     async def guarded(request: Request) -> Response:
         if not request.state.settings.auth_required:
@@ -103,15 +134,15 @@ def guard(handler: Handler, rule: Rule) -> Handler:
         request.scope[AGENT] = agent_id
         request.scope[PRINCIPAL] = "admin" if agent_id is None else str(agent_id)
         if agent_id is not None:
-            await rule(request, agent_id)
-            kind = "echo" if request.url.path == "/cli/echo" else "write"
+            request.scope[KEY] = key_digest(bearer_key(request))
             if request.method in WRITES:
-                wait = request.state.rate_limits.take(agent_id, kind)
+                wait = request.state.rate_limits.take(agent_id, bucket)
                 if wait:
                     raise TooManyRequests(
                         "Too many requests for this API key; retry later",
                         {"Retry-After": str(wait)},
                     )
+            await rule(request, agent_id)
         return await handler(request)
 
     guarded.__name__ = handler.__name__
@@ -183,9 +214,10 @@ async def _own_message(request: Request, agent_id: UUID, message_id: UUID) -> bo
 
 async def sender_of_message(request: Request, agent_id: UUID) -> None:
     """{message_id} was sent by the caller, and the new links are the caller's."""
-    if not await _own_message(request, agent_id, path_uuid(request, "message_id")):
+    message_id = path_uuid(request, "message_id")
+    body = await decode_update(request, MessageUpdate)  # a bad body is 422 before a 404
+    if not await _own_message(request, agent_id, message_id):
         raise Forbidden("An agent may only edit messages it sent")
-    body = await decode(request, MessageUpdate)
     await _check_links(
         request,
         agent_id,
@@ -195,8 +227,11 @@ async def sender_of_message(request: Request, agent_id: UUID) -> None:
 
 
 async def adds_to_own_message(request: Request, agent_id: UUID) -> None:
-    """The message_id of the body was sent by the caller (a missing one is the handler's 409)."""
+    """The message_id of the body was sent by the caller (a missing one is the handler's 409);
+    the new recipient's copy starts unread: read state is the recipient's to change."""
     body = await decode(request, RecipientCreate)
+    if body.is_read:
+        raise Forbidden("Only the recipient may mark a message read (is_read)")
     async with request.state.pool.connection() as conn:
         found = await sql.get_message_sender.one(conn, _Sender, message_id=body.message_id)
     if found is not None and found.sender_id != agent_id:
@@ -219,12 +254,27 @@ async def annotates_own_mail(request: Request, agent_id: UUID) -> None:
 async def owner_of_metadata(request: Request, agent_id: UUID) -> None:
     """{metadata_id} was attached by the caller."""
     metadata_id = path_uuid(request, "metadata_id")
+    await decode_update(request, MetadataUpdate)  # a bad body is 422 before a 404
     async with request.state.pool.connection() as conn:
         found = await sql.get_metadata_owner.one(conn, _Owner, metadata_id=metadata_id)
     if found is None:
         raise NotFound("Metadata not found")
     if found.agent_id != agent_id:
         raise Forbidden("An agent may only edit metadata it attached")
+
+
+async def started(request: Request, agent_id: UUID) -> None:
+    """The caller started {conversation_id}: only it (and the admin) may change it."""
+    conversation_id = path_uuid(request, "conversation_id")
+    await decode_update(request, ConversationUpdate)  # a bad body is 422 before a 404
+    async with request.state.pool.connection() as conn:
+        found = await sql.get_conversation_starter.one(
+            conn, _Starter, conversation_id=conversation_id
+        )
+    if found is None:
+        raise NotFound("Conversation not found")
+    if found.created_by != agent_id:
+        raise Forbidden("Only the agent that started a conversation may change it")
 
 
 async def takes_part(request: Request, agent_id: UUID) -> None:
@@ -250,6 +300,12 @@ class _Owner(msgspec.Struct, frozen=True):
     """Row of get_metadata_owner."""
 
     agent_id: UUID | None
+
+
+class _Starter(msgspec.Struct, frozen=True):
+    """Row of get_conversation_starter."""
+
+    created_by: UUID | None
 
 
 # Limits -------------------------------------------------------------------

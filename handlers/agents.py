@@ -65,7 +65,13 @@ async def update_agent(request: Request) -> Response:
 
 
 async def rotate_key(request: Request) -> Response:
-    """Issue a new API key for the agent; the previous one stops working at once."""
+    """Issue a new API key for the agent; the previous one stops working at once.
+
+    Not served with MAILROOM_AUTH=off (404 like an unknown route): a key made
+    by an open service would outlive the switch to authentication.
+    """
+    if not request.state.settings.auth_required:
+        raise NotFound("Not Found")
     agent_id = path_uuid(request, "agent_id")
     key = new_api_key()
     async with request.state.pool.connection() as conn:

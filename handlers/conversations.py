@@ -111,6 +111,9 @@ class _Details(msgspec.Struct, frozen=True):
 async def get_details(request: Request) -> Response:
     """The conversation with every message (oldest first), its agents and counts.
 
+    An agent gets the messages it sent or received, and the agents and counts
+    of those: taking part in a conversation does not open other agents' mail.
+
     Three queries whatever the number of messages. PostgreSQL builds the
     messages, with their recipients and metadata, as one JSON array that goes
     out as it comes: none of those rows becomes a Python object (they were
@@ -124,7 +127,7 @@ async def get_details(request: Request) -> Response:
         if conversation is None:
             raise NotFound("Conversation not found")
         found = await sql.get_conversation_messages_json.one(
-            conn, _Messages, conversation_id=conversation_id
+            conn, _Messages, conversation_id=conversation_id, agent_id=caller(request)
         )
         assert found is not None  # an aggregate: always one row
         agents = await sql.list_agents.all(conn, Agent, agent_ids=found.agent_ids)

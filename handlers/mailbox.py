@@ -8,7 +8,16 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.common import NotFound, decode, json_response, path_uuid, query_choice, query_int
+from handlers.access import caller_key, key_is_current
+from handlers.common import (
+    NotFound,
+    Unauthorized,
+    decode,
+    json_response,
+    path_uuid,
+    query_choice,
+    query_int,
+)
 from handlers.pagination import cut_page, page_start
 from operations import metrics
 from queries import Query, sql
@@ -76,6 +85,9 @@ async def list_unread(request: Request) -> Response:
             remaining = deadline - asyncio.get_running_loop().time()
             if items or waiter.closed or remaining <= 0 or not await waiter.wait(remaining):
                 break
+    key = caller_key(request)
+    if key is not None and not await key_is_current(request.state.pool, agent_id, key):
+        raise Unauthorized("This API key was replaced while the request waited")
     return json_response(items, headers=headers)
 
 

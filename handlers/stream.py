@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from handlers.access import caller_key, key_is_current
 from handlers.common import ENCODER, NotFound, path_uuid
 from handlers.mailbox import SCOPE
 from handlers.pagination import EPOCH, OLDEST, decode_cursor, encode_cursor
@@ -33,6 +34,7 @@ REMEMBERED = 1000
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 OPENING = b"retry: 1000\n\n"
 HEARTBEAT = b": heartbeat\n\n"
+REVOKED = b'event: revoked\ndata: {"detail": "This API key was replaced"}\n\n'
 SHUTDOWN = (
     b'event: shutdown\ndata: {"detail": "Server shutting down, reconnect with Last-Event-ID"}\n\n'
 )
@@ -66,6 +68,7 @@ async def stream_messages(request: Request) -> Response:
         state.settings.stream_heartbeat,
         agent_id,
         position,
+        caller_key(request),
     )
     return StreamingResponse(events, media_type="text/event-stream", headers=HEADERS)
 
@@ -124,13 +127,21 @@ async def _events(
     heartbeat: float,
     agent_id: UUID,
     position: Position,
+    key: bytes | None,
 ) -> AsyncIterator[bytes]:
+    """The stream; opened with an agent's key, it ends (`event: revoked`) at the first
+    wake-up (a message or a heartbeat) after that key was replaced."""
     sent: dict[UUID, None] = {}  # insertion-ordered, the last REMEMBERED ids
     with listener.subscribe(agent_id) as waiter:
         yield OPENING
         while not waiter.closed:
             keys = waiter.take()
             try:
+                if key is not None and not await asyncio.shield(
+                    key_is_current(pool, agent_id, key)
+                ):
+                    yield REVOKED
+                    return
                 late = _late(keys, position, sent)
                 # Shielded: a client leaving mid-read cancels the stream again at
                 # every await, which would lose the pooled connection on its way back.

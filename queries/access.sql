@@ -45,3 +45,14 @@ SELECT c.created_by IS NOT DISTINCT FROM %(agent_id)s::uuid
                    WHERE m.conversation_id = c.id AND r.recipient_id = %(agent_id)s::uuid)
   FROM conversations c
  WHERE c.id = %(conversation_id)s;
+
+-- name: key_is_current
+-- Whether an agent still holds this key: a stream or long-poll opened with a key that
+-- has since been replaced ends.
+SELECT EXISTS (SELECT 1 FROM agents WHERE id = %(agent_id)s AND api_key_digest = %(digest)s);
+
+-- name: get_conversation_starter
+-- Who started a conversation (NULL: the operator, or auth was off); no row means 404.
+SELECT created_by
+  FROM conversations
+ WHERE id = %(conversation_id)s;

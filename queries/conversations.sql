@@ -53,12 +53,19 @@ SELECT c.id, c.title, c.description, c.archived, c.metadata, c.created_at, c.upd
 -- name: get_conversation_messages_json
 -- A conversation's messages, oldest first, each with its recipients and metadata, as one
 -- JSON array built here (timestamps spelled as everywhere: UTC, six fractional digits,
--- Z), the ids of the agents involved, and the counts of the details document.
+-- Z), the ids of the agents involved, and the counts of the details document. With an
+-- agent_id, only the messages that agent sent or received.
 WITH m AS (
     SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
            message_type, importance, status, msg_metadata, updated_at
       FROM messages
      WHERE conversation_id = %(conversation_id)s
+       AND (%(agent_id)s::uuid IS NULL
+            OR sender_id = %(agent_id)s::uuid
+            OR EXISTS (SELECT 1
+                         FROM message_recipients x
+                        WHERE x.message_id = messages.id
+                          AND x.recipient_id = %(agent_id)s::uuid))
 ), r AS (
     SELECT message_id,
            json_agg(json_build_object(

@@ -12,7 +12,9 @@ import hashlib
 import re
 import secrets
 import sys
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -622,3 +624,113 @@ def test_the_embedded_server_makes_its_admin_token_once(
     assert embedded_admin_token(tmp_path) == token
     assert capsys.readouterr().err == "", "printed only the first time"
     assert [p.name for p in tmp_path.iterdir()] == [ADMIN_TOKEN_FILE]
+
+
+# From the security review ------------------------------------------------------
+
+
+def test_a_stream_opened_with_a_replaced_key_ends(http: httpx.Client) -> None:
+    world = build_world(http)
+    a_id = world.ids["A"]
+    url = f"/agents/{a_id}/messages/stream"
+    with http.stream("GET", url, headers=world.headers("own"), timeout=20) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        # The world's one unread message for A, replayed first.
+        assert next(line for line in lines if line.startswith("event:")) == "event: message"
+        rotated = http.post(f"/agents/{a_id}/api-key", headers=world.headers("own"))
+        assert rotated.status_code == 200
+        send = {"sender_id": world.ids["B"], "content": "after rotation", "recipient_ids": [a_id]}
+        assert http.post("/messages", json=send, headers=world.headers("other")).is_success
+        rest = list(lines)  # the server ends the stream
+    events = [line for line in rest if line.startswith("event:")]
+    assert events == ["event: revoked"], rest
+    assert not any("after rotation" in line for line in rest)
+
+
+def test_a_long_poll_whose_key_was_replaced_meanwhile_is_401(http: httpx.Client) -> None:
+    world = build_world(http)
+    c_id, c_key = world.ids["C"], bearer(world.keys["C"])
+    http.put(f"/agents/{c_id}/messages/mark-read", json={"read_up_to_date": now()}, headers=c_key)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            http.get, f"/agents/{c_id}/messages/unread", params={"wait": 3}, headers=c_key
+        )
+        time.sleep(0.5)
+        assert http.post(f"/agents/{c_id}/api-key", headers=c_key).status_code == 200
+        answer = waiting.result(timeout=10)
+    assert answer.status_code == 401, answer.text
+
+
+def test_an_agent_sees_only_its_own_mail_in_a_conversations_details(
+    http: httpx.Client,
+) -> None:
+    world = build_world(http)
+    ids = world.ids
+    # A tells B something in conv_a, which also holds A's message to C.
+    note = {"sender_id": ids["A"], "content": "fyi B", "conversation_id": ids["conv_a"],
+            "recipient_ids": [ids["B"]]}  # fmt: skip
+    created(http.post("/messages", json=note, headers=world.headers("own")))
+    seen_by_b = http.get(f"/conversations/{ids['conv_a']}/details", headers=world.headers("other"))
+    assert seen_by_b.status_code == 200
+    details = seen_by_b.json()
+    assert [m["content"] for m in details["messages"]] == ["fyi B"]
+    assert details["total_messages"] == 1
+    assert {a["id"] for a in details["unique_agents"]} == {ids["A"], ids["B"]}
+    everything = http.get(f"/conversations/{ids['conv_a']}/details", headers=bearer(ADMIN)).json()
+    assert everything["total_messages"] == 2
+    # Taking part lets B read the conversation, not change it: that is its starter's.
+    change = {"title": "renamed by B"}
+    refused = http.put(
+        f"/conversations/{ids['conv_a']}", json=change, headers=world.headers("other")
+    )
+    assert refused.status_code == 403
+
+
+def test_a_bad_body_is_422_before_an_unknown_id_for_agents_too(http: httpx.Client) -> None:
+    world = build_world(http)
+    missing = "00000000-0000-4000-8000-000000000000"
+    for path, body in (
+        (f"/messages/{missing}", {"content": 5}),
+        (f"/agent_message_metadata/{missing}", {"key": 5}),
+        (f"/conversations/{missing}", {"title": 5}),
+        (f"/messages/{missing}", {}),
+    ):
+        for caller in ("own", "admin"):
+            response = http.put(path, json=body, headers=world.headers(caller))
+            assert response.status_code == 422, (path, caller, response.text)
+
+
+def test_a_sender_cannot_mark_a_new_recipients_copy_read(http: httpx.Client) -> None:
+    world = build_world(http)
+    ids = world.ids
+    add = {"message_id": ids["m_ab"], "recipient_id": ids["C"], "is_read": True}
+    assert (
+        http.post("/message_recipients", json=add, headers=world.headers("own")).status_code == 403
+    )
+    assert http.post("/message_recipients", json=add, headers=bearer(ADMIN)).status_code == 201
+
+
+def test_key_rotation_is_not_served_with_auth_off(client: Any, agent: Any) -> None:
+    # `client` is the open-mode app of conftest.py.
+    assert client.post(f"/agents/{agent()['id']}/api-key").status_code == 404
+
+
+def test_echo_and_writes_draw_on_separate_allowances(limited: TestClient) -> None:
+    agent_id, key = new_agent(limited)
+    echoes = [limited.post("/cli/echo", json={"message": "x"}, headers=key) for _ in range(3)]
+    assert [r.status_code for r in echoes] == [200, 200, 429]
+    writes = [
+        limited.put(f"/agents/{agent_id}", json={"agent_name": f"n{n}"}, headers=key)
+        for n in range(4)
+    ]
+    assert [r.status_code for r in writes] == [200, 200, 200, 429]
+
+
+def test_refused_writes_count_against_the_rate(limited: TestClient) -> None:
+    _, key = new_agent(limited)
+    other_id, _ = new_agent(limited)
+    forbidden = [
+        limited.put(f"/agents/{other_id}", json={"agent_name": "x"}, headers=key) for _ in range(4)
+    ]
+    assert [r.status_code for r in forbidden] == [403, 403, 403, 429]

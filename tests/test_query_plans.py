@@ -94,7 +94,8 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
         ("mark_read", {"agent_id": agent_id, "read_up_to_date": OLDEST[0]}),
         ("agent_exists", {"agent_id": agent_id}),
         ("get_conversation", details),
-        ("get_conversation_messages_json", details),
+        ("get_conversation_messages_json", {**details, "agent_id": None}),
+        ("get_conversation_messages_json", {**details, "agent_id": agent_id}),
         ("list_agents", {"agent_ids": agent_ids}),
         # What authorization adds to the requests of an agent key.
         ("get_agent_by_key", {"digest": b"\0" * 32}),
