@@ -106,7 +106,8 @@ def bearer_key(request: Request) -> str:
 
 
 async def authenticate(request: Request) -> UUID | None:
-    """The agent a Bearer key belongs to, None for the admin token, or 401."""
+    """The agent a Bearer key belongs to (its key's digest kept on the request), None for
+    the admin token, or 401."""
     key = bearer_key(request)
     digest = key_digest(key)
     if hmac.compare_digest(digest, request.state.admin_digest):
@@ -117,6 +118,7 @@ async def authenticate(request: Request) -> UUID | None:
         agent_id = await sql.get_agent_by_key.value(conn, digest=digest)
     if agent_id is None:
         raise Unauthorized("Invalid API key")
+    request.scope[KEY] = digest
     return agent_id
 
 
@@ -134,7 +136,6 @@ def guard(handler: Handler, rule: Rule, bucket: str = "write") -> Handler:
         request.scope[AGENT] = agent_id
         request.scope[PRINCIPAL] = "admin" if agent_id is None else str(agent_id)
         if agent_id is not None:
-            request.scope[KEY] = key_digest(bearer_key(request))
             if request.method in WRITES:
                 wait = request.state.rate_limits.take(agent_id, bucket)
                 if wait:
