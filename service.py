@@ -114,6 +114,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     write_rate_limit: int = 600
     echo_rate_limit: int = 60
     echo_concurrency: int = 4
+    waits_per_agent: int = 8
     statement_timeout: float | None = 10.0
 
 
@@ -155,6 +156,7 @@ ENVIRONMENT = {
     "MAILROOM_WRITE_RATE_LIMIT": ("write_rate_limit", int),
     "MAILROOM_ECHO_RATE_LIMIT": ("echo_rate_limit", int),
     "MAILROOM_ECHO_CONCURRENCY": ("echo_concurrency", int),
+    "MAILROOM_WAITS_PER_AGENT": ("waits_per_agent", int),
     "MAILROOM_STATEMENT_TIMEOUT": (
         "statement_timeout",
         lambda text: None if text.lower() in ("off", "none", "0") else float(text),
@@ -237,6 +239,7 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         ("MAILROOM_WRITE_RATE_LIMIT", settings.write_rate_limit < 0),
         ("MAILROOM_ECHO_RATE_LIMIT", settings.echo_rate_limit < 0),
         ("MAILROOM_ECHO_CONCURRENCY", settings.echo_concurrency < 1),
+        ("MAILROOM_WAITS_PER_AGENT", settings.waits_per_agent < 1),
         (
             "MAILROOM_STATEMENT_TIMEOUT",
             settings.statement_timeout is not None and settings.statement_timeout < 0.001,

@@ -88,6 +88,19 @@ async def key_is_current(pool: AsyncConnectionPool, agent_id: UUID, digest: byte
         return bool(await sql.key_is_current.value(conn, agent_id=agent_id, digest=digest))
 
 
+def room_to_wait(request: Request, agent_id: UUID) -> None:
+    """429 when an agent key already holds MAILROOM_WAITS_PER_AGENT streams and
+    long-polls open on this process: each one is a read per new message."""
+    if caller(request) is None:
+        return
+    limit = request.state.settings.waits_per_agent
+    if len(request.state.listener.waiters.get(agent_id, ())) >= limit:
+        raise TooManyRequests(
+            f"This agent already has {limit} streams or long-polls open; close one first",
+            {"Retry-After": "5"},
+        )
+
+
 def principal(request: Request) -> str:
     """Who is calling, as text: an agent's id, "admin", or "-" with authentication off."""
     return request.scope.get(PRINCIPAL, "-")

@@ -8,7 +8,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.access import caller_key, key_is_current
+from handlers.access import caller_key, key_is_current, room_to_wait
 from handlers.common import (
     NotFound,
     Unauthorized,
@@ -76,6 +76,7 @@ async def list_unread(request: Request) -> Response:
         items, headers = await _read_page(request, sql.list_unread_desc, sql.list_unread_asc)
         return json_response(items, headers=headers)
     agent_id = path_uuid(request, "agent_id")
+    room_to_wait(request, agent_id)
     deadline = asyncio.get_running_loop().time() + wait
     # Subscribe before the first read, so a message stored in between still wakes us.
     with request.state.listener.subscribe(agent_id) as waiter:

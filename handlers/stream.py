@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from handlers.access import caller_key, key_is_current
+from handlers.access import caller_key, key_is_current, room_to_wait
 from handlers.common import ENCODER, NotFound, path_uuid
 from handlers.mailbox import SCOPE
 from handlers.pagination import EPOCH, OLDEST, decode_cursor, encode_cursor
@@ -57,6 +57,7 @@ async def stream_messages(request: Request) -> Response:
     """Server-Sent Events of the agent's unread messages: replay, then live."""
     agent_id = path_uuid(request, "agent_id")
     position = _resume_position(request)
+    room_to_wait(request, agent_id)
     state = request.state
     async with state.pool.connection() as conn:
         if not await sql.agent_exists.value(conn, agent_id=agent_id):

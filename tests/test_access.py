@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -734,3 +735,24 @@ def test_refused_writes_count_against_the_rate(limited: TestClient) -> None:
         limited.put(f"/agents/{other_id}", json={"agent_name": "x"}, headers=key) for _ in range(4)
     ]
     assert [r.status_code for r in forbidden] == [403, 403, 403, 429]
+
+
+def test_an_agent_holds_a_bounded_number_of_streams_and_long_polls(http: httpx.Client) -> None:
+    world = build_world(http)
+    url = f"/agents/{world.ids['A']}/messages/stream"
+    own = world.headers("own")
+    readers = []  # a dropped line iterator would close its stream
+    with ExitStack() as streams:
+        for _ in range(8):  # MAILROOM_WAITS_PER_AGENT's default
+            stream = streams.enter_context(http.stream("GET", url, headers=own))
+            assert stream.status_code == 200
+            readers.append(stream.iter_lines())
+            assert next(readers[-1]).startswith("retry:")  # the server has subscribed it
+        ninth = http.get(url, headers=own)
+        assert ninth.status_code == 429 and ninth.headers["retry-after"] == "5"
+        poll = http.get(url.removesuffix("/stream") + "/unread", params={"wait": 1}, headers=own)
+        assert poll.status_code == 429
+        with http.stream("GET", url, headers=bearer(ADMIN)) as admin:
+            assert admin.status_code == 200  # the operator is not limited
+    with http.stream("GET", url, headers=own) as again:
+        assert again.status_code == 200
