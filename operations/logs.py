@@ -9,6 +9,7 @@ request bodies or headers: callers log ids, routes and counts only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -32,43 +33,86 @@ def event(name: str, **fields: object) -> dict[str, object]:
     return {"fields": {"event": name, **fields}}
 
 
-def _timestamp(record: logging.LogRecord) -> str:
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-    return f"{seconds}.{int(record.msecs):03d}Z"
+@functools.lru_cache(maxsize=2)
+def _whole_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def _timestamp(created: float) -> str:
+    """RFC 3339 in UTC with milliseconds; a second is formatted once, not once a line."""
+    second = int(created)
+    return f"{_whole_second(second)}.{int((created - second) * 1000):03d}Z"
+
+
+def json_line(
+    created: float,
+    level: str,
+    logger: str,
+    message: str,
+    request_id: str | None,
+    fields: dict[str, object] | None,
+    exception: str | None = None,
+) -> str:
+    """One record as a JSON object: time, level, logger, message, request_id, fields."""
+    entry: dict[str, object] = {
+        "time": _timestamp(created),
+        "level": level,
+        "logger": logger,
+        "message": message,
+    }
+    if request_id is not None:
+        entry["request_id"] = request_id
+    if fields:
+        entry.update(fields)
+    if exception is not None:
+        entry["exception"] = exception
+    return _ENCODER.encode(entry).decode()
+
+
+def text_line(
+    created: float,
+    level: str,
+    logger: str,
+    message: str,
+    request_id: str | None,
+    exception: str | None = None,
+) -> str:
+    """One record as `time LEVEL logger: message [request_id=...]`, for a terminal."""
+    line = f"{_timestamp(created)} {level} {logger}: {message}"
+    if request_id is not None:
+        line += f" request_id={request_id}"
+    if exception is not None:
+        line += "\n" + exception
+    return line
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message, request_id, fields."""
+    """One JSON object per record (json_line)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "time": _timestamp(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
-        if request_id is not None:
-            entry["request_id"] = request_id
-        fields = getattr(record, "fields", None)
-        if fields:
-            entry.update(fields)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return _ENCODER.encode(entry).decode()
+        return json_line(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            getattr(record, "request_id", None) or REQUEST_ID.get(),
+            getattr(record, "fields", None),
+            self.formatException(record.exc_info) if record.exc_info else None,
+        )
 
 
 class TextFormatter(logging.Formatter):
-    """`time LEVEL logger: message [request_id=...]`, for a terminal."""
+    """A readable line per record (text_line)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
-        request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
-        if request_id is not None:
-            line += f" request_id={request_id}"
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
+        return text_line(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            getattr(record, "request_id", None) or REQUEST_ID.get(),
+            self.formatException(record.exc_info) if record.exc_info else None,
+        )
 
 
 def formatter(log_format: str | None = None) -> logging.Formatter:
@@ -96,26 +140,14 @@ class RequestLines:
     def __init__(self) -> None:
         self.json = True
         self.pending: list[str] = []
-        self._second = -1
-        self._stamp = ""
-
-    def _time(self, now: float) -> str:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
 
     def add(self, request_id: str, fields: dict[str, object]) -> None:
-        stamp = self._time(time.time())
+        now = time.time()
         message = "{method} {route} {status} {duration_ms:.2f} ms".format_map(fields)
         if self.json:
-            entry = {"time": stamp, "level": "INFO", "logger": self.ACCESS, "message": message}
-            entry["request_id"] = request_id
-            entry.update(fields)
-            line = _ENCODER.encode(entry).decode()
+            line = json_line(now, "INFO", self.ACCESS, message, request_id, fields)
         else:
-            line = f"{stamp} INFO {self.ACCESS}: {message} request_id={request_id}"
+            line = text_line(now, "INFO", self.ACCESS, message, request_id)
         if not self.pending:
             asyncio.get_running_loop().call_soon(self.flush)
         self.pending.append(line + "\n")

@@ -14,9 +14,9 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from operations import metrics
-from operations.logs import REQUEST_ID, REQUEST_LINES
+from operations.logs import REQUEST_ID, REQUEST_LINES, RequestLines
 
-log = logging.getLogger("mailroom.access")
+log = logging.getLogger(RequestLines.ACCESS)
 
 HEADER = b"x-request-id"
 # A client's id is kept when it is this: short, and safe in a log line and a header.
