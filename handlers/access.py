@@ -40,7 +40,7 @@ from handlers.common import (
     decode_update,
     path_uuid,
 )
-from queries import sql
+from queries import Query, sql
 from validation.requests import (
     ConversationUpdate,
     MessageCreate,
@@ -106,14 +106,19 @@ def principal(request: Request) -> str:
     return request.scope.get(PRINCIPAL, "-")
 
 
+def presented_key(request: Request) -> str | None:
+    """The key of `Authorization: Bearer <key>`, or None when there is none."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == "bearer" and key else None
+
+
 def bearer_key(request: Request) -> str:
     """The key of `Authorization: Bearer <key>`, or 401."""
-    header = request.headers.get("authorization")
-    if header is None:
-        raise Unauthorized("Not authenticated")
-    scheme, _, key = header.partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
+    key = presented_key(request)
+    if key is None:
+        if "authorization" not in request.headers:
+            raise Unauthorized("Not authenticated")
         raise Unauthorized("Send the API key as 'Authorization: Bearer <key>'")
     return key
 
@@ -217,21 +222,42 @@ async def sends_as_itself(request: Request, agent_id: UUID) -> None:
     await _check_links(request, agent_id, body.parent_message_id, body.conversation_id)
 
 
-async def _own_message(request: Request, agent_id: UUID, message_id: UUID) -> bool:
-    """Whether the caller sent the message; 404 when there is no such message."""
+class _Owner(msgspec.Struct, frozen=True):
+    """Row of the owner queries: get_message_sender, get_metadata_owner,
+    get_conversation_starter (NULL: nobody, e.g. the operator)."""
+
+    owner: UUID | None
+
+
+async def _owner(request: Request, query: Query, **params: object) -> _Owner | None:
+    """The row naming who owns something, or None when there is no such thing."""
     async with request.state.pool.connection() as conn:
-        found = await sql.get_message_sender.one(conn, _Sender, message_id=message_id)
+        return await query.one(conn, _Owner, **params)
+
+
+async def _owned(
+    request: Request, agent_id: UUID, query: Query, missing: str, refused: str, **params: object
+) -> None:
+    """404 `missing` when the thing does not exist, 403 `refused` when it is not the caller's."""
+    found = await _owner(request, query, **params)
     if found is None:
-        raise NotFound("Message not found")
-    return found.sender_id == agent_id
+        raise NotFound(missing)
+    if found.owner != agent_id:
+        raise Forbidden(refused)
 
 
 async def sender_of_message(request: Request, agent_id: UUID) -> None:
     """{message_id} was sent by the caller, and the new links are the caller's."""
     message_id = path_uuid(request, "message_id")
     body = await decode_update(request, MessageUpdate)  # a bad body is 422 before a 404
-    if not await _own_message(request, agent_id, message_id):
-        raise Forbidden("An agent may only edit messages it sent")
+    await _owned(
+        request,
+        agent_id,
+        sql.get_message_sender,
+        "Message not found",
+        "An agent may only edit messages it sent",
+        message_id=message_id,
+    )
     await _check_links(
         request,
         agent_id,
@@ -246,9 +272,8 @@ async def adds_to_own_message(request: Request, agent_id: UUID) -> None:
     body = await decode(request, RecipientCreate)
     if body.is_read:
         raise Forbidden("Only the recipient may mark a message read (is_read)")
-    async with request.state.pool.connection() as conn:
-        found = await sql.get_message_sender.one(conn, _Sender, message_id=body.message_id)
-    if found is not None and found.sender_id != agent_id:
+    found = await _owner(request, sql.get_message_sender, message_id=body.message_id)
+    if found is not None and found.owner != agent_id:
         raise Forbidden("An agent may only add recipients to messages it sent")
 
 
@@ -269,26 +294,28 @@ async def owner_of_metadata(request: Request, agent_id: UUID) -> None:
     """{metadata_id} was attached by the caller."""
     metadata_id = path_uuid(request, "metadata_id")
     await decode_update(request, MetadataUpdate)  # a bad body is 422 before a 404
-    async with request.state.pool.connection() as conn:
-        found = await sql.get_metadata_owner.one(conn, _Owner, metadata_id=metadata_id)
-    if found is None:
-        raise NotFound("Metadata not found")
-    if found.agent_id != agent_id:
-        raise Forbidden("An agent may only edit metadata it attached")
+    await _owned(
+        request,
+        agent_id,
+        sql.get_metadata_owner,
+        "Metadata not found",
+        "An agent may only edit metadata it attached",
+        metadata_id=metadata_id,
+    )
 
 
 async def started(request: Request, agent_id: UUID) -> None:
     """The caller started {conversation_id}: only it (and the admin) may change it."""
     conversation_id = path_uuid(request, "conversation_id")
     await decode_update(request, ConversationUpdate)  # a bad body is 422 before a 404
-    async with request.state.pool.connection() as conn:
-        found = await sql.get_conversation_starter.one(
-            conn, _Starter, conversation_id=conversation_id
-        )
-    if found is None:
-        raise NotFound("Conversation not found")
-    if found.created_by != agent_id:
-        raise Forbidden("Only the agent that started a conversation may change it")
+    await _owned(
+        request,
+        agent_id,
+        sql.get_conversation_starter,
+        "Conversation not found",
+        "Only the agent that started a conversation may change it",
+        conversation_id=conversation_id,
+    )
 
 
 async def takes_part(request: Request, agent_id: UUID) -> None:
@@ -302,24 +329,6 @@ async def takes_part(request: Request, agent_id: UUID) -> None:
         raise NotFound("Conversation not found")
     if not party:
         raise Forbidden("An agent may only see conversations it takes part in")
-
-
-class _Sender(msgspec.Struct, frozen=True):
-    """Row of get_message_sender."""
-
-    sender_id: UUID | None
-
-
-class _Owner(msgspec.Struct, frozen=True):
-    """Row of get_metadata_owner."""
-
-    agent_id: UUID | None
-
-
-class _Starter(msgspec.Struct, frozen=True):
-    """Row of get_conversation_starter."""
-
-    created_by: UUID | None
 
 
 # Limits -------------------------------------------------------------------

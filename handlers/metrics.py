@@ -7,17 +7,9 @@ import hmac
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.access import authenticate
+from handlers.access import authenticate, presented_key
 from handlers.common import Forbidden, Unauthorized
 from operations.metrics import CONTENT_TYPE, exposition
-
-
-def bearer_token_matches(request: Request, token: str) -> bool:
-    """Whether the request carries `Authorization: Bearer <token>` (constant-time compare)."""
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        presented.strip().encode(), token.encode()
-    )
 
 
 async def may_scrape(request: Request) -> None:
@@ -27,7 +19,8 @@ async def may_scrape(request: Request) -> None:
     """
     settings = request.state.settings
     token = settings.metrics_token
-    if token is not None and bearer_token_matches(request, token):
+    presented = presented_key(request)
+    if token and presented and hmac.compare_digest(presented.encode(), token.encode()):
         return
     if not settings.auth_required:
         if token is None:

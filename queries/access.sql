@@ -13,7 +13,7 @@ RETURNING id;
 
 -- name: get_message_sender
 -- Who sent a message, and whether it exists: the owner check of edits and new recipients.
-SELECT sender_id
+SELECT sender_id AS owner
   FROM messages
  WHERE id = %(message_id)s;
 
@@ -28,7 +28,7 @@ SELECT m.sender_id IS NOT DISTINCT FROM %(agent_id)s::uuid
 
 -- name: get_metadata_owner
 -- The agent that attached a metadata item; no row means 404.
-SELECT agent_id
+SELECT agent_id AS owner
   FROM agent_message_metadata
  WHERE id = %(metadata_id)s;
 
@@ -53,6 +53,6 @@ SELECT EXISTS (SELECT 1 FROM agents WHERE id = %(agent_id)s AND api_key_digest =
 
 -- name: get_conversation_starter
 -- Who started a conversation (NULL: the operator, or auth was off); no row means 404.
-SELECT created_by
+SELECT created_by AS owner
   FROM conversations
  WHERE id = %(conversation_id)s;
