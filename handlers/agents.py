@@ -8,7 +8,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from handlers.access import key_digest, new_api_key
-from handlers.common import NotFound, decode, decode_update, json_response, path_uuid, update_params
+from handlers.common import (
+    NotFound,
+    create_params,
+    decode,
+    decode_update,
+    json_response,
+    path_uuid,
+    update_params,
+)
 from handlers.idempotency import REPLAYED, create_once
 from queries import sql
 from validation.requests import AgentCreate, AgentUpdate
@@ -23,26 +31,21 @@ async def create_agent(request: Request) -> Response:
     answer's key, which the client never saw, stops working).
     """
     body = await decode(request, AgentCreate)
-    if not request.state.settings.auth_required:
-        return await create_once(
-            request, body, lambda conn: sql.create_agent.one(conn, Agent, digest=None, **_of(body))
-        )
-    key = new_api_key()
-    digest = key_digest(key)
+    key = new_api_key() if request.state.settings.auth_required else None
+    digest = None if key is None else key_digest(key)
+    params = create_params(body)
     response = await create_once(
-        request, body, lambda conn: sql.create_agent.one(conn, Agent, digest=digest, **_of(body))
+        request, body, lambda conn: sql.create_agent.one(conn, Agent, digest=digest, **params)
     )
+    if key is None:
+        return response
     agent = msgspec.json.decode(response.body, type=Agent)
-    if response.headers.get(REPLAYED):
+    replayed = REPLAYED in response.headers
+    if replayed:
         async with request.state.pool.connection() as conn:
             await sql.set_api_key.run(conn, agent_id=agent.id, digest=digest)
     created = AgentCreated(*astuple(agent), api_key=key)
-    headers = {REPLAYED: "true"} if response.headers.get(REPLAYED) else None
-    return json_response(created, 201, headers)
-
-
-def _of(body: AgentCreate) -> dict[str, object]:
-    return {"agent_name": body.agent_name, "ip_address": body.ip_address, "port": body.port}
+    return json_response(created, 201, {REPLAYED: "true"} if replayed else None)
 
 
 async def get_agent(request: Request) -> Response:
