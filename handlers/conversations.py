@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -46,14 +45,19 @@ async def list_conversations(request: Request) -> Response:
     archived = query_bool(request, "archived")
     limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     after_created_at, after_id = page_start(request, SCOPE, descending=True)
-    page = {"archived": archived, "after_created_at": after_created_at, "after_id": after_id}
+    page = {
+        "archived": archived,
+        "after_created_at": after_created_at,
+        "after_id": after_id,
+        "limit": limit + 1,
+    }
     agent_id = caller(request)
     async with request.state.pool.connection() as conn:
         if agent_id is None:
-            items = await sql.list_conversations.all(conn, Conversation, limit=limit + 1, **page)
+            items = await sql.list_conversations.all(conn, Conversation, **page)
         else:
             items = await sql.list_conversations_of_agent.all(
-                conn, Conversation, agent_id=agent_id, limit=limit + 1, **page
+                conn, Conversation, agent_id=agent_id, **page
             )
     headers = cut_page(request, SCOPE, items, limit, lambda item: (item.created_at, item.id))
     return json_response(items, headers=headers)
@@ -92,16 +96,9 @@ class _Messages(msgspec.Struct, frozen=True):
     unread_count: int
 
 
-class _Details(msgspec.Struct, frozen=True):
+class _Details(Conversation, frozen=True):
     """ConversationDetails as sent: `messages` is PostgreSQL's JSON, passed through."""
 
-    id: UUID
-    title: str | None
-    description: str | None
-    archived: bool
-    metadata: dict[str, Any]
-    created_at: str
-    updated_at: str
     messages: msgspec.Raw
     unique_agents: list[Agent]
     total_messages: int
