@@ -1,21 +1,22 @@
-"""mailroom: the settings, lifespan, route table and error mapping of the service.
+"""mailroom's wiring: the operation table, the lifespan, the error mapping and the app.
 
 Run it with `uv run service.py` (embedded PostgreSQL unless DATABASE_URL is
-set) or `uvicorn service:app`. Reading this file top to bottom tells you every
-URL the service has and which handler answers it.
+set) or `uvicorn service:app`. Reading OPERATIONS top to bottom tells you
+every URL the service has, who may call it and which handler answers it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import FrameType
@@ -27,231 +28,173 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from handlers import (
-    access,
-    agents,
-    conversations,
-    core,
-    docs,
-    echo,
-    errors,
-    mailbox,
-    messages,
-    metrics,
-    stream,
-)
-from handlers.access import (
+from access.admin import ADMIN_KEY_MISSING, admin_digest, needs_admin_token
+from access.limits import RateLimits
+from access.rules import (
     adds_to_own_message,
     admin_only,
     annotates_own_mail,
     any_principal,
-    guard,
     itself,
     owner_of_metadata,
     sender_of_message,
     sends_as_itself,
-    started,
+    starter_of_conversation,
     takes_part,
 )
-from handlers.common import HTTPError
+from embedded import embedded_admin_token, start_embedded, stop_embedded
+from handlers import (
+    agents,
+    conversations,
+    docs,
+    echo,
+    errors,
+    health,
+    mailbox,
+    messages,
+    metrics,
+    stream,
+    users,
+)
+from handlers.http_errors import HTTPError
+from handlers.operation import Operation
 from operations import logs
 from operations.metrics import clean_directory
-from operations.middleware import RequestTelemetry
-from queries.database import (
-    DatabaseDown,
-    make_pool,
-    migrate,
-    normalise_url,
-    purge_expired_keys,
-    start_embedded,
-    stop_embedded,
-)
+from operations.middleware import RequestTelemetry, SecurityHeaders
+from queries.database import DatabaseDown, make_pool, migrate, purge_expired_keys
 from queries.listener import Listener
+from settings import Settings, load_settings
 from validation import openapi
 from validation import requests as rq
 from validation import responses as rs
 from validation.errors import InvalidInput
-from validation.openapi import CURSOR, IDEMPOTENCY_KEY, LIMIT, ORDER, Operation, Param
+from validation.openapi import IDEMPOTENCY_KEY, LAST_EVENT_ID
+from validation.query_params import (
+    ConversationsQuery,
+    MailboxQuery,
+    StreamQuery,
+    UnreadQuery,
+)
 
 HERE = Path(__file__).parent
 VERSION = "0.1.0"
 log = logging.getLogger("mailroom")
 PURGE_INTERVAL = 3600.0  # seconds between two purges of expired Idempotency-Keys
 
+# The operations ---------------------------------------------------------------
 
-# Settings ------------------------------------------------------------------
+# A row without a rule is public; otherwise the admin, or an agent the rule lets
+# through (access/rules.py), may call it. docs/security.md has the matrix.
+SELF = itself("agent_id")
+OPERATIONS = [
+    Operation("GET", "/", health.root, "Greeting", response=rs.Root, database=False),
+    Operation("GET", "/health", health.health, "Database health (readiness)",
+              response=rs.Health, errors=((503, rs.Health),)),
+    Operation("GET", "/health/ready", health.health, "Readiness probe", response=rs.Health,
+              errors=((503, rs.Health),)),
+    Operation("GET", "/health/live", health.live, "Liveness probe; no database",
+              response=rs.Health, database=False),
+    Operation("GET", "/users/{user_id}", users.get_user, "A sample user", admin_only,
+              rs.User, errors=(404, 422)),
+    Operation("POST", "/agents", agents.create_agent, "Register an agent", admin_only,
+              rs.AgentCreated, 201, rq.AgentCreate, headers=(IDEMPOTENCY_KEY,),
+              errors=(409, 422), tag="agents"),
+    Operation("GET", "/agents/{agent_id}", agents.get_agent, "An agent", SELF, rs.Agent,
+              errors=(404, 422), tag="agents"),
+    Operation("PUT", "/agents/{agent_id}", agents.update_agent, "Update an agent", SELF,
+              rs.Agent, body=rq.AgentUpdate, errors=(404, 422), tag="agents"),
+    Operation("POST", "/agents/{agent_id}/api-key", agents.rotate_key,
+              "Replace an agent's API key; the old one stops working", SELF, rs.ApiKey,
+              errors=(404, 422), tag="agents"),
+    Operation("GET", "/agents/{agent_id}/messages", mailbox.list_messages,
+              "Messages an agent sent or received", SELF, list[rs.MailboxItem],
+              query=MailboxQuery, errors=(404, 422), tag="mailbox"),
+    Operation("GET", "/agents/{agent_id}/messages/unread", mailbox.list_unread,
+              "Unread received messages", SELF, list[rs.MailboxItem], query=UnreadQuery,
+              errors=(404, 422), tag="mailbox"),
+    Operation("GET", "/agents/{agent_id}/messages/stream", stream.stream_messages,
+              "Unread received messages as Server-Sent Events: missed ones, then live", SELF,
+              rs.MailboxItem, query=StreamQuery, headers=(LAST_EVENT_ID,), errors=(404, 422),
+              tag="mailbox", media_type="text/event-stream"),
+    Operation("PUT", "/agents/{agent_id}/messages/mark-read", mailbox.mark_read,
+              "Mark messages read up to a time", SELF, rs.MarkRead, body=rq.MarkReadRequest,
+              errors=(404, 422), tag="mailbox"),
+    Operation("POST", "/messages", messages.create_message, "Send a message", sends_as_itself,
+              rs.Message, 201, rq.MessageCreate, headers=(IDEMPOTENCY_KEY,), errors=(409, 422),
+              tag="messages"),
+    Operation("PUT", "/messages/{message_id}", messages.update_message, "Update a message",
+              sender_of_message, rs.Message, body=rq.MessageUpdate, errors=(404, 409, 422),
+              tag="messages"),
+    Operation("GET", "/messages/{message_id}/metadata/{agent_id}",
+              messages.get_message_metadata,
+              "A message and its metadata, for an agent that sent or received it", SELF,
+              rs.MessageMetadata, errors=(404, 422), tag="messages"),
+    Operation("POST", "/message_recipients", messages.create_recipient, "Add a recipient",
+              adds_to_own_message, rs.Recipient, 201, rq.RecipientCreate, errors=(409, 422),
+              tag="messages"),
+    Operation("PUT", "/message_recipients/{message_id}/{recipient_id}",
+              messages.update_recipient, "Set read state", itself("recipient_id"),
+              rs.Recipient, body=rq.RecipientUpdate, errors=(404, 422), tag="messages"),
+    Operation("POST", "/agent_message_metadata", messages.create_metadata,
+              "Attach metadata to a message", annotates_own_mail, rs.Metadata, 201,
+              rq.MetadataCreate, errors=(409, 422), tag="messages"),
+    Operation("PUT", "/agent_message_metadata/{metadata_id}", messages.update_metadata,
+              "Update metadata", owner_of_metadata, rs.Metadata, body=rq.MetadataUpdate,
+              errors=(404, 409, 422), tag="messages"),
+    Operation("POST", "/conversations", conversations.create_conversation,
+              "Start a conversation", any_principal, rs.Conversation, 201,
+              rq.ConversationCreate, headers=(IDEMPOTENCY_KEY,), errors=(422,),
+              tag="conversations"),
+    Operation("GET", "/conversations", conversations.list_conversations,
+              "Conversations, newest first", any_principal, list[rs.Conversation],
+              query=ConversationsQuery, errors=(422,), tag="conversations"),
+    Operation("GET", "/conversations/{conversation_id}", conversations.get_conversation,
+              "A conversation", takes_part, rs.Conversation, errors=(404, 422),
+              tag="conversations"),
+    Operation("PUT", "/conversations/{conversation_id}", conversations.update_conversation,
+              "Update a conversation", starter_of_conversation, rs.Conversation,
+              body=rq.ConversationUpdate, errors=(404, 422), tag="conversations"),
+    Operation("GET", "/conversations/{conversation_id}/details", conversations.get_details,
+              "A conversation with its messages, agents and counts", takes_part,
+              rs.ConversationDetails, errors=(404, 422), tag="conversations"),
+    Operation("POST", "/cli/echo", echo.echo, "Run echo with a validated message",
+              any_principal, rs.EchoResult, body=rq.EchoRequest, errors=(408, 422),
+              tag="cli", database=False, bucket="echo"),
+    # Served outside the API document: the document itself, its two viewers, and the
+    # Prometheus scrape (which checks its own token: handlers/metrics.py).
+    Operation("GET", "/openapi.json", docs.openapi, "The OpenAPI document", documented=False),
+    Operation("GET", "/docs", docs.swagger_ui, "Swagger UI", documented=False),
+    Operation("GET", "/redoc", docs.redoc, "ReDoc", documented=False),
+    Operation("GET", "/metrics", metrics.metrics, "Prometheus metrics", documented=False),
+]  # fmt: skip
 
+ROUTES = [
+    *(operation.route() for operation in OPERATIONS),
+    Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+]
+OPENAPI_DOCUMENT = msgspec.json.encode(
+    openapi.build("mailroom", VERSION, "Messaging between AI agents over PostgreSQL.", OPERATIONS)
+)
 
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything configurable, read once from the environment (see README)."""
+# Errors: each exception a request can meet, mapped to its status once ------------
 
-    database_url: str | None = None
-    data_dir: str = ".mailroom/pgdata"
-    host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on all interfaces
-    port: int = 8000
-    workers: int = os.cpu_count() or 1
-    log_level: str = "INFO"
-    log_format: str = "text"
-    metrics_token: str | None = None
-    pool_min_size: int = 2
-    pool_max_size: int = 10
-    db_connections: int | None = None
-    pool_timeout: float = 5.0
-    prepare_threshold: int | None = 5
-    startup_timeout: float = 30.0
-    health_timeout: float = 2.0
-    echo_timeout: float = 5.0
-    echo_output_limit: int = 65536
-    max_body_bytes: int = 1_048_576
-    stream_heartbeat: float = 15.0
-    reconnect_interval: float = 0.5
-    db_check_interval: float = 5.0
-    auth_required: bool = True
-    admin_token: str | None = None
-    write_rate_limit: int = 600
-    echo_rate_limit: int = 60
-    echo_concurrency: int = 4
-    waits_per_agent: int = 8
-    statement_timeout: float | None = 10.0
-
-
-AUTH_MODES = {"required": True, "off": False}  # MAILROOM_AUTH
-
-# Environment variable -> (field, parser). A parser raises ValueError on bad text.
-ENVIRONMENT = {
-    "DATABASE_URL": ("database_url", normalise_url),
-    "MAILROOM_DATA_DIR": ("data_dir", str),
-    "HOST": ("host", str),
-    "PORT": ("port", int),
-    "WEB_CONCURRENCY": ("workers", int),
-    "LOG_LEVEL": ("log_level", str.upper),
-    "LOG_FORMAT": ("log_format", str.lower),
-    # The file (a mounted Secret) first, so that METRICS_TOKEN itself wins when both are set.
-    "METRICS_TOKEN_FILE": ("metrics_token", lambda path: _secret(read_file(path))),
-    "METRICS_TOKEN": ("metrics_token", lambda text: _secret(text)),
-    "MAILROOM_POOL_MIN_SIZE": ("pool_min_size", int),
-    "MAILROOM_POOL_MAX_SIZE": ("pool_max_size", int),
-    "MAILROOM_DB_CONNECTIONS": ("db_connections", int),
-    "MAILROOM_POOL_TIMEOUT": ("pool_timeout", float),
-    "MAILROOM_PREPARE_THRESHOLD": (
-        "prepare_threshold",
-        lambda text: None if text.lower() in ("off", "none", "") else int(text),
-    ),
-    "MAILROOM_STARTUP_TIMEOUT": ("startup_timeout", float),
-    "MAILROOM_ECHO_TIMEOUT": ("echo_timeout", float),
-    "MAILROOM_ECHO_OUTPUT_LIMIT": ("echo_output_limit", int),
-    "MAILROOM_MAX_BODY_BYTES": ("max_body_bytes", int),
-    "MAILROOM_STREAM_HEARTBEAT": ("stream_heartbeat", float),
-    "MAILROOM_RECONNECT_INTERVAL": ("reconnect_interval", float),
-    "MAILROOM_DB_CHECK_INTERVAL": ("db_check_interval", float),
-    "MAILROOM_AUTH": ("auth_required", lambda text: _choice(text, AUTH_MODES)),
-    "MAILROOM_ADMIN_TOKEN": ("admin_token", lambda text: _admin_token(text, "the variable")),
-    "MAILROOM_ADMIN_TOKEN_FILE": (
-        "admin_token",
-        lambda path: _admin_token(read_file(path).strip(), "the file"),
-    ),
-    "MAILROOM_WRITE_RATE_LIMIT": ("write_rate_limit", int),
-    "MAILROOM_ECHO_RATE_LIMIT": ("echo_rate_limit", int),
-    "MAILROOM_ECHO_CONCURRENCY": ("echo_concurrency", int),
-    "MAILROOM_WAITS_PER_AGENT": ("waits_per_agent", int),
-    "MAILROOM_STATEMENT_TIMEOUT": (
-        "statement_timeout",
-        lambda text: None if text.lower() in ("off", "none", "0") else float(text),
-    ),
+EXCEPTION_HANDLERS = {
+    HTTPError: errors.http_error,
+    HTTPException: errors.starlette_error,
+    InvalidInput: errors.invalid_input,
+    psycopg.IntegrityError: errors.integrity_error,
+    psycopg.DataError: errors.data_error,
+    PoolTimeout: errors.pool_exhausted,
+    DatabaseDown: errors.database_unavailable,
+    psycopg.OperationalError: errors.database_unavailable,
+    psycopg.InterfaceError: errors.database_unavailable,
+    Exception: errors.unexpected_error,
 }
-MIN_ADMIN_TOKEN = 16  # characters: a shorter operator secret is refused at start-up
 
-
-def _choice(text: str, choices: Mapping[str, object]) -> object:
-    if text not in choices:
-        raise ValueError(f"must be one of: {', '.join(choices)}")
-    return choices[text]
-
-
-def _admin_token(text: str, source: str) -> str:
-    if len(text) < MIN_ADMIN_TOKEN or not text.isascii() or not text.isprintable():
-        raise ValueError(
-            f"the admin token in {source} must be at least {MIN_ADMIN_TOKEN} printable "
-            "ASCII characters"
-        )
-    return text
-
-
-def read_file(path: str) -> str:
-    """A setting kept in a file (a mounted Kubernetes Secret, for example)."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read {path}: {error}") from None
-
-
-def _secret(text: str) -> str | None:
-    """A token from the environment or a file; empty means unset."""
-    return text.strip() or None
-
-
-def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
-    """Settings from the environment; a bad value stops start-up naming the variable."""
-    if environ.get("MAILROOM_ADMIN_TOKEN") and environ.get("MAILROOM_ADMIN_TOKEN_FILE"):
-        raise SystemExit(
-            "mailroom: set MAILROOM_ADMIN_TOKEN or MAILROOM_ADMIN_TOKEN_FILE, not both"
-        )
-    values = {}
-    for variable, (field, parse) in ENVIRONMENT.items():
-        text = environ.get(variable)
-        if text is None or (text == "" and variable == "DATABASE_URL"):
-            continue
-        try:
-            values[field] = parse(text.strip())
-        except ValueError as error:
-            raise SystemExit(f"mailroom: invalid {variable}={text!r}: {error}") from None
-    settings = Settings(**values)
-    if settings.db_connections is not None and "MAILROOM_POOL_MAX_SIZE" not in environ:
-        # The replica's share of max_connections, split between its workers.
-        per_worker = max(1, settings.db_connections // settings.workers)
-        settings = msgspec.structs.replace(
-            settings,
-            pool_max_size=per_worker,
-            pool_min_size=min(settings.pool_min_size, per_worker),
-        )
-    problems = [
-        ("PORT", not 0 < settings.port < 65536),
-        ("WEB_CONCURRENCY", settings.workers < 1),
-        ("LOG_LEVEL", settings.log_level not in logging.getLevelNamesMapping()),
-        ("LOG_FORMAT", settings.log_format not in logs.FORMATS),
-        ("MAILROOM_POOL_MIN_SIZE", settings.pool_min_size < 0),
-        (
-            "MAILROOM_DB_CONNECTIONS",
-            settings.db_connections is not None and settings.db_connections < 1,
-        ),
-        ("MAILROOM_POOL_MAX_SIZE", settings.pool_max_size < max(1, settings.pool_min_size)),
-        ("MAILROOM_POOL_TIMEOUT", settings.pool_timeout <= 0),
-        ("MAILROOM_STARTUP_TIMEOUT", settings.startup_timeout <= 0),
-        ("MAILROOM_ECHO_TIMEOUT", settings.echo_timeout <= 0),
-        ("MAILROOM_ECHO_OUTPUT_LIMIT", settings.echo_output_limit < 1),
-        ("MAILROOM_MAX_BODY_BYTES", settings.max_body_bytes < 1),
-        ("MAILROOM_STREAM_HEARTBEAT", settings.stream_heartbeat <= 0),
-        ("MAILROOM_RECONNECT_INTERVAL", settings.reconnect_interval <= 0),
-        ("MAILROOM_DB_CHECK_INTERVAL", settings.db_check_interval <= 0),
-        ("MAILROOM_WRITE_RATE_LIMIT", settings.write_rate_limit < 0),
-        ("MAILROOM_ECHO_RATE_LIMIT", settings.echo_rate_limit < 0),
-        ("MAILROOM_ECHO_CONCURRENCY", settings.echo_concurrency < 1),
-        ("MAILROOM_WAITS_PER_AGENT", settings.waits_per_agent < 1),
-        (
-            "MAILROOM_STATEMENT_TIMEOUT",
-            settings.statement_timeout is not None and settings.statement_timeout < 0.001,
-        ),
-    ]
-    for variable, bad in problems:
-        if bad:
-            raise SystemExit(f"mailroom: invalid {variable}={environ.get(variable)!r}")
-    return settings
-
-
-# Lifespan ------------------------------------------------------------------
+# Lifespan ---------------------------------------------------------------------
 
 
 class State(TypedDict):
@@ -263,48 +206,18 @@ class State(TypedDict):
     cursor_key: bytes
     openapi: bytes
     admin_digest: bytes
-    rate_limits: access.RateLimits
+    rate_limits: RateLimits
     echo_slots: asyncio.Semaphore
-
-
-ADMIN_KEY_MISSING = (
-    "mailroom: MAILROOM_AUTH=required (the default) needs the operator's key: set "
-    "MAILROOM_ADMIN_TOKEN or MAILROOM_ADMIN_TOKEN_FILE, or MAILROOM_AUTH=off for a local "
-    "experiment (only the embedded database makes one up by itself)"
-)
-
-
-def needs_admin_token(settings: Settings) -> bool:
-    """Auth is on, no admin token is configured and none can be made (a database of its own)."""
-    return settings.auth_required and not settings.admin_token and bool(settings.database_url)
-
-
-async def admin_digest(settings: Settings) -> bytes:
-    """The digest of the admin token, or b"" (matches no key) when auth is off."""
-    if not settings.auth_required:
-        log.warning(
-            "MAILROOM_AUTH=off: no API keys are checked; every caller may read and change "
-            "everything. Use it for local experiments only."
-        )
-        return b""
-    if needs_admin_token(settings):
-        log.error(ADMIN_KEY_MISSING)
-        raise RuntimeError(ADMIN_KEY_MISSING)
-    token = settings.admin_token or await asyncio.to_thread(
-        access.embedded_admin_token, Path(settings.data_dir)
-    )
-    return access.key_digest(token)
 
 
 def make_lifespan(settings: Settings):
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         logs.configure(settings.log_level, settings.log_format)
-        if int(os.environ.get("WEB_CONCURRENCY", "1")) > 1 and not os.environ.get(
-            "PROMETHEUS_MULTIPROC_DIR"
-        ):
+        # prometheus-client's own variable: without it, a worker counts only itself.
+        if multiprocessing.parent_process() and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             log.warning(
-                "WEB_CONCURRENCY > 1 without PROMETHEUS_MULTIPROC_DIR: "
+                "several workers without PROMETHEUS_MULTIPROC_DIR: "
                 "each worker's /metrics counts only its own requests"
             )
         url = settings.database_url
@@ -340,7 +253,7 @@ def make_lifespan(settings: Settings):
                 cursor_key=cursor_key,
                 openapi=OPENAPI_DOCUMENT,
                 admin_digest=admin,
-                rate_limits=access.RateLimits(
+                rate_limits=RateLimits(
                     {"write": settings.write_rate_limit, "echo": settings.echo_rate_limit}
                 ),
                 echo_slots=asyncio.Semaphore(settings.echo_concurrency),
@@ -377,192 +290,14 @@ def call_on_termination(callback: Callable[[], None]) -> None:
         signal.signal(signum, handler)
 
 
-# Routes --------------------------------------------------------------------
-
-# Routes without a guard are public; a guarded one answers the admin, or an
-# agent its rule lets through (handlers/access.py; the README has the matrix).
-SELF = itself("agent_id")
-ROUTES = [
-    Route("/", core.root, methods=["GET"]),
-    Route("/health", core.health, methods=["GET"]),
-    Route("/health/ready", core.health, methods=["GET"]),
-    Route("/health/live", core.live, methods=["GET"]),
-    Route("/users/{user_id}", guard(core.get_user, admin_only), methods=["GET"]),
-    Route("/agents", guard(agents.create_agent, admin_only), methods=["POST"]),
-    Route("/agents/{agent_id}", guard(agents.get_agent, SELF), methods=["GET"]),
-    Route("/agents/{agent_id}", guard(agents.update_agent, SELF), methods=["PUT"]),
-    Route("/agents/{agent_id}/api-key", guard(agents.rotate_key, SELF), methods=["POST"]),
-    Route("/agents/{agent_id}/messages", guard(mailbox.list_messages, SELF), methods=["GET"]),
-    Route("/agents/{agent_id}/messages/unread", guard(mailbox.list_unread, SELF), methods=["GET"]),
-    Route(
-        "/agents/{agent_id}/messages/stream",
-        guard(stream.stream_messages, SELF),
-        methods=["GET"],
-    ),
-    Route("/agents/{agent_id}/messages/mark-read", guard(mailbox.mark_read, SELF), methods=["PUT"]),
-    Route("/messages", guard(messages.create_message, sends_as_itself), methods=["POST"]),
-    Route(
-        "/messages/{message_id}",
-        guard(messages.update_message, sender_of_message),
-        methods=["PUT"],
-    ),
-    Route(
-        "/messages/{message_id}/metadata/{agent_id}",
-        guard(messages.get_message_metadata, SELF),
-        methods=["GET"],
-    ),
-    Route(
-        "/message_recipients",
-        guard(messages.create_recipient, adds_to_own_message),
-        methods=["POST"],
-    ),
-    Route(
-        "/message_recipients/{message_id}/{recipient_id}",
-        guard(messages.update_recipient, itself("recipient_id")),
-        methods=["PUT"],
-    ),
-    Route(
-        "/agent_message_metadata",
-        guard(messages.create_metadata, annotates_own_mail),
-        methods=["POST"],
-    ),
-    Route(
-        "/agent_message_metadata/{metadata_id}",
-        guard(messages.update_metadata, owner_of_metadata),
-        methods=["PUT"],
-    ),
-    Route(
-        "/conversations",
-        guard(conversations.create_conversation, any_principal),
-        methods=["POST"],
-    ),
-    Route(
-        "/conversations",
-        guard(conversations.list_conversations, any_principal),
-        methods=["GET"],
-    ),
-    Route(
-        "/conversations/{conversation_id}",
-        guard(conversations.get_conversation, takes_part),
-        methods=["GET"],
-    ),
-    Route(
-        "/conversations/{conversation_id}",
-        guard(conversations.update_conversation, started),
-        methods=["PUT"],
-    ),
-    Route(
-        "/conversations/{conversation_id}/details",
-        guard(conversations.get_details, takes_part),
-        methods=["GET"],
-    ),
-    Route("/cli/echo", guard(echo.echo, any_principal, bucket="echo"), methods=["POST"]),
-    Route("/openapi.json", docs.openapi, methods=["GET"], include_in_schema=False),
-    Route("/docs", docs.swagger_ui, methods=["GET"], include_in_schema=False),
-    Route("/redoc", docs.redoc, methods=["GET"], include_in_schema=False),
-    Route("/metrics", metrics.metrics, methods=["GET"], include_in_schema=False),
-    Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-]
-
-# The documentation of the routes above; tests check both list the same pairs.
-# Errors listed here are each
-# operation's own; 401/403 (unless public), 413, 429 and 503 are added by openapi.py.
-DIRECTION = Param("direction", {"enum": ["all", "sent", "received"], "default": "all"}, "Which")
-ARCHIVED = Param("archived", {"type": "boolean"}, "Only archived (true) or active (false)")
-WAIT = Param(
-    "wait",
-    {"type": "integer", "minimum": 0, "maximum": 60, "default": 0},
-    "Seconds to wait for a message when there is none yet (long-poll)",
-)
-AFTER = Param("after", {"type": "string"}, "Resume after this cursor (an event id)")
-LAST_EVENT_ID = Param(
-    "Last-Event-ID", {"type": "string"}, "Resume after this event id (wins over after)", "header"
-)
-API = [
-    Operation("GET", "/", "Greeting", rs.Root, public=True, database=False),
-    Operation("GET", "/health", "Database health (readiness)", rs.Health,
-              errors=((503, rs.Health),), public=True),
-    Operation("GET", "/health/ready", "Readiness probe", rs.Health, errors=((503, rs.Health),),
-              public=True),
-    Operation("GET", "/health/live", "Liveness probe; no database", rs.Health, public=True,
-              database=False),
-    Operation("GET", "/users/{user_id}", "A sample user", rs.User, errors=(404, 422)),
-    Operation("POST", "/agents", "Register an agent", rs.AgentCreated, 201, rq.AgentCreate,
-              (409, 422), query=(IDEMPOTENCY_KEY,), tag="agents"),
-    Operation("GET", "/agents/{agent_id}", "An agent", rs.Agent, errors=(404, 422),
-              tag="agents"),
-    Operation("PUT", "/agents/{agent_id}", "Update an agent", rs.Agent, 200, rq.AgentUpdate,
-              (404, 422), tag="agents"),
-    Operation("POST", "/agents/{agent_id}/api-key",
-              "Replace an agent's API key; the old one stops working", rs.ApiKey,
-              errors=(404, 422), tag="agents"),
-    Operation("GET", "/agents/{agent_id}/messages", "Messages an agent sent or received",
-              list[rs.MailboxItem], errors=(404, 422), query=(DIRECTION, ORDER, LIMIT, CURSOR),
-              tag="mailbox"),
-    Operation("GET", "/agents/{agent_id}/messages/unread", "Unread received messages",
-              list[rs.MailboxItem], errors=(404, 422), query=(ORDER, LIMIT, CURSOR, WAIT),
-              tag="mailbox"),
-    Operation("GET", "/agents/{agent_id}/messages/stream",
-              "Unread received messages as Server-Sent Events: missed ones, then live",
-              rs.MailboxItem, errors=(404, 422), query=(AFTER, LAST_EVENT_ID),
-              tag="mailbox", media_type="text/event-stream"),
-    Operation("PUT", "/agents/{agent_id}/messages/mark-read", "Mark messages read up to a time",
-              rs.MarkRead, 200, rq.MarkReadRequest, (404, 422), tag="mailbox"),
-    Operation("POST", "/messages", "Send a message", rs.Message, 201, rq.MessageCreate,
-              (409, 422), query=(IDEMPOTENCY_KEY,), tag="messages"),
-    Operation("PUT", "/messages/{message_id}", "Update a message", rs.Message, 200,
-              rq.MessageUpdate, (404, 409, 422), tag="messages"),
-    Operation("GET", "/messages/{message_id}/metadata/{agent_id}",
-              "A message and its metadata, for an agent that sent or received it",
-              rs.MessageMetadata, errors=(404, 422), tag="messages"),
-    Operation("POST", "/message_recipients", "Add a recipient", rs.Recipient, 201,
-              rq.RecipientCreate, (409, 422), tag="messages"),
-    Operation("PUT", "/message_recipients/{message_id}/{recipient_id}", "Set read state",
-              rs.Recipient, 200, rq.RecipientUpdate, (404, 422), tag="messages"),
-    Operation("POST", "/agent_message_metadata", "Attach metadata to a message", rs.Metadata,
-              201, rq.MetadataCreate, (409, 422), tag="messages"),
-    Operation("PUT", "/agent_message_metadata/{metadata_id}", "Update metadata", rs.Metadata,
-              200, rq.MetadataUpdate, (404, 409, 422), tag="messages"),
-    Operation("POST", "/conversations", "Start a conversation", rs.Conversation, 201,
-              rq.ConversationCreate, (422,), query=(IDEMPOTENCY_KEY,), tag="conversations"),
-    Operation("GET", "/conversations", "Conversations, newest first", list[rs.Conversation],
-              errors=(422,), query=(ARCHIVED, LIMIT, CURSOR), tag="conversations"),
-    Operation("GET", "/conversations/{conversation_id}", "A conversation", rs.Conversation,
-              errors=(404, 422), tag="conversations"),
-    Operation("PUT", "/conversations/{conversation_id}", "Update a conversation",
-              rs.Conversation, 200, rq.ConversationUpdate, (404, 422), tag="conversations"),
-    Operation("GET", "/conversations/{conversation_id}/details",
-              "A conversation with its messages, agents and counts", rs.ConversationDetails,
-              errors=(404, 422), tag="conversations"),
-    Operation("POST", "/cli/echo", "Run echo with a validated message", rs.EchoResult, 200,
-              rq.EchoRequest, (408, 422), tag="cli", database=False),
-]  # fmt: skip
-
-OPENAPI_DOCUMENT = msgspec.json.encode(
-    openapi.build("mailroom", VERSION, "Messaging between AI agents over PostgreSQL.", API)
-)
-
-# Errors --------------------------------------------------------------------
-
-EXCEPTION_HANDLERS = {
-    HTTPError: errors.http_error,
-    HTTPException: errors.starlette_error,
-    InvalidInput: errors.invalid_input,
-    psycopg.IntegrityError: errors.integrity_error,
-    psycopg.DataError: errors.data_error,
-    PoolTimeout: errors.pool_exhausted,
-    DatabaseDown: errors.database_unavailable,
-    psycopg.OperationalError: errors.database_unavailable,
-    psycopg.InterfaceError: errors.database_unavailable,
-    Exception: errors.unexpected_error,
-}
+# The app ----------------------------------------------------------------------
 
 
 def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=ROUTES,
         # The telemetry outermost: it times and logs every response, headers included.
-        middleware=[Middleware(RequestTelemetry), Middleware(access.SecurityHeaders)],
+        middleware=[Middleware(RequestTelemetry), Middleware(SecurityHeaders)],
         lifespan=make_lifespan(settings),
         exception_handlers=EXCEPTION_HANDLERS,
     )
@@ -581,7 +316,7 @@ def own_embedded_server(settings: Settings) -> Settings:
     data_dir = Path(settings.data_dir)
     os.environ["DATABASE_URL"] = start_embedded(data_dir)
     if settings.auth_required and settings.admin_token is None:
-        os.environ["MAILROOM_ADMIN_TOKEN"] = access.embedded_admin_token(data_dir)
+        os.environ["MAILROOM_ADMIN_TOKEN"] = embedded_admin_token(data_dir)
     return load_settings()
 
 
@@ -608,7 +343,6 @@ def main() -> None:
             own_directory = tempfile.mkdtemp(prefix="mailroom-metrics-")
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_directory
         clean_directory(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    os.environ.setdefault("LOG_FORMAT", settings.log_format)  # read by logging.json's formatter
     try:
         uvicorn.run(
             "service:app",

@@ -21,8 +21,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from queries.database import start_embedded  # noqa: E402
-from service import ENVIRONMENT  # noqa: E402
+from embedded import start_embedded  # noqa: E402
+from settings import ENVIRONMENT  # noqa: E402
 
 
 class Cluster:

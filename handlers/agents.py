@@ -7,18 +7,13 @@ from msgspec.structs import astuple
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.access import key_digest, new_api_key
-from handlers.common import (
-    NotFound,
-    create_params,
-    decode,
-    decode_update,
-    json_response,
-    path_uuid,
-    update_params,
-)
+from access.keys import key_digest, new_api_key
+from handlers.bodies import decode, decode_update, json_response
+from handlers.http_errors import NotFound
 from handlers.idempotency import REPLAYED, create_once
+from handlers.params import path_uuid
 from queries import sql
+from queries.params import create_params, update_params
 from validation.requests import AgentCreate, AgentUpdate
 from validation.responses import Agent, AgentCreated, ApiKey
 

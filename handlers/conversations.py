@@ -9,26 +9,19 @@ from msgspec.structs import astuple
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.access import caller
-from handlers.common import (
-    NotFound,
-    create_params,
-    decode,
-    decode_update,
-    json_response,
-    path_uuid,
-    query_bool,
-    query_int,
-    update_params,
-)
+from access.authentication import caller
+from handlers.bodies import decode, decode_update, json_response
+from handlers.http_errors import NotFound
 from handlers.idempotency import create_once
 from handlers.pagination import cut_page, page_start
+from handlers.params import path_uuid, query
 from queries import sql
+from queries.params import create_params, update_params
+from validation.query_params import ConversationsQuery
 from validation.requests import ConversationCreate, ConversationUpdate
 from validation.responses import Agent, Conversation
 
 SCOPE = b"c"
-DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 
 
 async def create_conversation(request: Request) -> Response:
@@ -42,14 +35,13 @@ async def create_conversation(request: Request) -> Response:
 
 async def list_conversations(request: Request) -> Response:
     """Newest first; `?archived=true|false` filters. An agent sees only its own."""
-    archived = query_bool(request, "archived")
-    limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    after_created_at, after_id = page_start(request, SCOPE, descending=True)
+    asked = query(request, ConversationsQuery)
+    after_created_at, after_id = page_start(request, SCOPE, asked.cursor, descending=True)
     page = {
-        "archived": archived,
+        "archived": asked.archived,
         "after_created_at": after_created_at,
         "after_id": after_id,
-        "limit": limit + 1,
+        "limit": asked.limit + 1,
     }
     agent_id = caller(request)
     async with request.state.pool.connection() as conn:
@@ -59,7 +51,7 @@ async def list_conversations(request: Request) -> Response:
             items = await sql.list_conversations_of_agent.all(
                 conn, Conversation, agent_id=agent_id, **page
             )
-    headers = cut_page(request, SCOPE, items, limit, lambda item: (item.created_at, item.id))
+    headers = cut_page(request, SCOPE, items, asked.limit, lambda item: (item.created_at, item.id))
     return json_response(items, headers=headers)
 
 

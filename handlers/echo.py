@@ -9,7 +9,8 @@ import shutil
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.common import Timeout, TooManyRequests, decode, json_response
+from handlers.bodies import decode, json_response
+from handlers.http_errors import Timeout, TooManyRequests
 from operations import metrics
 from validation.requests import EchoRequest
 from validation.responses import EchoResult

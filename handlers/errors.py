@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
-from handlers.common import HTTPError, json_response
+from handlers.bodies import json_response
+from handlers.http_errors import HTTPError
 from operations.middleware import SCOPE_KEY as REQUEST_ID_KEY
 from validation.errors import InvalidInput
 from validation.responses import ErrorDetail, FieldError, ValidationErrorBody

@@ -23,8 +23,8 @@ from psycopg import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.access import principal
-from handlers.common import ENCODER, json_response
+from access.authentication import principal
+from handlers.bodies import ENCODER, json_response
 from queries import sql
 from validation.errors import InvalidInput
 

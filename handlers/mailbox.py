@@ -8,58 +8,56 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.access import caller_key, key_is_current, room_to_wait
-from handlers.common import (
-    NotFound,
-    Unauthorized,
-    decode,
-    json_response,
-    path_uuid,
-    query_choice,
-    query_int,
-)
+from access.authentication import caller_key, key_is_current
+from access.limits import hold_wait_slot
+from handlers.bodies import decode, json_response
+from handlers.http_errors import NotFound, Unauthorized
 from handlers.pagination import cut_page, page_start
+from handlers.params import path_uuid, query
 from operations import metrics
 from queries import Query, sql
+from validation.query_params import MailboxQuery, UnreadQuery
 from validation.requests import MarkReadRequest
 from validation.responses import MailboxItem, MarkRead
 
 SCOPE = b"m"
-DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
-MAX_WAIT = 60
 DIRECTIONS = {"all": (True, True), "sent": (True, False), "received": (False, True)}
 
 
 async def _read_page(
-    request: Request, newest_first: Query, oldest_first: Query, **filters: object
+    request: Request,
+    page: MailboxQuery | UnreadQuery,
+    newest_first: Query,
+    oldest_first: Query,
+    **filters: object,
 ) -> tuple[list[MailboxItem], dict[str, str] | None]:
     """One page of a mailbox query and its Link header; 404 for an unknown agent."""
     agent_id = path_uuid(request, "agent_id")
-    descending = query_choice(request, "order", ("desc", "asc")) == "desc"
-    limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    after_sent_at, after_id = page_start(request, SCOPE, descending)
-    query = newest_first if descending else oldest_first
+    descending = page.order == "desc"
+    after_sent_at, after_id = page_start(request, SCOPE, page.cursor, descending)
+    statement = newest_first if descending else oldest_first
     async with request.state.pool.connection() as conn:
-        items = await query.all(
+        items = await statement.all(
             conn,
             MailboxItem,
             agent_id=agent_id,
             after_sent_at=after_sent_at,
             after_id=after_id,
-            limit=limit + 1,
+            limit=page.limit + 1,
             **filters,
         )
         if not items and not await sql.agent_exists.value(conn, agent_id=agent_id):
             raise NotFound("Agent not found")
-    headers = cut_page(request, SCOPE, items, limit, lambda item: (item.sent_at, item.id))
+    headers = cut_page(request, SCOPE, items, page.limit, lambda item: (item.sent_at, item.id))
     return items, headers
 
 
 async def list_messages(request: Request) -> Response:
     """Everything the agent sent and/or received (`?direction=`), newest first."""
-    sent, received = DIRECTIONS[query_choice(request, "direction", ("all", "sent", "received"))]
+    page = query(request, MailboxQuery)
+    sent, received = DIRECTIONS[page.direction]
     items, headers = await _read_page(
-        request, sql.list_mailbox_desc, sql.list_mailbox_asc, sent=sent, received=received
+        request, page, sql.list_mailbox_desc, sql.list_mailbox_asc, sent=sent, received=received
     )
     return json_response(items, headers=headers)
 
@@ -71,18 +69,19 @@ async def list_unread(request: Request) -> Response:
     the request waits until a message arrives (woken by the listener, whichever
     replica stored it), the N seconds pass, or the server shuts down.
     """
-    wait = query_int(request, "wait", 0, 0, MAX_WAIT)
-    if not wait:
-        items, headers = await _read_page(request, sql.list_unread_desc, sql.list_unread_asc)
+    page = query(request, UnreadQuery)
+    if not page.wait:
+        items, headers = await _read_page(request, page, sql.list_unread_desc, sql.list_unread_asc)
         return json_response(items, headers=headers)
     agent_id = path_uuid(request, "agent_id")
-    room_to_wait(request, agent_id)
-    deadline = asyncio.get_running_loop().time() + wait
+    deadline = asyncio.get_running_loop().time() + page.wait
     # Subscribe before the first read, so a message stored in between still wakes us.
-    with request.state.listener.subscribe(agent_id) as waiter:
+    with hold_wait_slot(request, agent_id) as waiter:
         while True:
             waiter.take()
-            items, headers = await _read_page(request, sql.list_unread_desc, sql.list_unread_asc)
+            items, headers = await _read_page(
+                request, page, sql.list_unread_desc, sql.list_unread_asc
+            )
             remaining = deadline - asyncio.get_running_loop().time()
             if items or waiter.closed or remaining <= 0 or not await waiter.wait(remaining):
                 break

@@ -6,20 +6,13 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.common import (
-    Conflict,
-    Forbidden,
-    NotFound,
-    create_params,
-    decode,
-    decode_update,
-    json_response,
-    path_uuid,
-    update_params,
-)
+from handlers.bodies import decode, decode_update, json_response
+from handlers.http_errors import Conflict, Forbidden, NotFound
 from handlers.idempotency import create_once
+from handlers.params import path_uuid
 from operations import metrics
 from queries import sql
+from queries.params import create_params, update_params
 from validation.requests import (
     MessageCreate,
     MessageUpdate,

@@ -7,8 +7,8 @@ import hmac
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.access import authenticate, presented_key
-from handlers.common import Forbidden, Unauthorized
+from access.authentication import authenticate, presented_key
+from handlers.http_errors import Forbidden, Unauthorized
 from operations.metrics import CONTENT_TYPE, exposition
 
 

@@ -61,9 +61,10 @@ def decode_cursor(
     return EPOCH + timedelta(microseconds=micros), UUID(bytes=id_bytes)
 
 
-def page_start(request: Request, scope: bytes, descending: bool) -> tuple[datetime, UUID]:
+def page_start(
+    request: Request, scope: bytes, cursor: str | None, descending: bool
+) -> tuple[datetime, UUID]:
     """Where the requested page starts: after the cursor, or at the very beginning."""
-    cursor = request.query_params.get("cursor")
     if cursor is None:
         return NEWEST if descending else OLDEST
     return decode_cursor(request.state.cursor_key, scope, cursor)

@@ -19,13 +19,18 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from handlers.access import caller_key, key_is_current, room_to_wait
-from handlers.common import ENCODER, NotFound, path_uuid
+from access.authentication import caller_key, key_is_current
+from access.limits import hold_wait_slot
+from handlers.bodies import ENCODER
+from handlers.http_errors import NotFound
 from handlers.mailbox import SCOPE
 from handlers.pagination import EPOCH, OLDEST, decode_cursor, encode_cursor
+from handlers.params import path_uuid, query
 from queries import sql
-from queries.listener import Key, Listener
+from queries.listener import Key, Listener, Subscription
+from validation.query_params import StreamQuery
 from validation.responses import MailboxItem
 
 BATCH = 500
@@ -47,21 +52,40 @@ def _resume_position(request: Request) -> Position:
     last_event_id = request.headers.get("last-event-id")
     if last_event_id:
         return decode_cursor(key, SCOPE, last_event_id, ("header", "last-event-id"))
-    after = request.query_params.get("after")
+    after = query(request, StreamQuery).after
     if after is not None:
         return decode_cursor(key, SCOPE, after, ("query", "after"))
     return OLDEST
+
+
+class _SlotResponse(StreamingResponse):
+    """A stream that gives its wait slot back however it ends, even before it started."""
+
+    def __init__(self, events: AsyncIterator[bytes], subscription: Subscription) -> None:
+        super().__init__(events, media_type="text/event-stream", headers=HEADERS)
+        self.subscription = subscription
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.subscription.release()
 
 
 async def stream_messages(request: Request) -> Response:
     """Server-Sent Events of the agent's unread messages: replay, then live."""
     agent_id = path_uuid(request, "agent_id")
     position = _resume_position(request)
-    room_to_wait(request, agent_id)
     state = request.state
-    async with state.pool.connection() as conn:
-        if not await sql.agent_exists.value(conn, agent_id=agent_id):
-            raise NotFound("Agent not found")
+    # Registered now, before the first read, so that nothing stored from here on is missed.
+    subscription = hold_wait_slot(request, agent_id)
+    try:
+        async with state.pool.connection() as conn:
+            if not await sql.agent_exists.value(conn, agent_id=agent_id):
+                raise NotFound("Agent not found")
+    except BaseException:
+        subscription.release()
+        raise
     events = _events(
         state.pool,
         state.listener,
@@ -70,8 +94,9 @@ async def stream_messages(request: Request) -> Response:
         agent_id,
         position,
         caller_key(request),
+        subscription,
     )
-    return StreamingResponse(events, media_type="text/event-stream", headers=HEADERS)
+    return _SlotResponse(events, subscription)
 
 
 def _event(cursor_key: bytes, item: MailboxItem, at: Position) -> bytes:
@@ -129,11 +154,12 @@ async def _events(
     agent_id: UUID,
     position: Position,
     key: bytes | None,
+    subscription: Subscription,
 ) -> AsyncIterator[bytes]:
     """The stream; opened with an agent's key, it ends (`event: revoked`) at the first
     wake-up (a message or a heartbeat) after that key was replaced."""
     sent: dict[UUID, None] = {}  # insertion-ordered, the last REMEMBERED ids
-    with listener.subscribe(agent_id) as waiter:
+    with subscription as waiter:
         yield OPENING
         while not waiter.closed:
             keys = waiter.take()

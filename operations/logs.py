@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import sys
 import time
 from contextvars import ContextVar
 
 import msgspec
+
+from settings import load_settings
 
 FORMATS = ("json", "text")
 # The id of the request this task is serving, None outside a request.
@@ -122,7 +123,7 @@ def formatter(log_format: str | None = None) -> logging.Formatter:
     the application, so its own start-up lines are formatted the same way.
     """
     if log_format is None:
-        log_format = os.environ.get("LOG_FORMAT", "text").strip().lower()
+        log_format = load_settings().log_format
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 

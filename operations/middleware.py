@@ -1,4 +1,4 @@
-"""The request middleware: a request id, one log line and the request metrics per request.
+"""The middleware: a request id, one log line and the metrics per request; security headers.
 
 Pure ASGI (no BaseHTTPMiddleware), so streamed responses pass through untouched
 and a request costs a few dictionary look-ups more, not a task.
@@ -98,3 +98,28 @@ class RequestTelemetry:
                     "principal": scope.get("mailroom.principal"),
                 },
             )
+
+
+class SecurityHeaders:
+    """`X-Content-Type-Options: nosniff` on every response, and `Cache-Control:
+    no-store` on every response but the static files of the documentation pages."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cacheable = scope["path"].startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if not cacheable and all(name != b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
-import os
 import secrets
-import signal
 import time
-import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,50 +79,6 @@ def normalise_url(url: str) -> str:
     if "ssl" in params:
         params.setdefault("sslmode", params.pop("ssl"))
     return f"{base}?{urlencode(params)}" if params else base
-
-
-def stop_embedded(data_dir: Path, seconds: float = 10.0) -> None:
-    """Stop the embedded PostgreSQL of `data_dir`, if it runs: a fast shutdown (SIGINT
-    to the postmaster, as `pg_ctl -m fast` sends it; pg_ctl refuses to run as root)."""
-    pid_file = data_dir / "postmaster.pid"
-    try:
-        pid = int(pid_file.read_text().split()[0])
-        os.kill(pid, signal.SIGINT)
-    except (OSError, ValueError, IndexError):
-        return  # not running
-    deadline = time.monotonic() + seconds
-    while pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    # pgserver's own exit hook finds the server gone and would warn that it failed.
-    logging.getLogger("pgserver").setLevel(logging.CRITICAL)
-    log.info("embedded PostgreSQL stopped")
-
-
-def start_embedded(data_dir: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL in `data_dir`; its mailroom database URL."""
-    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every initdb line
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver copes with that.
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            import pgserver  # only needed without DATABASE_URL
-        except ImportError:
-            raise RuntimeError(
-                "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not "
-                "installed: set DATABASE_URL, or install the 'embedded' dependency group"
-            ) from None
-        server = pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
-    log.info("embedded PostgreSQL running with its data in %s", data_dir.resolve())
-    with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
-        exists = conn.execute(sql.database_exists.text).fetchone()
-        if not (exists and exists[0]):
-            # Several workers may start at once; the first one creates it.
-            with contextlib.suppress(
-                psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
-            ):
-                conn.execute(sql.create_database.text)
-    return server.get_uri("mailroom")
 
 
 async def connect_with_retry(url: str, deadline: float) -> AsyncConnection:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 import psycopg
@@ -73,6 +73,30 @@ class Waiter:
         return keys
 
 
+class Subscription:
+    """One registered waiter; `release()` (or leaving its `with` block) unregisters it."""
+
+    __slots__ = ("agent_id", "registry", "waiter")
+
+    def __init__(self, registry: dict[UUID, set[Waiter]], agent_id: UUID, waiter: Waiter) -> None:
+        self.registry = registry
+        self.agent_id = agent_id
+        self.waiter = waiter
+
+    def release(self) -> None:
+        waiters = self.registry.get(self.agent_id)
+        if waiters is not None:
+            waiters.discard(self.waiter)
+            if not waiters:
+                del self.registry[self.agent_id]
+
+    def __enter__(self) -> Waiter:
+        return self.waiter
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
 class Listener:
     """LISTEN on one dedicated connection; reconnects until closed."""
 
@@ -115,21 +139,14 @@ class Listener:
             for waiter in waiters:
                 waiter.close()
 
-    @contextlib.contextmanager
-    def subscribe(self, agent_id: UUID) -> Iterator[Waiter]:
-        """A waiter for `agent_id`'s new messages, registered for the block."""
+    def subscribe(self, agent_id: UUID) -> Subscription:
+        """A waiter for `agent_id`'s new messages, registered at once (before any await)
+        until the subscription is released or its `with` block ends."""
         waiter = Waiter()
         if self.closing:
             waiter.close()
         self.waiters.setdefault(agent_id, set()).add(waiter)
-        try:
-            yield waiter
-        finally:
-            waiters = self.waiters.get(agent_id)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self.waiters[agent_id]
+        return Subscription(self.waiters, agent_id, waiter)
 
     def _dispatch(self, payload: str) -> None:
         try:

@@ -19,8 +19,10 @@ import pytest
 from psycopg.rows import dict_row
 from starlette.testclient import TestClient
 
-from queries.database import normalise_url, start_embedded
-from service import Settings, create_app
+from embedded import start_embedded
+from queries.database import normalise_url
+from service import create_app
+from settings import Settings
 from tests.helpers import temporary_database
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,8 +27,9 @@ import pytest
 from psycopg import sql as pgsql
 from starlette.testclient import TestClient
 
-from handlers.access import ADMIN_TOKEN_FILE, embedded_admin_token
-from service import Settings, create_app, load_settings
+from embedded import ADMIN_TOKEN_FILE, embedded_admin_token
+from service import create_app
+from settings import Settings, load_settings
 from tests.test_server import Server, clean_env, free_port, run_to_exit
 
 ADMIN = "admin-" + secrets.token_urlsafe(24)

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 import queries
 from queries import Queries, Query, parse, sql
 from queries.database import MIGRATIONS, migrate, normalise_url
-from service import load_settings
+from settings import load_settings
 from tests.helpers import temporary_database
 
 SAMPLE_USERS = [

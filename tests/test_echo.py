@@ -12,7 +12,8 @@ from starlette.testclient import TestClient
 
 import handlers.echo
 from handlers.echo import run_command
-from service import Settings, create_app
+from service import create_app
+from settings import Settings
 from tests.helpers import assert_invalid
 
 PUNCTUATION = ".,!?-_"

@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-import handlers.core
 import handlers.echo
+import handlers.health
 import service
 from operations import logs
 from service import Settings, create_app
+from settings import load_settings
 from tests.test_server import Server
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -149,7 +151,7 @@ def test_metrics_is_not_part_of_the_api_document(client):
 def gated(settings: Settings) -> Iterator[tuple[TestClient, str]]:
     """The app with METRICS_TOKEN set."""
     token = "mt_" + secrets.token_urlsafe(16)
-    gated_settings = service.msgspec.structs.replace(settings, metrics_token=token)
+    gated_settings = msgspec.structs.replace(settings, metrics_token=token)
     with TestClient(create_app(gated_settings)) as gated_client:
         yield gated_client, token
 
@@ -180,10 +182,10 @@ def test_metrics_token_opens_metrics(gated):
 def test_metrics_token_is_read_from_a_file(tmp_path):
     path = tmp_path / "token"
     path.write_text("from-a-file\n")
-    assert service.load_settings({"METRICS_TOKEN_FILE": str(path)}).metrics_token == "from-a-file"
+    assert load_settings({"METRICS_TOKEN_FILE": str(path)}).metrics_token == "from-a-file"
     both = {"METRICS_TOKEN_FILE": str(path), "METRICS_TOKEN": "direct"}
-    assert service.load_settings(both).metrics_token == "direct"
-    assert service.load_settings({"METRICS_TOKEN": ""}).metrics_token is None
+    assert load_settings(both).metrics_token == "direct"
+    assert load_settings({"METRICS_TOKEN": ""}).metrics_token is None
 
 
 # Request ids -----------------------------------------------------------------------
@@ -221,7 +223,7 @@ def test_a_500_names_its_request_id_in_the_body_the_header_and_the_log(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(handlers.core, "json_response", broken)
+    monkeypatch.setattr(handlers.health, "json_response", broken)
     plain = TestClient(client.app, raise_server_exceptions=False)
     plain.app_state.update(client.app_state)
     with caplog.at_level(logging.INFO):

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from queries.database import start_embedded
+from embedded import start_embedded
 from tests.test_server import Server
 from tests.test_stream import Stream
 

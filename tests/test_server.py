@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import service
+from settings import ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parent.parent
 START_SECONDS = 30
@@ -34,7 +34,7 @@ def clean_env(**variables: str) -> dict[str, str]:
     Authentication is off unless `variables` turn it on: these servers prove
     the open contract of API.md (tests/test_access.py covers the keys).
     """
-    env = {k: v for k, v in os.environ.items() if k not in service.ENVIRONMENT}
+    env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
     env["MAILROOM_AUTH"] = "off"
     env.update(variables)
     return env

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from service import load_settings
+from settings import load_settings
 
 
 def test_defaults_without_environment():

@@ -54,6 +54,7 @@ from kubernetes_validate.utils import SchemaNotFoundError
 from prometheus_client.parser import text_string_to_metric_families
 
 import service
+from settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -989,13 +990,13 @@ def config(docs: list[dict[str, Any]]) -> dict[str, str]:
     return find(docs, "ConfigMap", source["configMapRef"]["name"])["data"]
 
 
-def app_settings(docs: list[dict[str, Any]], tmp_path: Path) -> service.Settings:
+def app_settings(docs: list[dict[str, Any]], tmp_path: Path) -> Settings:
     """The Settings the Deployment's ConfigMap gives, its admin token file made locally."""
     variables = dict(config(docs))
     token_file = tmp_path / "token"
     token_file.write_text("k8s-admin-" + secrets.token_urlsafe(16))
     variables["MAILROOM_ADMIN_TOKEN_FILE"] = str(token_file)
-    return service.load_settings(variables)
+    return load_settings(variables)
 
 
 def test_admin_token_is_a_file_mounted_from_a_secret(base, overlay):
@@ -1239,7 +1240,7 @@ def test_monitoring_component_scrapes_the_app_with_the_metrics_token(monitored, 
     token = token_secret["stringData"][credentials["key"]]
     variables = {**config(monitored), "METRICS_TOKEN": token}
     variables.pop("MAILROOM_ADMIN_TOKEN_FILE")  # a file in the pod: not here
-    assert service.load_settings(variables).metrics_token
+    assert load_settings(variables).metrics_token
     # Without the component nothing changes: no token, no ServiceMonitor.
     assert not [d for d in base if d["kind"] == "ServiceMonitor"]
     dashboard = find(monitored, "ConfigMap", "mailroom-grafana-dashboard")

@@ -28,14 +28,15 @@ class InvalidInput(Exception):
         return cls([FieldError(type=type, loc=list(loc), msg=msg)])
 
     @classmethod
-    def from_msgspec(cls, error: msgspec.MsgspecError) -> InvalidInput:
-        """Translate a msgspec decode or validation error on a request body."""
+    def from_msgspec(cls, error: msgspec.MsgspecError, where: str = "body") -> InvalidInput:
+        """Translate a msgspec decode or validation error on the request's `where`
+        ("body", or "query" for a query string decoded into a Struct)."""
         if not isinstance(error, msgspec.ValidationError):
             return cls.at(["body"], f"Body is not valid JSON: {error}", "json_invalid")
         found = _AT.match(str(error))
         assert found is not None  # the pattern matches any text
         msg, path = found["msg"], found["path"] or "$"
-        loc: list[str | int] = ["body"]
+        loc: list[str | int] = [where]
         for name, index in _PATH_PART.findall(path):
             if name:
                 loc.append(name)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
 from validation.responses import ErrorDetail, ValidationErrorBody
+
+if TYPE_CHECKING:
+    from handlers.operation import Operation
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
@@ -42,8 +46,6 @@ _ERROR_HEADERS = {
     429: _RETRY_AFTER,
     503: _RETRY_AFTER,
 }
-# Writes are rate limited per caller.
-_RATE_LIMITED = {"POST", "PUT"}
 SECURITY_SCHEME = "bearer"
 _SECURITY_SCHEMES = {
     SECURITY_SCHEME: {
@@ -56,71 +58,55 @@ _SECURITY_SCHEMES = {
 }
 
 
-class Param(NamedTuple):
-    """A query (or, with `where="header"`, header) parameter."""
+class Header(NamedTuple):
+    """A request header an operation reads (query parameters come from its query Struct)."""
 
     name: str
     schema: dict[str, Any]
     description: str
-    where: str = "query"
 
 
-class Operation(NamedTuple):
-    """One (method, path) of the API as the documentation shows it.
-
-    `errors` lists the statuses particular to the operation, each a code (body
-    `{"detail": ...}`, or the 422 list) or a (code, body type) pair. The rest
-    are derived: 401 and 403 unless `public`, 413 with a body, 429 on writes,
-    503 when it uses the database.
-    """
-
-    method: str
-    path: str
-    summary: str
-    response: Any = None
-    status: int = 200
-    body: type | None = None
-    errors: tuple[int | tuple[int, Any], ...] = ()
-    query: tuple[Param, ...] = ()
-    tag: str = "core"
-    media_type: str = "application/json"
-    public: bool = False
-    database: bool = True
-
-    def error_bodies(self) -> dict[int, Any]:
-        """Every error status the operation can answer, with the type of its body."""
-        codes: dict[int, Any] = {}
-        if not self.public:
-            codes[401] = codes[403] = ErrorDetail
-        if self.body is not None:
-            codes[413] = ErrorDetail
-        if self.method in _RATE_LIMITED:
-            codes[429] = ErrorDetail
-        if self.database:
-            codes[503] = ErrorDetail
-        for error in self.errors:
-            code, body = error if isinstance(error, tuple) else (error, None)
-            codes[code] = body or (ValidationErrorBody if code == 422 else ErrorDetail)
-        return dict(sorted(codes.items()))
-
-
-LIMIT = Param(
-    "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Items per page"
-)
-CURSOR = Param("cursor", {"type": "string"}, "Opaque cursor from a Link rel=next header")
-IDEMPOTENCY_KEY = Param(
+IDEMPOTENCY_KEY = Header(
     "Idempotency-Key",
     {"type": "string", "minLength": 1, "maxLength": 255},
     "Same key and body within 24 h: the original 201 response, nothing stored twice; "
     "same key with another body: 422",
-    "header",
 )
-ORDER = Param("order", {"enum": ["desc", "asc"], "default": "desc"}, "Order by sent_at")
+LAST_EVENT_ID = Header(
+    "Last-Event-ID", {"type": "string"}, "Resume after this event id (wins over after)"
+)
 
 
-def build(title: str, version: str, description: str, operations: list[Operation]) -> dict:
+def query_parameters(kind: type | None) -> list[dict[str, Any]]:
+    """The documented query parameters of a query Struct, in field order."""
+    if kind is None:
+        return []
+    _, components = msgspec.json.schema_components([kind], ref_template=_REF)
+    properties = components[kind.__name__]["properties"]
+    parameters = []
+    for name, field_schema in properties.items():
+        field_schema = dict(field_schema)
+        # `X | None` documents as anyOf [X, null]; an absent parameter is the None.
+        options = field_schema.pop("anyOf", None)
+        if options is not None:
+            field_schema |= next(o for o in options if o.get("type") != "null")
+        description = field_schema.pop("description", "")
+        parameters.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": field_schema,
+                "description": description,
+            }
+        )
+    return parameters
+
+
+def build(title: str, version: str, description: str, operations: Sequence[Operation]) -> dict:
     """The whole document as a dict, ready to encode once."""
     types: set[Any] = {ErrorDetail, ValidationErrorBody}
+    operations = [op for op in operations if op.documented]
     for op in operations:
         types.update(t for t in (op.body, op.response) if t is not None)
         types.update(op.error_bodies().values())
@@ -141,16 +127,12 @@ def build(title: str, version: str, description: str, operations: list[Operation
             }
             for name in _PATH_PARAM.findall(op.path)
         ]
+        parameters += query_parameters(op.query)
         parameters += [
-            {
-                "name": p.name,
-                "in": p.where,
-                "required": False,
-                "schema": p.schema,
-                "description": p.description,
-            }
-            for p in op.query
-        ]
+            {"name": h.name, "in": "header", "required": False, "schema": h.schema,
+             "description": h.description}
+            for h in op.headers
+        ]  # fmt: skip
         responses: dict[str, Any] = {
             str(op.status): {
                 "description": "Success",
@@ -178,7 +160,7 @@ def build(title: str, version: str, description: str, operations: list[Operation
             operation["security"] = []
         if op.body is not None:
             if op.method == "PUT":
-                # A partial update names at least one field (handlers.common.decode_update).
+                # A partial update names at least one field (handlers.bodies.decode_update).
                 components[op.body.__name__]["minProperties"] = 1
             operation["requestBody"] = {
                 "required": True,

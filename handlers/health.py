@@ -1,4 +1,4 @@
-"""The service's own routes: greeting, health probes and the sample users."""
+"""The service's own routes: the greeting and the health probes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.common import NotFound, json_response, path_int
+from handlers.bodies import json_response
 from queries import sql
-from validation.responses import Health, Root, User
+from validation.responses import Health, Root
 
 ROOT = Root(message="mailroom: messaging between AI agents", docs="/docs")
 HEALTHY = Health(status="healthy")
@@ -35,12 +35,3 @@ async def health(request: Request) -> Response:
 async def live(request: Request) -> Response:
     """200 while the process serves requests; never touches the database."""
     return json_response(ALIVE)
-
-
-async def get_user(request: Request) -> Response:
-    user_id = path_int(request, "user_id")
-    async with request.state.pool.connection() as conn:
-        user = await sql.get_user.one(conn, User, user_id=user_id)
-    if user is None:
-        raise NotFound("User not found")
-    return json_response(user)

@@ -1,0 +1,61 @@
+"""Limits per agent key: rate limits on writes and the cap on open streams and long-polls."""
+
+from __future__ import annotations
+
+import time
+from uuid import UUID
+
+from starlette.requests import Request
+
+from access.authentication import caller
+from handlers.http_errors import TooManyRequests
+from queries.listener import Subscription
+
+
+class RateLimits:
+    """Token buckets per (agent, kind) in this process: a replica's own count.
+
+    Each kind allows `per_minute` requests a minute, with bursts of as many;
+    0 turns the kind's limit off. The admin and an unauthenticated service are
+    never limited here.
+    """
+
+    def __init__(self, per_minute: dict[str, int]) -> None:
+        self.per_minute = per_minute
+        self.buckets: dict[tuple[UUID, str], tuple[float, float]] = {}
+
+    def take(self, agent_id: UUID, kind: str) -> int:
+        """0 when a request may go ahead, else the whole seconds to wait."""
+        capacity = self.per_minute.get(kind, 0)
+        if capacity <= 0:
+            return 0
+        rate = capacity / 60.0
+        now = time.monotonic()
+        tokens, then = self.buckets.get((agent_id, kind), (float(capacity), now))
+        tokens = min(float(capacity), tokens + (now - then) * rate)
+        if tokens < 1.0:
+            self.buckets[(agent_id, kind)] = (tokens, now)
+            return max(1, int((1.0 - tokens) / rate + 0.999))
+        if len(self.buckets) > 100_000:
+            self.buckets.clear()  # full buckets are the default: forgetting them loses nothing
+        self.buckets[(agent_id, kind)] = (tokens - 1.0, now)
+        return 0
+
+
+def hold_wait_slot(request: Request, agent_id: UUID) -> Subscription:
+    """Register a stream's or long-poll's waiter for `agent_id`, or 429.
+
+    An agent key may hold MAILROOM_WAITS_PER_AGENT of them open on this process
+    (each one is a read per new message). The count and the registration happen
+    in one step, with no await between, so requests opened at the same moment
+    cannot all pass the check before any of them is counted.
+    """
+    listener = request.state.listener
+    if caller(request) is not None:
+        limit = request.state.settings.waits_per_agent
+        if len(listener.waiters.get(agent_id, ())) >= limit:
+            raise TooManyRequests(
+                f"This agent already has {limit} streams or long-polls open; close one first",
+                {"Retry-After": "5"},
+            )
+    return listener.subscribe(agent_id)

@@ -1,0 +1,341 @@
+"""Settings: every environment variable mailroom reads, its bounds and its meaning, once.
+
+Each field of `Settings` names its variable, its bounds (msgspec `Meta`
+constraints, checked by msgspec when the values are converted) and its help
+text; docs/configuration.md lists the same variables and a test holds the two
+together. `load_settings` reads the environment once; a bad value stops
+start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from queries.database import normalise_url
+
+
+def _env(variable: str, help: str, **bounds: Any) -> Meta:
+    """The Meta of a setting: its bounds, its help text and the variable that sets it."""
+    return Meta(description=help, extra={"env": variable}, **bounds)
+
+
+LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
+LogFormat = Literal["json", "text"]
+Seconds = float
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything configurable, read once from the environment (docs/configuration.md)."""
+
+    database_url: (
+        Annotated[
+            str,
+            _env(
+                "DATABASE_URL", "PostgreSQL URL; unset: the embedded server (`uv run service.py`)"
+            ),
+        ]
+        | None
+    ) = None
+    data_dir: Annotated[
+        str, _env("MAILROOM_DATA_DIR", "Data directory of the embedded PostgreSQL")
+    ] = ".mailroom/pgdata"
+    host: Annotated[str, _env("HOST", "Address to listen on")] = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
+    port: Annotated[int, _env("PORT", "TCP port to listen on", ge=1, le=65535)] = 8000
+    workers: Annotated[
+        int, _env("WEB_CONCURRENCY", "Worker processes (default: one per core)", ge=1, le=256)
+    ] = os.cpu_count() or 1
+    log_level: Annotated[LogLevel, _env("LOG_LEVEL", "Lowest level logged")] = "INFO"
+    log_format: Annotated[LogFormat, _env("LOG_FORMAT", "json (one object per line) or text")] = (
+        "text"
+    )
+    metrics_token: (
+        Annotated[
+            str,
+            _env(
+                "METRICS_TOKEN",
+                "Bearer token a scraper sends to GET /metrics (also METRICS_TOKEN_FILE)",
+            ),
+        ]
+        | None
+    ) = None
+    pool_min_size: Annotated[
+        int, _env("MAILROOM_POOL_MIN_SIZE", "Connections each worker keeps open", ge=0)
+    ] = 2
+    pool_max_size: Annotated[
+        int, _env("MAILROOM_POOL_MAX_SIZE", "Most connections one worker opens", ge=1)
+    ] = 10
+    db_connections: (
+        Annotated[
+            int,
+            _env(
+                "MAILROOM_DB_CONNECTIONS",
+                "This replica's share of max_connections, split between its workers",
+                ge=1,
+            ),
+        ]
+        | None
+    ) = None
+    pool_timeout: Annotated[
+        Seconds,
+        _env("MAILROOM_POOL_TIMEOUT", "Seconds to wait for a free connection, then 503", gt=0),
+    ] = 5.0
+    prepare_threshold: (
+        Annotated[
+            int,
+            _env(
+                "MAILROOM_PREPARE_THRESHOLD",
+                "Executions before a statement is prepared; off for PgBouncer < 1.21",
+                ge=0,
+            ),
+        ]
+        | None
+    ) = 5
+    startup_timeout: Annotated[
+        Seconds,
+        _env("MAILROOM_STARTUP_TIMEOUT", "Seconds to wait for the database at start-up", gt=0),
+    ] = 30.0
+    health_timeout: Annotated[
+        Seconds, _env("MAILROOM_HEALTH_TIMEOUT", "Seconds GET /health waits for the database", gt=0)
+    ] = 2.0
+    echo_timeout: Annotated[
+        Seconds, _env("MAILROOM_ECHO_TIMEOUT", "Seconds /cli/echo's command may run", gt=0)
+    ] = 5.0
+    echo_output_limit: Annotated[
+        int, _env("MAILROOM_ECHO_OUTPUT_LIMIT", "Bytes of echo output kept", ge=1)
+    ] = 65536
+    max_body_bytes: Annotated[
+        int, _env("MAILROOM_MAX_BODY_BYTES", "Largest request body, in bytes; more is 413", ge=1)
+    ] = 1_048_576
+    stream_heartbeat: Annotated[
+        Seconds,
+        _env("MAILROOM_STREAM_HEARTBEAT", "Seconds between heartbeats on an idle stream", gt=0),
+    ] = 15.0
+    reconnect_interval: Annotated[
+        Seconds,
+        _env(
+            "MAILROOM_RECONNECT_INTERVAL",
+            "Seconds between the listener's reconnection attempts",
+            gt=0,
+        ),
+    ] = 0.5
+    db_check_interval: Annotated[
+        Seconds,
+        _env(
+            "MAILROOM_DB_CHECK_INTERVAL",
+            "Seconds between the listener's checks that the database answers",
+            gt=0,
+        ),
+    ] = 5.0
+    auth_required: Annotated[
+        bool, _env("MAILROOM_AUTH", "required: every non-public route needs a key; off: none")
+    ] = True
+    admin_token: (
+        Annotated[
+            str,
+            _env(
+                "MAILROOM_ADMIN_TOKEN",
+                "The operator's key (also MAILROOM_ADMIN_TOKEN_FILE); the embedded setup makes one",
+            ),
+        ]
+        | None
+    ) = None
+    write_rate_limit: Annotated[
+        int,
+        _env("MAILROOM_WRITE_RATE_LIMIT", "POST/PUT per agent key a minute; 0 is no limit", ge=0),
+    ] = 600
+    echo_rate_limit: Annotated[
+        int,
+        _env("MAILROOM_ECHO_RATE_LIMIT", "/cli/echo per agent key a minute; 0 is no limit", ge=0),
+    ] = 60
+    echo_concurrency: Annotated[
+        int,
+        _env("MAILROOM_ECHO_CONCURRENCY", "echo commands one worker runs at once", ge=1),
+    ] = 4
+    waits_per_agent: Annotated[
+        int,
+        _env(
+            "MAILROOM_WAITS_PER_AGENT",
+            "Streams and long-polls one agent key holds open per worker",
+            ge=1,
+        ),
+    ] = 8
+    statement_timeout: (
+        Annotated[
+            Seconds,
+            _env(
+                "MAILROOM_STATEMENT_TIMEOUT",
+                "Seconds one SQL statement may run; off for PgBouncer (set it on the role)",
+                ge=0.001,
+            ),
+        ]
+        | None
+    ) = 10.0
+
+    def __post_init__(self) -> None:
+        if self.pool_max_size < self.pool_min_size:
+            raise ValueError(
+                "MAILROOM_POOL_MAX_SIZE must be at least MAILROOM_POOL_MIN_SIZE"
+                f" ({self.pool_max_size} < {self.pool_min_size})"
+            )
+
+
+MIN_ADMIN_TOKEN = 16  # characters: a shorter operator secret is refused at start-up
+OFF = ("off", "none", "")
+SECRETS = ("METRICS_TOKEN", "MAILROOM_ADMIN_TOKEN")  # never echoed in an error
+
+
+def read_file(path: str) -> str:
+    """A setting kept in a file (a mounted Kubernetes Secret, for example)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+
+
+def _secret(text: str) -> str | None:
+    """A token from the environment or a file; empty means unset."""
+    return text.strip() or None
+
+
+def _admin_token(text: str) -> str:
+    text = text.strip()
+    if len(text) < MIN_ADMIN_TOKEN or not text.isascii() or not text.isprintable():
+        raise ValueError(
+            f"the admin token must be at least {MIN_ADMIN_TOKEN} printable ASCII characters"
+        )
+    return text
+
+
+def _auth(text: str) -> bool:
+    modes = {"required": True, "off": False}
+    if text not in modes:
+        raise ValueError("must be one of: required, off")
+    return modes[text]
+
+
+def _optional(parse: Callable[[str], Any], off: tuple[str, ...] = OFF) -> Callable[[str], Any]:
+    return lambda text: None if text.lower() in off else parse(text)
+
+
+_NUMBER = re.compile(r"[0-9]{1,18}")
+
+# How a variable's text becomes its field's value, where plain int/float/str is not enough.
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "DATABASE_URL": normalise_url,
+    "LOG_LEVEL": str.upper,
+    "LOG_FORMAT": str.lower,
+    "METRICS_TOKEN": _secret,
+    "MAILROOM_AUTH": _auth,
+    "MAILROOM_ADMIN_TOKEN": _admin_token,
+    "MAILROOM_PREPARE_THRESHOLD": _optional(int),
+    "MAILROOM_STATEMENT_TIMEOUT": _optional(float, (*OFF, "0")),
+}
+# Variables that name a file holding the value of another (a mounted Secret). The
+# variable itself wins when both are set, except the admin token, where both is an error.
+FILE_VARIABLES = {
+    "METRICS_TOKEN_FILE": "METRICS_TOKEN",
+    "MAILROOM_ADMIN_TOKEN_FILE": "MAILROOM_ADMIN_TOKEN",
+}
+
+
+def _described() -> dict[str, tuple[str, type, str]]:
+    """Variable -> (field, msgspec.inspect type of its value, help text), from each field's Meta."""
+    info = msgspec.inspect.type_info(Settings)
+    assert isinstance(info, msgspec.inspect.StructType)
+    found = {}
+    for field in info.fields:
+        kind = field.type
+        if isinstance(kind, msgspec.inspect.UnionType):  # X | None
+            kind = next(t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType))
+        assert isinstance(kind, msgspec.inspect.Metadata), field.name
+        text = (kind.extra_json_schema or {}).get("description", "")
+        found[kind.extra["env"]] = (field.name, type(kind.type), text)
+    return found
+
+
+FIELDS = {variable: (field, kind) for variable, (field, kind, _) in _described().items()}
+# Every variable the settings read, with its help text: what docs/configuration.md lists.
+ENVIRONMENT: dict[str, str] = {variable: text for variable, (*_, text) in _described().items()}
+ENVIRONMENT |= {
+    name: f"A file holding {target} (a mounted Secret)" for name, target in FILE_VARIABLES.items()
+}
+
+
+def _plain(kind: type, text: str) -> Any:
+    """Text as int, float or str; text that is not one stays a str, which msgspec refuses."""
+    if kind is msgspec.inspect.IntType:
+        return int(text) if _NUMBER.fullmatch(text.removeprefix("-")) else text
+    if kind is msgspec.inspect.FloatType:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return text
+
+
+def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from the environment; a bad value stops start-up naming the variable."""
+    if environ.get("MAILROOM_ADMIN_TOKEN") and environ.get("MAILROOM_ADMIN_TOKEN_FILE"):
+        raise SystemExit(
+            "mailroom: set MAILROOM_ADMIN_TOKEN or MAILROOM_ADMIN_TOKEN_FILE, not both"
+        )
+    texts = dict(environ)
+    shown = {variable: repr(text) for variable, text in environ.items()}
+    for file_variable, variable in FILE_VARIABLES.items():
+        path = environ.get(file_variable)
+        if path and variable not in environ:
+            try:
+                texts[variable] = read_file(path)
+            except ValueError as error:
+                raise SystemExit(f"mailroom: invalid {file_variable}={path!r}: {error}") from None
+            shown[variable] = f"(read from {file_variable}={path!r})"
+    for variable in SECRETS:
+        if variable in shown and variable in environ:
+            shown[variable] = "(hidden)"
+    values: dict[str, Any] = {}
+    variables: dict[str, str] = {}
+    for variable, (field, kind) in FIELDS.items():
+        text = texts.get(variable)
+        if text is None or (text == "" and variable == "DATABASE_URL"):
+            continue
+        text = text.strip()
+        try:
+            value = PARSERS[variable](text) if variable in PARSERS else _plain(kind, text)
+        except ValueError as error:
+            raise SystemExit(f"mailroom: invalid {variable}={shown[variable]}: {error}") from None
+        values[field] = value
+        variables[field] = variable
+    if values.get("db_connections") is not None and "pool_max_size" not in values:
+        # The replica's share of max_connections, split between its workers.
+        defaults = Settings()
+        workers = values.get("workers", defaults.workers)
+        budget = values["db_connections"]
+        if isinstance(workers, int) and isinstance(budget, int) and workers > 0 and budget > 0:
+            per_worker = max(1, budget // workers)
+            values["pool_max_size"] = per_worker
+            minimum = values.get("pool_min_size", defaults.pool_min_size)
+            if isinstance(minimum, int):
+                values["pool_min_size"] = min(minimum, per_worker)
+    try:
+        return msgspec.convert(values, Settings)
+    except msgspec.ValidationError as error:
+        raise SystemExit(_problem(str(error), variables, shown)) from None
+
+
+_AT_FIELD = re.compile(r" - at `\$\.(\w+)`$")
+
+
+def _problem(message: str, variables: Mapping[str, str], shown: Mapping[str, str]) -> str:
+    """msgspec's complaint about a field, told by the variable that set it."""
+    found = _AT_FIELD.search(message)
+    if found is None:  # __post_init__'s own sentence names its variables
+        return f"mailroom: invalid settings: {message}"
+    variable = variables.get(found[1], found[1])
+    return f"mailroom: invalid {variable}={shown.get(variable)}: {message[: found.start()]}"
