@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from processes import Cluster, Replica
 
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
-# What a response must be, whatever was sent (see README, "What CI checks"):
+# What a response must be, whatever was sent (see docs/testing.md, "Fuzzing"):
 CHECKS = [
     "not_a_server_error",  # never a 5xx (the database is up, so not even a 503)
     "status_code_conformance",  # only statuses the document lists for the operation

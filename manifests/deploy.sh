@@ -46,7 +46,7 @@ else
 fi
 
 if [[ $overlay == cloudnative-pg ]] && ! kubectl get crd clusters.postgresql.cnpg.io poolers.postgresql.cnpg.io >/dev/null 2>&1; then
-    die "the CloudNativePG operator is not installed in this cluster (see README.md, Deployment)"
+    die "the CloudNativePG operator is not installed in this cluster (see docs/deployment.md)"
 fi
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then

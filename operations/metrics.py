@@ -4,7 +4,7 @@ With several worker processes (WEB_CONCURRENCY > 1) every worker writes its
 counters to files in PROMETHEUS_MULTIPROC_DIR and a scrape, answered by any
 worker, adds them up (prometheus-client's multiprocess mode). The variable
 must be set before this module is imported: `service.main()` does it, a
-container sets it itself (see README, Operations). The pool figures are read
+container sets it itself (see docs/operations.md). The pool figures are read
 from the answering worker's pool at scrape time.
 """
 

@@ -1,11 +1,13 @@
-"""API documentation and core routes: the OpenAPI document, Swagger UI, ReDoc, greeting, health."""
+"""Documentation (OpenAPI, Swagger UI, ReDoc, README.md and docs/) and the core routes."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -421,3 +423,137 @@ def test_health_is_503_and_live_is_200_without_the_database(database_url: str) -
         assert isinstance(body["detail"], str) and body["detail"]
     assert live.status_code == 200
     assert live.json() == {"status": "alive"}
+
+
+# The written docs: README.md and docs/ -----------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
+FENCE = re.compile(r"^[ \t]*(```|~~~).*?^[ \t]*\1", re.MULTILINE | re.DOTALL)
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+# Environment variables the service's own code reads or sets (os.environ[...], .get, .setdefault).
+ENVIRON_READ = re.compile(r"environ(?:\.get\(|\.setdefault\(|\[)\s*[\"']([A-Z][A-Z0-9_]*)[\"']")
+NOT_THE_SERVICE = {"tests", "bench", "static", "docs", "manifests", "compose"}
+
+
+def prose(markdown: str) -> str:
+    """The text outside fenced code blocks and inline code, where links and headings live."""
+    return INLINE_CODE.sub("", FENCE.sub("", markdown))
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a heading: its rendered text in lower case, punctuation dropped
+    (letters, digits, `_`, `-` and spaces stay), each space a hyphen."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link reads as its text
+    text = re.sub(r"[`*]", "", text).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    """Every heading id of a page; GitHub numbers repeats: `x`, `x-1`, `x-2`."""
+    seen: Counter[str] = Counter()
+    found = set()
+    for heading in HEADING.findall(FENCE.sub("", page.read_text(encoding="utf-8"))):
+        slug = github_anchor(heading)
+        found.add(slug if not seen[slug] else f"{slug}-{seen[slug]}")
+        seen[slug] += 1
+    return found
+
+
+def relative_links(page: Path) -> list[str]:
+    return [
+        target
+        for target in LINK.findall(prose(page.read_text(encoding="utf-8")))
+        if not re.match(r"[a-z][a-z0-9+.-]*:", target)  # http:, https:, mailto: ...
+    ]
+
+
+def test_github_anchor_follows_githubs_rules() -> None:
+    assert github_anchor("Security: who may call what") == "security-who-may-call-what"
+    assert github_anchor("Fuzzing (schemathesis)") == "fuzzing-schemathesis"
+    assert github_anchor("Pagination, cursors and `Link`") == "pagination-cursors-and-link"
+    assert github_anchor("The [API](docs/api.md) by example") == "the-api-by-example"
+    assert github_anchor("PgBouncer and statement timeouts") == "pgbouncer-and-statement-timeouts"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_every_relative_link_resolves(page: Path) -> None:
+    """A link names a file of the repository that exists and, after #, a heading it has."""
+    for target in relative_links(page):
+        path, _, fragment = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        assert resolved.is_relative_to(ROOT), f"{page.name}: {target} leaves the repository"
+        assert resolved.exists(), f"{page.name}: {target} names a file that does not exist"
+        if fragment:
+            assert resolved.suffix == ".md", f"{page.name}: {target} has an anchor into a non-page"
+            assert fragment in anchors(resolved), (
+                f"{page.name}: {target}: {resolved.name} has no heading with the id {fragment!r}"
+            )
+
+
+def test_the_readme_lists_every_page_of_docs() -> None:
+    linked = {
+        (ROOT / target.partition("#")[0]).resolve()
+        for target in relative_links(README)
+        if target.startswith("docs/")
+    }
+    pages = list(DOCS.glob("*.md"))
+    assert pages
+    for page in pages:
+        assert page.resolve() in linked, f"README.md's Documentation table lacks {page.name}"
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under a `## heading`, up to the next heading of that level."""
+    assert f"\n## {heading}\n" in markdown, heading
+    return markdown.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def first_column(heading: str) -> list[str]:
+    """The variables in the first column of the table under `## heading` of
+    docs/configuration.md, one variable a row, in backticks."""
+    text = section((DOCS / "configuration.md").read_text(encoding="utf-8"), heading)
+    rows = [line for line in text.splitlines() if line.startswith("|")][2:]  # past the header
+    assert rows, heading
+    variables = []
+    for row in rows:
+        first = row.split("|")[1].strip()
+        assert re.fullmatch(r"`[A-Z][A-Z0-9_]*`", first), f"one variable in backticks: {row}"
+        variables.append(first.strip("`"))
+    return variables
+
+
+def test_the_settings_table_lists_exactly_the_variables_the_settings_read() -> None:
+    table = first_column("The settings")
+    assert len(table) == len(set(table)), "a variable is listed twice"
+    assert set(table) == set(service.ENVIRONMENT)
+
+
+def service_sources() -> list[Path]:
+    """The service's own Python files (not the tests, benchmarks or virtual environment)."""
+    found = []
+    for entry in ROOT.iterdir():
+        if entry.name.startswith(".") or entry.name in NOT_THE_SERVICE:
+            continue
+        if entry.is_dir():
+            found += entry.rglob("*.py")
+        elif entry.suffix == ".py":
+            found.append(entry)
+    return found
+
+
+def test_variables_read_outside_the_settings_are_documented() -> None:
+    """A variable read straight from os.environ is a setting, or is documented as another
+    program's: PROMETHEUS_MULTIPROC_DIR belongs to prometheus-client, which reads it at import."""
+    others = set(first_column("Variables of other programs"))
+    assert "PROMETHEUS_MULTIPROC_DIR" in others
+    assert not others & set(service.ENVIRONMENT), "a setting is documented as another program's"
+    sources = service_sources()
+    assert ROOT / "service.py" in sources
+    read = {name for path in sources for name in ENVIRON_READ.findall(path.read_text())}
+    assert read, "no os.environ read found: is ENVIRON_READ still the way the code reads them?"
+    assert read <= set(service.ENVIRONMENT) | others, read - set(service.ENVIRONMENT) - others

@@ -1376,16 +1376,14 @@ def test_cleanup_script_deletes_everything_or_keeps_the_data(tmp_path: Path):
     assert "deployment/mailroom" in calls
 
 
-# The README's Deployment section --------------------------------------------------
+# The deployment docs (docs/deployment.md) --------------------------------------------
 
 
-def test_readme_deployment_commands_name_files_that_exist():
-    readme = (ROOT / "README.md").read_text()
-    assert "\n## Deployment\n" in readme
-    section = readme.split("\n## Deployment\n", 1)[1].split("\n## ", 1)[0]
-    blocks = "\n".join(re.findall(r"```(?:bash|sh)?\n(.*?)```", section, re.DOTALL))
+def test_deployment_docs_commands_name_files_that_exist():
+    page = (ROOT / "docs" / "deployment.md").read_text()
+    blocks = "\n".join(re.findall(r"```(?:bash|sh)?\n(.*?)```", page, re.DOTALL))
     for path in re.findall(r"(?<![\w/.-])((?:manifests|compose)/[\w./-]*|\.env\.example)", blocks):
-        assert (ROOT / path).exists(), f"README names {path}, which does not exist"
+        assert (ROOT / path).exists(), f"docs/deployment.md names {path}, which does not exist"
     for command in (
         "cp .env.example .env",
         "docker compose up --build",
@@ -1396,4 +1394,4 @@ def test_readme_deployment_commands_name_files_that_exist():
         "manifests/deploy.sh",
         "manifests/cleanup.sh",
     ):
-        assert command in blocks, f"README's Deployment section lacks `{command}`"
+        assert command in blocks, f"docs/deployment.md lacks `{command}`"
