@@ -16,7 +16,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 import service
-from settings import Settings
+from settings import ENVIRONMENT, FIELDS, Settings
 from tests.helpers import assert_invalid
 from validation import requests as rq
 
@@ -530,7 +530,29 @@ def first_column(heading: str) -> list[str]:
 def test_the_settings_table_lists_exactly_the_variables_the_settings_read() -> None:
     table = first_column("The settings")
     assert len(table) == len(set(table)), "a variable is listed twice"
-    assert set(table) == set(service.ENVIRONMENT)
+    assert set(table) == set(ENVIRONMENT)
+
+
+def test_the_settings_table_shows_the_settings_defaults() -> None:
+    """A default written as one plain value (`10`, `required`) is the field's own."""
+    defaults = Settings(workers=1)
+    spelled = {True: "required", False: "off", None: "unset"}
+    section = (ROOT / "docs" / "configuration.md").read_text().split("## The settings")[1]
+    checked = 0
+    for row in section.split("\n## ")[0].splitlines():
+        cells = [cell.strip() for cell in row.split("|")[1:-1]]
+        if len(cells) != 3 or not re.fullmatch(r"`[^`]+`", cells[1]):
+            continue
+        variable, default = cells[0].strip("`"), cells[1].strip("`")
+        if variable not in FIELDS:
+            continue
+        value = getattr(defaults, FIELDS[variable][0])
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        shown = spelled[value] if value is None or isinstance(value, bool) else str(value)
+        assert shown == default, variable
+        checked += 1
+    assert checked >= 20, "the table's defaults are no longer plain values"
 
 
 def service_sources() -> list[Path]:
@@ -551,9 +573,9 @@ def test_variables_read_outside_the_settings_are_documented() -> None:
     program's: PROMETHEUS_MULTIPROC_DIR belongs to prometheus-client, which reads it at import."""
     others = set(first_column("Variables of other programs"))
     assert "PROMETHEUS_MULTIPROC_DIR" in others
-    assert not others & set(service.ENVIRONMENT), "a setting is documented as another program's"
+    assert not others & set(ENVIRONMENT), "a setting is documented as another program's"
     sources = service_sources()
     assert ROOT / "service.py" in sources
     read = {name for path in sources for name in ENVIRON_READ.findall(path.read_text())}
     assert read, "no os.environ read found: is ENVIRON_READ still the way the code reads them?"
-    assert read <= set(service.ENVIRONMENT) | others, read - set(service.ENVIRONMENT) - others
+    assert read <= set(ENVIRONMENT) | others, read - set(ENVIRONMENT) - others
