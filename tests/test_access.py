@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -408,7 +409,7 @@ def limited(database_url: str) -> Iterator[TestClient]:
         yield client
 
 
-def new_agent(client: TestClient) -> tuple[str, dict[str, str]]:
+def new_agent(client: TestClient | httpx.Client) -> tuple[str, dict[str, str]]:
     agent = created(client.post("/agents", json={"agent_name": "l"}, headers=bearer(ADMIN)))
     return agent["id"], bearer(agent["api_key"])
 
@@ -736,6 +737,39 @@ def test_refused_writes_count_against_the_rate(limited: TestClient) -> None:
         limited.put(f"/agents/{other_id}", json={"agent_name": "x"}, headers=key) for _ in range(4)
     ]
     assert [r.status_code for r in forbidden] == [403, 403, 403, 429]
+
+
+@pytest.mark.parametrize("kind", ["stream", "long-poll"])
+def test_opened_at_the_same_moment_no_more_than_the_cap_are_held(
+    http: httpx.Client, secured: Server, kind: str
+) -> None:
+    """50 opens at once: the check and the slot are one step, so the 9th and later are 429
+    (the race let 40 of 40 streams through: the check, an await, then the slot).
+
+    The 50 connections are opened first and the 50 requests written in one burst, so the
+    server reads them all before it answers any."""
+    agent_id, own = new_agent(http)  # no mail: a long-poll waits
+    path = f"/agents/{agent_id}/messages/" + ("stream" if kind == "stream" else "unread?wait=20")
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {own['Authorization']}\r\n\r\n"
+    ).encode()
+    with ExitStack() as stack:
+        sockets = [
+            stack.enter_context(socket.create_connection(("127.0.0.1", secured.port), timeout=30))
+            for _ in range(50)
+        ]
+        for connection in sockets:
+            connection.sendall(request)
+        statuses = []
+        for connection in sockets:
+            connection.settimeout(0.5 if kind == "long-poll" else 30)
+            try:
+                statuses.append(int(connection.recv(64).split()[1]))
+            except TimeoutError:
+                statuses.append(0)  # a long-poll still waiting: it holds a slot
+    accepted = [s for s in statuses if s != 429]
+    assert len(accepted) == 8, statuses  # MAILROOM_WAITS_PER_AGENT's default
+    assert set(accepted) == ({200} if kind == "stream" else {0}), statuses
 
 
 def test_an_agent_holds_a_bounded_number_of_streams_and_long_polls(http: httpx.Client) -> None:
