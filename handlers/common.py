@@ -12,7 +12,7 @@ from psycopg.types.json import Json
 from starlette.requests import Request
 from starlette.responses import Response
 
-from validation.errors import InvalidInput
+from validation.errors import InvalidInput, expected_choices, uuid_problem
 from validation.requests import Input
 
 S = TypeVar("S", bound=Input)
@@ -110,7 +110,7 @@ async def decode(request: Request, kind: type[S]) -> S:
     try:
         decoded = request.scope[_DECODED] = decoder.decode(body)
     except msgspec.MsgspecError as error:
-        raise InvalidInput.from_msgspec(error) from None
+        raise InvalidInput.from_msgspec(error, "body", body, kind) from None
     except UnicodeDecodeError:
         raise InvalidInput.at(["body"], "Body is not valid UTF-8", "json_invalid") from None
     except RecursionError:
@@ -132,7 +132,9 @@ def path_uuid(request: Request, name: str) -> UUID:
     # Only the canonical 8-4-4-4-12 spelling: Python's UUID() would also take
     # braces, a urn: prefix or hyphens anywhere.
     if not _UUID_TEXT.fullmatch(raw):
-        raise InvalidInput.at(["path", name], f"Not a valid UUID: {raw!r}", "uuid_parsing")
+        raise InvalidInput.pydantic(
+            "uuid_parsing", ["path", name], {"error": uuid_problem(raw)}, raw
+        )
     return UUID(raw)
 
 
@@ -140,7 +142,9 @@ def path_int(request: Request, name: str) -> int:
     """An integer path parameter, or 422 naming it."""
     raw = request.path_params[name]
     text = raw.removeprefix("-")
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidInput.pydantic("int_parsing", ["path", name], input=raw)
+    if len(text) > 18:
         raise InvalidInput.at(["path", name], f"Not a valid integer: {raw!r}", "int_parsing")
     return int(raw)
 
@@ -149,8 +153,9 @@ def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str:
     """A query parameter that must be one of `choices`; the first is the default."""
     value = request.query_params.get(name, choices[0])
     if value not in choices:
-        allowed = ", ".join(choices)
-        raise InvalidInput.at(["query", name], f"Must be one of: {allowed}", "enum")
+        raise InvalidInput.pydantic(
+            "literal_error", ["query", name], {"expected": expected_choices(choices)}, value
+        )
     return value
 
 
@@ -159,11 +164,16 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit() and len(raw) < 10) or not low <= int(raw) <= high:
-        raise InvalidInput.at(
-            ["query", name], f"Must be an integer from {low} to {high}", "value_error"
-        )
-    return int(raw)
+    digits = raw.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        raise InvalidInput.pydantic("int_parsing", ["query", name], input=raw)
+    # Past 18 digits the number is beyond any bound here, and int() of a long text is slow.
+    value = int(raw) if len(digits) <= 18 else (low - 1 if raw.startswith("-") else high + 1)
+    if value < low:
+        raise InvalidInput.pydantic("greater_than_equal", ["query", name], {"ge": low}, raw)
+    if value > high:
+        raise InvalidInput.pydantic("less_than_equal", ["query", name], {"le": high}, raw)
+    return value
 
 
 def query_bool(request: Request, name: str) -> bool | None:
@@ -172,7 +182,7 @@ def query_bool(request: Request, name: str) -> bool | None:
     if raw is None:
         return None
     if raw not in ("true", "false"):
-        raise InvalidInput.at(["query", name], "Must be true or false", "bool_parsing")
+        raise InvalidInput.pydantic("bool_parsing", ["query", name], input=raw)
     return raw == "true"
 
 
