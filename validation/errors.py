@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ast
+import enum
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from validation.responses import FieldError
 
@@ -228,7 +230,8 @@ def _translate(
     loc = [*prefix, *steps]
     # Path, query and header values arrive as text; a JSON body has typed values.
     text = bool(prefix) and prefix[0] != "body"
-    value = _lookup(_document(given), steps)
+    # msgspec does not name the key inside a dict (`$.tags[...]`): the value is unknown.
+    value = UNSET if "[...]" in path else _lookup(_document(given), steps)
 
     if match := _MISSING.fullmatch(msg):
         # pydantic reports the object the field is missing from; FastAPI null for a parameter.
@@ -319,36 +322,40 @@ def _lookup(document: Any, steps: Sequence[str | int]) -> Any:
 
 
 def _choices(kind: Any, steps: Sequence[str | int]) -> tuple[str, list[Any]] | None:
-    """The error type and allowed values of the Literal or Enum at `steps` in `kind`."""
-    if kind is None:
-        return None
-    node: Any = msgspec.inspect.type_info(kind)
-    for step in [*steps, None]:
-        while isinstance(node, msgspec.inspect.Metadata):
-            node = node.type
-        if isinstance(node, msgspec.inspect.UnionType):
-            options = [t for t in node.types if not isinstance(t, msgspec.inspect.NoneType)]
+    """The error type and allowed values of the Literal or Enum at `steps` in `kind`.
+
+    Read from the annotations, not msgspec.inspect: that sorts a Literal's values,
+    and pydantic lists them in the order they are declared.
+    """
+    node = _unwrap(kind)
+    for step in steps:
+        if isinstance(node, type) and issubclass(node, msgspec.Struct):
+            fields = {field.encode_name: field.type for field in msgspec.structs.fields(node)}
+            node = _unwrap(fields.get(step)) if isinstance(step, str) else None
+        elif get_origin(node) is list and isinstance(step, int):
+            node = _unwrap(get_args(node)[0])
+        else:
+            return None
+    if get_origin(node) is Literal:
+        return "literal_error", list(get_args(node))
+    if isinstance(node, type) and issubclass(node, enum.Enum):
+        return "enum", [member.value for member in node]
+    return None
+
+
+def _unwrap(node: Any) -> Any:
+    """The type inside Annotated[...] and an optional `X | None`; None for other unions."""
+    while True:
+        origin = get_origin(node)
+        if origin is Annotated:
+            node = get_args(node)[0]
+        elif origin in (Union, UnionType):
+            options = [a for a in get_args(node) if a not in (NoneType, UnsetType)]
             if len(options) != 1:
                 return None
             node = options[0]
-            while isinstance(node, msgspec.inspect.Metadata):
-                node = node.type
-        if step is None:
-            break
-        if isinstance(node, msgspec.inspect.StructType) and isinstance(step, str):
-            fields = {field.encode_name: field.type for field in node.fields}
-            if step not in fields:
-                return None
-            node = fields[step]
-        elif isinstance(node, msgspec.inspect.ListType) and isinstance(step, int):
-            node = node.item_type
         else:
-            return None
-    if isinstance(node, msgspec.inspect.LiteralType):
-        return "literal_error", list(node.values)
-    if isinstance(node, msgspec.inspect.EnumType):
-        return "enum", [member.value for member in node.cls]
-    return None
+            return node
 
 
 def expected_choices(choices: Sequence[Any]) -> str:
