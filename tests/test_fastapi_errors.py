@@ -510,6 +510,19 @@ def test_a_uuid_with_a_short_group_in_the_path_says_which_group(client: TestClie
     assert item["msg"] == f"Input should be a valid UUID, {item['ctx']['error']}"
 
 
+def test_a_uuid_without_hyphens_in_the_path_asks_for_the_canonical_form(
+    client: TestClient,
+) -> None:
+    bare = UNKNOWN.replace("-", "")
+    assert only_item(client.get(f"/agents/{bare}")) == {
+        "type": "uuid_parsing",
+        "loc": ["path", "agent_id"],
+        "msg": "Input should be a valid UUID, expected the hyphenated 8-4-4-4-12 form",
+        "input": bare,
+        "ctx": {"error": "expected the hyphenated 8-4-4-4-12 form"},
+    }
+
+
 def test_a_non_integer_in_the_path_is_int_parsing(client: TestClient) -> None:
     assert only_item(client.get("/users/one")) == {
         "type": "int_parsing",

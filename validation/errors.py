@@ -122,6 +122,7 @@ _UNPARSABLE = {
 }
 _UUID_GROUPS = (8, 4, 4, 4, 12)
 _HEX = frozenset("0123456789abcdefABCDEF")
+_CANONICAL_UUID = "expected the hyphenated 8-4-4-4-12 form"
 
 
 def field_error(
@@ -147,14 +148,15 @@ def uuid_problem(text: str) -> str:
         if char not in _HEX and char != "-":
             return f"invalid character: found `{char}` at {position}"
     if "-" not in text:
-        return f"invalid length: found {len(text)}" if len(text) != 32 else "invalid UUID"
+        # msgspec takes 32 bare digits; a path id must be the canonical form.
+        return f"invalid length: found {len(text)}" if len(text) != 32 else _CANONICAL_UUID
     groups = text.split("-")
     if len(groups) != len(_UUID_GROUPS):
         return f"invalid group count: expected {len(_UUID_GROUPS)}, found {len(groups)}"
     for index, (group, expected) in enumerate(zip(groups, _UUID_GROUPS, strict=True)):
         if len(group) != expected:
             return f"invalid group length in group {index}: expected {expected}, found {len(group)}"
-    return "invalid UUID"
+    return _CANONICAL_UUID
 
 
 class InvalidInput(Exception):
@@ -281,7 +283,7 @@ def _translate(
         type = "timezone_aware" if match["which"] == "a" else "timezone_naive"
         return field_error(type, loc, input=value)
     elif msg == "Invalid UUID":
-        problem = uuid_problem(value) if isinstance(value, str) else "invalid UUID"
+        problem = uuid_problem(value) if isinstance(value, str) else "invalid UUID text"
         return field_error("uuid_parsing", loc, {"error": problem}, value)
     elif msg in _UNPARSABLE:
         type, problem = _UNPARSABLE[msg]
