@@ -62,7 +62,7 @@ async def decode(request: Request, kind: type[S]) -> S:
     try:
         decoded = request.scope[_DECODED] = decoder.decode(body)
     except msgspec.MsgspecError as error:
-        raise InvalidInput.from_msgspec(error) from None
+        raise InvalidInput.from_msgspec(error, "body", body, kind) from None
     except UnicodeDecodeError:
         raise InvalidInput.at(["body"], "Body is not valid UTF-8", "json_invalid") from None
     except RecursionError:

@@ -31,13 +31,14 @@ JsonObject = dict[str, Any]
 RecipientIds = Annotated[list[UUID], Meta(max_length=1000)]
 
 _EXTRA_DIGITS = re.compile(r"(\.\d{6})\d+")
-ECHO_TEXT = re.compile(r"[A-Za-z0-9 .,!?_-]{1,1000}")
+ECHO_MIN_LENGTH, ECHO_MAX_LENGTH = 1, 1000
+ECHO_CHARACTERS = re.compile(r"[A-Za-z0-9 .,!?_-]*")
 # The same rule as one pattern on the unstripped text, for the OpenAPI document: what
 # str.strip() removes around 1..1000 allowed characters that start and end with no space.
 _STRIPPED = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x10000)) if c.isspace())
 ECHO_PATTERN = (
-    f"^[{_STRIPPED}]*[A-Za-z0-9.,!?_-](?:[A-Za-z0-9 .,!?_-]{{0,998}}[A-Za-z0-9.,!?_-])?"
-    f"[{_STRIPPED}]*$"
+    f"^[{_STRIPPED}]*[A-Za-z0-9.,!?_-](?:[A-Za-z0-9 .,!?_-]{{0,{ECHO_MAX_LENGTH - 2}}}"
+    f"[A-Za-z0-9.,!?_-])?[{_STRIPPED}]*$"
 )
 
 
@@ -180,9 +181,9 @@ class MarkReadRequest(Input):
         text = _EXTRA_DIGITS.sub(r"\1", self.read_up_to_date)
         try:
             moment = msgspec.convert(text, datetime)
-        except msgspec.ValidationError:
-            raise InvalidInput.at(
-                ["body", "read_up_to_date"], f"Not an RFC 3339 timestamp: {text!r}"
+        except msgspec.ValidationError as error:
+            raise InvalidInput.from_msgspec(
+                error, ["body", "read_up_to_date"], self.read_up_to_date
             ) from None
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -194,10 +195,19 @@ class EchoRequest(Input):
     message: Annotated[str, Meta(extra_json_schema={"pattern": ECHO_PATTERN})]
 
     def __post_init__(self) -> None:
-        self.message = self.message.strip()
-        if not ECHO_TEXT.fullmatch(self.message):
+        sent, self.message = self.message, self.message.strip()
+        loc = ["body", "message"]
+        if len(self.message) < ECHO_MIN_LENGTH:
+            raise InvalidInput.pydantic(
+                "string_too_short", loc, {"min_length": ECHO_MIN_LENGTH}, sent
+            )
+        if len(self.message) > ECHO_MAX_LENGTH:
+            raise InvalidInput.pydantic(
+                "string_too_long", loc, {"max_length": ECHO_MAX_LENGTH}, sent
+            )
+        if not ECHO_CHARACTERS.fullmatch(self.message):
             raise InvalidInput.at(
-                ["body", "message"],
-                "Message contains invalid characters or has the wrong length: after trimming"
-                " it must be 1 to 1000 of A-Z a-z 0-9, space and . , ! ? - _",
+                loc,
+                "Message contains invalid characters: after trimming it must be"
+                f" {ECHO_MIN_LENGTH} to {ECHO_MAX_LENGTH} of A-Z a-z 0-9, space and . , ! ? - _",
             )

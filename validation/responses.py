@@ -176,12 +176,22 @@ class ErrorDetail(msgspec.Struct, frozen=True):
     detail: str
 
 
-class FieldError(msgspec.Struct, frozen=True):
-    """One invalid input, located FastAPI-style (`["body", "port"]`)."""
+# What pydantic filled an error's msg from (min_length, max_length, ge, le, error, ...).
+FilledIn = Annotated[
+    dict[str, Any], msgspec.Meta(description="The values in msg, e.g. max_length, ge, le, error")
+]
 
-    type: str
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One invalid input, located FastAPI-style (`["body", "port"]`), in pydantic's words."""
+
+    type: Annotated[
+        str, msgspec.Meta(description="pydantic's error type, e.g. missing, string_too_long")
+    ]
     loc: list[str | int]
     msg: str
+    input: Annotated[Any, msgspec.Meta(description="The refused value, when known")] = UNSET
+    ctx: FilledIn | UnsetType = UNSET
 
 
 class ValidationErrorBody(msgspec.Struct, frozen=True):
