@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 import service
 from settings import ENVIRONMENT, FIELDS, Settings
 from tests.helpers import assert_invalid
-from validation import requests as rq
+from validation import requests
 
 DOCUMENTED = [op for op in service.OPERATIONS if op.documented]
 DOC_ROUTES = {"/openapi.json", "/docs", "/redoc"}
@@ -187,7 +187,7 @@ def test_unknown_fields_are_forbidden_in_the_schema(document: dict[str, Any]) ->
     bodies = {op.body for op in DOCUMENTED if op.body is not None}
     assert bodies
     for body in bodies:
-        assert issubclass(body, rq.Input), body
+        assert issubclass(body, requests.Input), body
         assert body.__struct_config__.forbid_unknown_fields, body
         (emitted,) = msgspec.json.schema_components([body])[1].values()
         component = document["components"]["schemas"][body.__name__]
