@@ -44,6 +44,19 @@ _ERROR_HEADERS = {
 }
 # Writes are rate limited per caller.
 _RATE_LIMITED = {"POST", "PUT"}
+# The response header of a paginated list (a route with a `cursor` parameter).
+_LINK = {
+    "Link": {
+        "description": 'RFC 8288: `<url>; rel="next"`, the URL of the next page (its `cursor`'
+        " parameter is opaque: follow the URL as given). Absent on the last page.",
+        "required": False,
+        "schema": {"type": "string", "pattern": '^<[^>]+>; rel="next"$'},
+    }
+}
+EVENT_STREAM = "text/event-stream"
+# The `itemSchema` of OpenAPI 3.2's sequential media types, carried as an extension: in
+# OpenAPI 3.1 the schema of a text/event-stream body describes the text, not its events.
+ITEM_SCHEMA = "x-itemSchema"
 SECURITY_SCHEME = "bearer"
 _SECURITY_SCHEMES = {
     SECURITY_SCHEME: {
@@ -71,7 +84,8 @@ class Operation(NamedTuple):
     `errors` lists the statuses particular to the operation, each a code (body
     `{"detail": ...}`, or the 422 list) or a (code, body type) pair. The rest
     are derived: 401 and 403 unless `public`, 413 with a body, 429 on writes,
-    503 when it uses the database.
+    503 when it uses the database. With `media_type="text/event-stream"`,
+    `response` is the type each `message` event carries in its data.
     """
 
     method: str
@@ -86,6 +100,9 @@ class Operation(NamedTuple):
     media_type: str = "application/json"
     public: bool = False
     database: bool = True
+    # For a create (201): the path parameter that the created resource's `id` fills in
+    # other operations; the document links the response to each of them.
+    creates: str | None = None
 
     def error_bodies(self) -> dict[int, Any]:
         """Every error status the operation can answer, with the type of its body."""
@@ -116,6 +133,78 @@ IDEMPOTENCY_KEY = Param(
     "header",
 )
 ORDER = Param("order", {"enum": ["desc", "asc"], "default": "desc"}, "Order by sent_at")
+
+
+def _operation_id(op: Operation) -> str:
+    return op.method.lower() + _NOT_WORD.sub("_", op.path.lower()).rstrip("_")
+
+
+def _json_data(schema: dict[str, Any]) -> dict[str, Any]:
+    """An event's `data` field: text holding a JSON document that `schema` describes."""
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
+
+
+def _event_stream(item: dict[str, Any], item_name: str, end: dict[str, Any]) -> dict[str, Any]:
+    """The media type object of a stream of Server-Sent Events carrying `item`s.
+
+    The body is text, never one JSON document: a generated client reads it as a
+    string, and parses each event's `data` as JSON (the `x-itemSchema` says how).
+    """
+    return {
+        "schema": {
+            "type": "string",
+            "description": "Server-Sent Events (text/event-stream), not JSON. Each `message`"
+            f" event carries one {item_name} as JSON in `data:` and its cursor in `id:` (resume"
+            " with the Last-Event-ID header or ?after=). Another event name (`revoked`,"
+            ' `shutdown`) is the last one: its `data:` is `{"detail": sentence}`. The first'
+            " event also carries `retry:` (milliseconds before reconnecting). Lines starting"
+            " with `:` are comments (heartbeats) to ignore. `x-itemSchema` describes one event.",
+        },
+        ITEM_SCHEMA: {
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"type": "string"},
+                "id": {"type": "string"},
+                "retry": {"type": "integer", "minimum": 0},
+                "data": {"type": "string"},
+            },
+            "oneOf": [
+                {
+                    "required": ["id"],
+                    "properties": {"event": {"const": "message"}, "data": _json_data(item)},
+                },
+                {
+                    "properties": {"event": {"not": {"const": "message"}}, "data": _json_data(end)},
+                },
+            ],
+        },
+    }
+
+
+def _page_headers(parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    """The headers of a success answer: `Link` on a paginated list (it takes a cursor)."""
+    paginated = any(p["in"] == "query" and p["name"] == "cursor" for p in parameters)
+    return {"headers": _LINK} if paginated else {}
+
+
+def _links(op: Operation, operations: list[Operation]) -> dict[str, Any]:
+    """OpenAPI links from a create's response to every operation that takes the new id."""
+    if op.creates is None:
+        return {}
+    placeholder = "{" + op.creates + "}"
+    return {
+        "links": {
+            _operation_id(target): {
+                "operationId": _operation_id(target),
+                "parameters": {op.creates: "$response.body#/id"},
+                "description": f"The created resource's `id` is `{op.creates}` of {target.method}"
+                f" {target.path}",
+            }
+            for target in operations
+            if placeholder in target.path
+        }
+    }
 
 
 def build(title: str, version: str, description: str, operations: list[Operation]) -> dict:
@@ -151,14 +240,19 @@ def build(title: str, version: str, description: str, operations: list[Operation
             }
             for p in op.query
         ]
+        if op.response is None:
+            content = {}
+        elif op.media_type == EVENT_STREAM:
+            stream = _event_stream(by_type[op.response], op.response.__name__, by_type[ErrorDetail])
+            content = {"content": {op.media_type: stream}}
+        else:
+            content = {"content": {op.media_type: {"schema": by_type[op.response]}}}
         responses: dict[str, Any] = {
             str(op.status): {
                 "description": "Success",
-                **(
-                    {"content": {op.media_type: {"schema": by_type[op.response]}}}
-                    if op.response is not None
-                    else {}
-                ),
+                **_page_headers(parameters),
+                **content,
+                **_links(op, operations),
             }
         }
         for code, body in op.error_bodies().items():
@@ -169,7 +263,7 @@ def build(title: str, version: str, description: str, operations: list[Operation
             }
         operation: dict[str, Any] = {
             "summary": op.summary,
-            "operationId": op.method.lower() + _NOT_WORD.sub("_", op.path.lower()).rstrip("_"),
+            "operationId": _operation_id(op),
             "tags": [op.tag],
             "parameters": parameters,
             "responses": responses,
