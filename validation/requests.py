@@ -26,11 +26,14 @@ AgentName = Annotated[
     str, Meta(min_length=1, max_length=255, pattern=NO_NUL, description="1..255 characters")
 ]
 # What canonical_ip accepts, as JSON Schema formats (as in the original, "" is refused).
+# Each branch repeats the type: without it openapi-python-client types the field as Any.
 IpAddress = Annotated[
     str,
     Meta(
         description="A single IPv4 or IPv6 address, returned in canonical form",
-        extra_json_schema={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+        extra_json_schema={
+            "anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]
+        },
     ),
 ]
 # An int field takes an integral number, 5 or 5.0, as pydantic does (handlers.common.decode).
