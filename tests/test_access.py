@@ -782,7 +782,7 @@ def test_an_agent_holds_a_bounded_number_of_streams_and_long_polls(http: httpx.C
             stream = streams.enter_context(http.stream("GET", url, headers=own))
             assert stream.status_code == 200
             readers.append(stream.iter_lines())
-            assert next(readers[-1]).startswith("retry:")  # the server has subscribed it
+            assert next(readers[-1]) == ": connected"  # the server has subscribed it
         ninth = http.get(url, headers=own)
         assert ninth.status_code == 429 and ninth.headers["retry-after"] == "5"
         poll = http.get(url.removesuffix("/stream") + "/unread", params={"wait": 1}, headers=own)
