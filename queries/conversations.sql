@@ -34,19 +34,17 @@ SELECT id, title, description, archived, metadata, created_at, updated_at
 
 -- name: list_conversations_of_agent
 -- Like list_conversations, only those an agent started or sent or received a message in.
+-- The conversations of the agent's mail are gathered once (IN, hashed) from the agent's
+-- indexes, rather than each conversation's messages checked one by one (EXISTS).
 SELECT c.id, c.title, c.description, c.archived, c.metadata, c.created_at, c.updated_at
   FROM conversations c
  WHERE (%(archived)s::boolean IS NULL OR c.archived = %(archived)s::boolean)
    AND (c.created_at, c.id) < (%(after_created_at)s, %(after_id)s)
    AND (c.created_by = %(agent_id)s
-        OR EXISTS (SELECT 1
-                     FROM messages m
-                    WHERE m.conversation_id = c.id
-                      AND (m.sender_id = %(agent_id)s
-                           OR EXISTS (SELECT 1
-                                        FROM message_recipients r
-                                       WHERE r.message_id = m.id
-                                         AND r.recipient_id = %(agent_id)s))))
+        OR c.id IN (SELECT m.conversation_id
+                      FROM message_parties p
+                      JOIN messages m ON m.id = p.message_id
+                     WHERE p.agent_id = %(agent_id)s))
  ORDER BY c.created_at DESC, c.id DESC
  LIMIT %(limit)s;
 
@@ -61,11 +59,9 @@ WITH m AS (
       FROM messages
      WHERE conversation_id = %(conversation_id)s
        AND (%(agent_id)s::uuid IS NULL
-            OR sender_id = %(agent_id)s::uuid
             OR EXISTS (SELECT 1
-                         FROM message_recipients x
-                        WHERE x.message_id = messages.id
-                          AND x.recipient_id = %(agent_id)s::uuid))
+                         FROM message_parties p
+                        WHERE p.message_id = messages.id AND p.agent_id = %(agent_id)s::uuid))
 ), r AS (
     SELECT message_id,
            json_agg(json_build_object(

@@ -16,10 +16,8 @@ RETURNING id, message_id, key, value, agent_id, created_at;
 -- Whether the message and the agent exist, and whether the agent sent or received it.
 SELECT EXISTS (SELECT 1 FROM messages WHERE id = %(message_id)s) AS message_exists,
        EXISTS (SELECT 1 FROM agents WHERE id = %(agent_id)s) AS agent_exists,
-       EXISTS (SELECT 1 FROM messages WHERE id = %(message_id)s AND sender_id = %(agent_id)s)
-       OR EXISTS (SELECT 1 FROM message_recipients
-                   WHERE message_id = %(message_id)s AND recipient_id = %(agent_id)s)
-       AS has_access;
+       EXISTS (SELECT 1 FROM message_parties
+                WHERE message_id = %(message_id)s AND agent_id = %(agent_id)s) AS has_access;
 
 -- name: list_message_metadata
 -- A message's metadata items, oldest first.
