@@ -138,5 +138,6 @@ SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.c
    AND NOT r.is_read;
 
 -- name: listen_inbox
--- Receive every replica's new-message notifications on this connection.
-LISTEN mailroom_inbox;
+-- Receive every replica's new-message notifications on this connection: LISTEN takes no
+-- parameter, so the channel named by inbox_channel() is spelled into it here.
+DO $$ BEGIN EXECUTE format('LISTEN %%I', inbox_channel()); END $$;

@@ -27,8 +27,7 @@ WITH wanted AS (
     INSERT INTO message_recipients (message_id, recipient_id, sent_at)
     SELECT message.id, recipient_id, message.sent_at
       FROM message, wanted
-    RETURNING pg_notify('mailroom_inbox', concat_ws(' ', recipient_id,
-              (extract(epoch FROM sent_at) * 1000000)::bigint, message_id))
+    RETURNING notify_inbox(recipient_id, sent_at, message_id)
 )
 SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
        message_type, importance, status, msg_metadata, updated_at

@@ -11,8 +11,7 @@ WITH recipient AS (
 )
 SELECT message_id, recipient_id, is_read, read_at
   FROM recipient
- WHERE is_read OR pg_notify('mailroom_inbox', concat_ws(' ', recipient_id,
-       (extract(epoch FROM sent_at) * 1000000)::bigint, message_id)) IS NOT NULL;
+ WHERE is_read OR notify_inbox(recipient_id, sent_at, message_id) IS NOT NULL;
 
 -- name: update_recipient
 -- Set read state; read_at is stamped when it becomes read and cleared when unread.

@@ -12,3 +12,19 @@ CREATE VIEW message_parties AS
 SELECT id AS message_id, sender_id AS agent_id FROM messages
  UNION ALL
 SELECT message_id, recipient_id FROM message_recipients;
+
+-- The channel of new-message notifications: notify_inbox sends on it and every
+-- replica's listener (queries/listener.py, listen_inbox) listens on it.
+CREATE FUNCTION inbox_channel() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT 'mailroom_inbox' $$;
+
+-- Tell the listening replicas, at commit, that a recipient row was stored:
+-- '<recipient_id> <sent_at in microseconds since the epoch> <message_id>'.
+CREATE FUNCTION notify_inbox(recipient_id uuid, sent_at timestamptz, message_id uuid)
+RETURNS void
+LANGUAGE sql
+AS $$
+SELECT pg_notify(inbox_channel(), concat_ws(' ', recipient_id,
+                 (extract(epoch FROM sent_at) * 1000000)::bigint, message_id))
+$$;
