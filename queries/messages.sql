@@ -29,14 +29,16 @@ WITH wanted AS (
       FROM message, wanted
     RETURNING notify_inbox(recipient_id, sent_at, message_id)
 )
-SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
-       message_type, importance, status, msg_metadata, updated_at
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at
   FROM message;
 
 -- name: get_message
 -- One message by id; no row means 404.
-SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
-       message_type, importance, status, msg_metadata, updated_at
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at
   FROM messages
  WHERE id = %(message_id)s;
 
@@ -57,5 +59,6 @@ UPDATE messages
                                 THEN %(msg_metadata)s::json ELSE msg_metadata END,
        updated_at        = clock_timestamp()
  WHERE id = %(message_id)s
-RETURNING id, sender_id, sent_at, parent_message_id, conversation_id, content,
-          message_type, importance, status, msg_metadata, updated_at;
+RETURNING id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+          content, message_type, importance, status, msg_metadata,
+          rfc3339(updated_at) AS updated_at;

@@ -9,7 +9,7 @@ WITH recipient AS (
      WHERE id = %(message_id)s
     RETURNING message_id, recipient_id, is_read, read_at, sent_at
 )
-SELECT message_id, recipient_id, is_read, read_at
+SELECT message_id, recipient_id, is_read, rfc3339(read_at) AS read_at
   FROM recipient
  WHERE is_read OR notify_inbox(recipient_id, sent_at, message_id) IS NOT NULL;
 
@@ -21,4 +21,4 @@ UPDATE message_recipients
                       WHEN is_read THEN read_at
                       ELSE clock_timestamp() END
  WHERE message_id = %(message_id)s AND recipient_id = %(recipient_id)s
-RETURNING message_id, recipient_id, is_read, read_at;
+RETURNING message_id, recipient_id, is_read, rfc3339(read_at) AS read_at;

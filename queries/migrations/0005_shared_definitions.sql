@@ -28,3 +28,11 @@ AS $$
 SELECT pg_notify(inbox_channel(), concat_ws(' ', recipient_id,
                  (extract(epoch FROM sent_at) * 1000000)::bigint, message_id))
 $$;
+
+-- A timestamp as the contract spells it: RFC 3339 in UTC with all six fractional
+-- digits ('2026-11-28T19:20:01.120000Z'; PostgreSQL's own text drops trailing
+-- zeros). Every statement returns its timestamps through it; NULL stays NULL.
+-- One SELECT of an expression, STABLE like to_char: the planner inlines it.
+CREATE FUNCTION rfc3339(moment timestamptz) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT to_char(moment AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') $$;
