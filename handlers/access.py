@@ -38,6 +38,7 @@ from handlers.common import (
     Unauthorized,
     decode,
     decode_update,
+    one_or_404,
     path_uuid,
 )
 from queries import Query, sql
@@ -239,9 +240,8 @@ async def _owned(
     request: Request, agent_id: UUID, query: Query, missing: str, refused: str, **params: object
 ) -> None:
     """404 `missing` when the thing does not exist, 403 `refused` when it is not the caller's."""
-    found = await _owner(request, query, **params)
-    if found is None:
-        raise NotFound(missing)
+    async with request.state.pool.connection() as conn:
+        found = await one_or_404(query, conn, _Owner, missing, **params)
     if found.owner != agent_id:
         raise Forbidden(refused)
 

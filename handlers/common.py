@@ -8,14 +8,17 @@ from uuid import UUID
 
 import msgspec
 from msgspec import UNSET
+from psycopg import AsyncConnection
 from psycopg.types.json import Json
 from starlette.requests import Request
 from starlette.responses import Response
 
+from queries import Query
 from validation.errors import InvalidInput
 from validation.requests import Input
 
 S = TypeVar("S", bound=Input)
+T = TypeVar("T")
 
 ENCODER = msgspec.json.Encoder()
 _UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
@@ -65,6 +68,16 @@ class PayloadTooLarge(HTTPError):
 
 class Timeout(HTTPError):
     status_code = 408
+
+
+async def one_or_404(
+    query: Query, conn: AsyncConnection, row: type[T], missing: str, /, **params: Any
+) -> T:
+    """The row `query` finds, or 404 with `missing` as its detail ("Agent not found")."""
+    found = await query.one(conn, row, **params)
+    if found is None:
+        raise NotFound(missing)
+    return found
 
 
 def json_response(

@@ -11,11 +11,11 @@ from starlette.responses import Response
 
 from handlers.access import caller
 from handlers.common import (
-    NotFound,
     create_params,
     decode,
     decode_update,
     json_response,
+    one_or_404,
     path_uuid,
     query_bool,
     query_int,
@@ -66,11 +66,13 @@ async def list_conversations(request: Request) -> Response:
 async def get_conversation(request: Request) -> Response:
     conversation_id = path_uuid(request, "conversation_id")
     async with request.state.pool.connection() as conn:
-        conversation = await sql.get_conversation.one(
-            conn, Conversation, conversation_id=conversation_id
+        conversation = await one_or_404(
+            sql.get_conversation,
+            conn,
+            Conversation,
+            "Conversation not found",
+            conversation_id=conversation_id,
         )
-    if conversation is None:
-        raise NotFound("Conversation not found")
     return json_response(conversation)
 
 
@@ -79,11 +81,14 @@ async def update_conversation(request: Request) -> Response:
     body = await decode_update(request, ConversationUpdate)
     params = update_params(body, json_fields=("metadata",))
     async with request.state.pool.connection() as conn:
-        conversation = await sql.update_conversation.one(
-            conn, Conversation, conversation_id=conversation_id, **params
+        conversation = await one_or_404(
+            sql.update_conversation,
+            conn,
+            Conversation,
+            "Conversation not found",
+            conversation_id=conversation_id,
+            **params,
         )
-    if conversation is None:
-        raise NotFound("Conversation not found")
     return json_response(conversation)
 
 
@@ -118,11 +123,13 @@ async def get_details(request: Request) -> Response:
     """
     conversation_id = path_uuid(request, "conversation_id")
     async with request.state.pool.connection() as conn:
-        conversation = await sql.get_conversation.one(
-            conn, Conversation, conversation_id=conversation_id
+        conversation = await one_or_404(
+            sql.get_conversation,
+            conn,
+            Conversation,
+            "Conversation not found",
+            conversation_id=conversation_id,
         )
-        if conversation is None:
-            raise NotFound("Conversation not found")
         found = await sql.get_conversation_messages_json.one(
             conn, _Messages, conversation_id=conversation_id, agent_id=caller(request)
         )

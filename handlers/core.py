@@ -7,7 +7,7 @@ from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.common import NotFound, json_response, path_int
+from handlers.common import json_response, one_or_404, path_int
 from queries import sql
 from validation.responses import Health, Root, User
 
@@ -40,7 +40,5 @@ async def live(request: Request) -> Response:
 async def get_user(request: Request) -> Response:
     user_id = path_int(request, "user_id")
     async with request.state.pool.connection() as conn:
-        user = await sql.get_user.one(conn, User, user_id=user_id)
-    if user is None:
-        raise NotFound("User not found")
+        user = await one_or_404(sql.get_user, conn, User, "User not found", user_id=user_id)
     return json_response(user)

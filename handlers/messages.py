@@ -14,6 +14,7 @@ from handlers.common import (
     decode,
     decode_update,
     json_response,
+    one_or_404,
     path_uuid,
     update_params,
 )
@@ -49,9 +50,9 @@ async def update_message(request: Request) -> Response:
     body = await decode_update(request, MessageUpdate)
     params = update_params(body, json_fields=("msg_metadata",))
     async with request.state.pool.connection() as conn:
-        message = await sql.update_message.one(conn, Message, message_id=message_id, **params)
-    if message is None:
-        raise NotFound("Message not found")
+        message = await one_or_404(
+            sql.update_message, conn, Message, "Message not found", message_id=message_id, **params
+        )
     return json_response(message)
 
 
@@ -70,11 +71,15 @@ async def update_recipient(request: Request) -> Response:
     recipient_id = path_uuid(request, "recipient_id")
     body = await decode(request, RecipientUpdate)
     async with request.state.pool.connection() as conn:
-        recipient = await sql.update_recipient.one(
-            conn, Recipient, message_id=message_id, recipient_id=recipient_id, is_read=body.is_read
+        recipient = await one_or_404(
+            sql.update_recipient,
+            conn,
+            Recipient,
+            "Message recipient not found",
+            message_id=message_id,
+            recipient_id=recipient_id,
+            is_read=body.is_read,
         )
-    if recipient is None:
-        raise NotFound("Message recipient not found")
     return json_response(recipient)
 
 
@@ -88,12 +93,16 @@ async def create_metadata(request: Request) -> Response:
 async def update_metadata(request: Request) -> Response:
     metadata_id = path_uuid(request, "metadata_id")
     body = await decode_update(request, MetadataUpdate)
+    params = update_params(body)
     async with request.state.pool.connection() as conn:
-        item = await sql.update_metadata.one(
-            conn, Metadata, metadata_id=metadata_id, **update_params(body)
+        item = await one_or_404(
+            sql.update_metadata,
+            conn,
+            Metadata,
+            "Metadata not found",
+            metadata_id=metadata_id,
+            **params,
         )
-    if item is None:
-        raise NotFound("Metadata not found")
     return json_response(item)
 
 
