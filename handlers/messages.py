@@ -18,7 +18,7 @@ from handlers.common import (
     path_uuid,
     update_params,
 )
-from handlers.idempotency import create_once
+from handlers.idempotency import REPLAYED, create_once
 from operations import metrics
 from queries import sql
 from validation.requests import (
@@ -39,7 +39,7 @@ async def create_message(request: Request) -> Response:
     response = await create_once(
         request, body, lambda conn: sql.create_message.one(conn, Message, **params)
     )
-    if "idempotent-replayed" not in response.headers:  # a replay stored nothing
+    if REPLAYED not in response.headers:  # a replay stored nothing
         metrics.MESSAGES_SENT.inc()
         metrics.RECIPIENTS.inc(len(body.recipient_ids or ()))
     return response
