@@ -16,6 +16,7 @@ from access.authentication import Rule
 from handlers.bodies import decode, decode_update
 from handlers.http_errors import Forbidden, NotFound
 from handlers.params import path_uuid
+from handlers.rows import one_or_404
 from queries import Query, sql
 from validation.requests import (
     ConversationUpdate,
@@ -94,9 +95,8 @@ async def _owned(
     request: Request, agent_id: UUID, query: Query, missing: str, refused: str, **params: object
 ) -> None:
     """404 `missing` when the thing does not exist, 403 `refused` when it is not the caller's."""
-    found = await _owner(request, query, **params)
-    if found is None:
-        raise NotFound(missing)
+    async with request.state.pool.connection() as conn:
+        found = await one_or_404(query, conn, _Owner, missing, **params)
     if found.owner != agent_id:
         raise Forbidden(refused)
 

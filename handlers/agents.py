@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import msgspec
 from msgspec.structs import astuple
 from starlette.requests import Request
@@ -12,10 +14,17 @@ from handlers.bodies import decode, decode_update, json_response
 from handlers.http_errors import NotFound
 from handlers.idempotency import REPLAYED, create_once
 from handlers.params import path_uuid
+from handlers.rows import one_or_404
 from queries import sql
 from queries.params import create_params, update_params
 from validation.requests import AgentCreate, AgentUpdate
 from validation.responses import Agent, AgentCreated, ApiKey
+
+
+class _KeyHolder(msgspec.Struct, frozen=True):
+    """Row of set_api_key: the agent whose key was replaced."""
+
+    id: UUID
 
 
 async def create_agent(request: Request) -> Response:
@@ -46,19 +55,18 @@ async def create_agent(request: Request) -> Response:
 async def get_agent(request: Request) -> Response:
     agent_id = path_uuid(request, "agent_id")
     async with request.state.pool.connection() as conn:
-        agent = await sql.get_agent.one(conn, Agent, agent_id=agent_id)
-    if agent is None:
-        raise NotFound("Agent not found")
+        agent = await one_or_404(sql.get_agent, conn, Agent, "Agent not found", agent_id=agent_id)
     return json_response(agent)
 
 
 async def update_agent(request: Request) -> Response:
     agent_id = path_uuid(request, "agent_id")
     body = await decode_update(request, AgentUpdate)
+    params = update_params(body)
     async with request.state.pool.connection() as conn:
-        agent = await sql.update_agent.one(conn, Agent, agent_id=agent_id, **update_params(body))
-    if agent is None:
-        raise NotFound("Agent not found")
+        agent = await one_or_404(
+            sql.update_agent, conn, Agent, "Agent not found", agent_id=agent_id, **params
+        )
     return json_response(agent)
 
 
@@ -72,8 +80,9 @@ async def rotate_key(request: Request) -> Response:
         raise NotFound("Not Found")
     agent_id = path_uuid(request, "agent_id")
     key = new_api_key()
+    digest = key_digest(key)
     async with request.state.pool.connection() as conn:
-        updated = await sql.set_api_key.value(conn, agent_id=agent_id, digest=key_digest(key))
-    if updated is None:
-        raise NotFound("Agent not found")
+        await one_or_404(
+            sql.set_api_key, conn, _KeyHolder, "Agent not found", agent_id=agent_id, digest=digest
+        )
     return json_response(ApiKey(agent_id=agent_id, api_key=key))

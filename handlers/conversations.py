@@ -11,10 +11,10 @@ from starlette.responses import Response
 
 from access.authentication import caller
 from handlers.bodies import decode, decode_update, json_response
-from handlers.http_errors import NotFound
 from handlers.idempotency import create_once
 from handlers.pagination import cut_page, page_start
 from handlers.params import path_uuid, query
+from handlers.rows import one_or_404
 from queries import sql
 from queries.params import create_params, update_params
 from validation.query_params import ConversationsQuery
@@ -58,11 +58,13 @@ async def list_conversations(request: Request) -> Response:
 async def get_conversation(request: Request) -> Response:
     conversation_id = path_uuid(request, "conversation_id")
     async with request.state.pool.connection() as conn:
-        conversation = await sql.get_conversation.one(
-            conn, Conversation, conversation_id=conversation_id
+        conversation = await one_or_404(
+            sql.get_conversation,
+            conn,
+            Conversation,
+            "Conversation not found",
+            conversation_id=conversation_id,
         )
-    if conversation is None:
-        raise NotFound("Conversation not found")
     return json_response(conversation)
 
 
@@ -71,11 +73,14 @@ async def update_conversation(request: Request) -> Response:
     body = await decode_update(request, ConversationUpdate)
     params = update_params(body, json_fields=("metadata",))
     async with request.state.pool.connection() as conn:
-        conversation = await sql.update_conversation.one(
-            conn, Conversation, conversation_id=conversation_id, **params
+        conversation = await one_or_404(
+            sql.update_conversation,
+            conn,
+            Conversation,
+            "Conversation not found",
+            conversation_id=conversation_id,
+            **params,
         )
-    if conversation is None:
-        raise NotFound("Conversation not found")
     return json_response(conversation)
 
 
@@ -110,11 +115,13 @@ async def get_details(request: Request) -> Response:
     """
     conversation_id = path_uuid(request, "conversation_id")
     async with request.state.pool.connection() as conn:
-        conversation = await sql.get_conversation.one(
-            conn, Conversation, conversation_id=conversation_id
+        conversation = await one_or_404(
+            sql.get_conversation,
+            conn,
+            Conversation,
+            "Conversation not found",
+            conversation_id=conversation_id,
         )
-        if conversation is None:
-            raise NotFound("Conversation not found")
         found = await sql.get_conversation_messages_json.one(
             conn, _Messages, conversation_id=conversation_id, agent_id=caller(request)
         )

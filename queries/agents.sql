@@ -2,11 +2,13 @@
 -- Register an agent with the digest of its API key; the id and timestamps are the server's.
 INSERT INTO agents (agent_name, ip_address, port, api_key_digest)
 VALUES (%(agent_name)s, %(ip_address)s, %(port)s, %(digest)s)
-RETURNING id, agent_name, ip_address, port, created_at, updated_at;
+RETURNING id, agent_name, ip_address, port,
+          rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;
 
 -- name: get_agent
 -- One agent by id; no row means 404.
-SELECT id, agent_name, ip_address, port, created_at, updated_at
+SELECT id, agent_name, ip_address, port,
+       rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at
   FROM agents
  WHERE id = %(agent_id)s;
 
@@ -18,4 +20,5 @@ UPDATE agents
        port       = CASE WHEN %(set_port)s THEN %(port)s::integer ELSE port END,
        updated_at = clock_timestamp()
  WHERE id = %(agent_id)s
-RETURNING id, agent_name, ip_address, port, created_at, updated_at;
+RETURNING id, agent_name, ip_address, port,
+          rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;

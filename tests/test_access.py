@@ -298,7 +298,8 @@ def test_rotation_retires_the_old_key_at_once(http: httpx.Client) -> None:
     assert http.get(f"/agents/{a_id}", headers=bearer(new)).status_code == 401
     assert http.get(f"/agents/{a_id}", headers=bearer(by_admin)).status_code == 200
     missing = "00000000-0000-4000-8000-000000000000"
-    assert http.post(f"/agents/{missing}/api-key", headers=bearer(ADMIN)).status_code == 404
+    unknown = http.post(f"/agents/{missing}/api-key", headers=bearer(ADMIN))
+    assert (unknown.status_code, unknown.json()) == (404, {"detail": "Agent not found"})
 
 
 def test_only_the_digest_of_a_key_is_stored(http: httpx.Client, database_url: str) -> None:

@@ -8,8 +8,8 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, UnsetType
 
-# Server-set instants, RFC 3339 in UTC with microseconds, as the database layer
-# renders them (queries/database.py: TimestampLoader).
+# Server-set instants, RFC 3339 in UTC with microseconds, as the statements
+# return them (the SQL function rfc3339, queries/migrations/0005_shared_definitions.sql).
 Timestamp = Annotated[
     str,
     msgspec.Meta(
