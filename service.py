@@ -58,6 +58,7 @@ from handlers import (
     metrics,
     stream,
     users,
+    webhooks,
 )
 from handlers.http_errors import HTTPError
 from handlers.operation import Operation
@@ -72,10 +73,12 @@ from validation.errors import InvalidInput
 from validation.openapi import IDEMPOTENCY_KEY, LAST_EVENT_ID
 from validation.query_params import (
     ConversationsQuery,
+    DeliveriesQuery,
     MailboxQuery,
     StreamQuery,
     UnreadQuery,
 )
+from webhooks.dispatcher import Dispatcher
 
 HERE = Path(__file__).parent
 VERSION = "0.1.0"
@@ -101,12 +104,22 @@ OPERATIONS = [
               responses.AgentCreated, 201, requests.AgentCreate, headers=(IDEMPOTENCY_KEY,),
               errors=(409, 422), tag="agents", creates="agent_id"),
     Operation("GET", "/agents/{agent_id}", agents.get_agent, "An agent", SELF,
-              responses.Agent, errors=(404, 422), tag="agents"),
+              responses.AgentProfile, errors=(404, 422), tag="agents"),
     Operation("PUT", "/agents/{agent_id}", agents.update_agent, "Update an agent", SELF,
-              responses.Agent, body=requests.AgentUpdate, errors=(404, 422), tag="agents"),
+              responses.AgentUpdated, body=requests.AgentUpdate, errors=(404, 422),
+              tag="agents"),
     Operation("POST", "/agents/{agent_id}/api-key", agents.rotate_key,
               "Replace an agent's API key; the old one stops working", SELF,
               responses.ApiKey, errors=(404, 422), tag="agents"),
+    Operation("POST", "/agents/{agent_id}/webhook-secret", webhooks.rotate_secret,
+              "Replace an agent's webhook secret; the old one signs alongside for 24 h", SELF,
+              responses.WebhookSecret, errors=(404, 409, 422), tag="webhooks"),
+    Operation("GET", "/agents/{agent_id}/deliveries", webhooks.list_deliveries,
+              "An agent's webhook deliveries, newest first", SELF, list[responses.Delivery],
+              query=DeliveriesQuery, errors=(404, 422), tag="webhooks"),
+    Operation("POST", "/agents/{agent_id}/deliveries/{delivery_id}/retry",
+              webhooks.retry_delivery, "Send a delivered or dead webhook delivery again",
+              SELF, responses.Delivery, errors=(404, 409, 422), tag="webhooks"),
     Operation("GET", "/agents/{agent_id}/messages", mailbox.list_messages,
               "Messages an agent sent or received", SELF, list[responses.MailboxItem],
               query=MailboxQuery, errors=(404, 422), tag="mailbox"),
@@ -244,6 +257,8 @@ def make_lifespan(settings: Settings):
         # before it runs the lifespan's shutdown.
         call_on_termination(listener.shutting_down)
         purge = asyncio.create_task(purge_expired_keys(pool, PURGE_INTERVAL), name="purge")
+        dispatcher = Dispatcher(pool, listener.deliveries, settings)
+        dispatcher.start()
         log.info("mailroom %s ready", VERSION, extra=logs.event("startup", version=VERSION))
         try:
             yield State(
@@ -260,6 +275,7 @@ def make_lifespan(settings: Settings):
             )
         finally:
             purge.cancel()
+            await dispatcher.close()
             await listener.close()
             await pool.close()
             logs.REQUEST_LINES.flush()

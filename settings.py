@@ -26,6 +26,20 @@ def _env(variable: str, help: str, **bounds: Any) -> Meta:
     return Meta(description=help, extra={"env": variable}, **bounds)
 
 
+# The Standard Webhooks schedule: the first attempt at once, then retries after 5 s,
+# 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h (each with jitter).
+WEBHOOK_RETRY_SCHEDULE = (
+    0.0,
+    5.0,
+    300.0,
+    1800.0,
+    7200.0,
+    18000.0,
+    36000.0,
+    50400.0,
+    72000.0,
+    86400.0,
+)
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 LogFormat = Literal["json", "text"]
 Seconds = float
@@ -178,6 +192,56 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         | None
     ) = 10.0
 
+    webhook_timeout: Annotated[
+        Seconds,
+        _env(
+            "MAILROOM_WEBHOOK_TIMEOUT", "Seconds one webhook attempt may take, then it failed", gt=0
+        ),
+    ] = 10.0
+    webhook_retry_schedule: Annotated[
+        tuple[float, ...],
+        _env(
+            "MAILROOM_WEBHOOK_RETRY_SCHEDULE",
+            "Comma-separated seconds to wait before each webhook attempt (the first is usually 0)",
+            min_length=1,
+            max_length=100,
+        ),
+    ] = WEBHOOK_RETRY_SCHEDULE
+    webhook_allow_private: Annotated[
+        bool,
+        _env(
+            "MAILROOM_WEBHOOK_ALLOW_PRIVATE",
+            "on: webhooks may reach loopback and private addresses (development and tests only)",
+        ),
+    ] = False
+    webhook_concurrency: Annotated[
+        int, _env("MAILROOM_WEBHOOK_CONCURRENCY", "Webhook attempts one worker runs at once", ge=1)
+    ] = 32
+    webhook_endpoint_concurrency: Annotated[
+        int,
+        _env(
+            "MAILROOM_WEBHOOK_ENDPOINT_CONCURRENCY",
+            "Webhook attempts one worker runs at once to one agent's endpoint",
+            ge=1,
+        ),
+    ] = 4
+    webhook_poll_interval: Annotated[
+        Seconds,
+        _env(
+            "MAILROOM_WEBHOOK_POLL_INTERVAL",
+            "Most seconds a dispatcher sleeps without a notification before it looks again",
+            gt=0,
+        ),
+    ] = 5.0
+    webhook_retention: Annotated[
+        Seconds,
+        _env(
+            "MAILROOM_WEBHOOK_RETENTION",
+            "Seconds a delivered webhook delivery is kept before it is purged",
+            ge=0,
+        ),
+    ] = 604800.0
+
     def __post_init__(self) -> None:
         if self.pool_max_size < self.pool_min_size:
             raise ValueError(
@@ -224,6 +288,23 @@ def _optional(parse: Callable[[str], Any], off: tuple[str, ...] = OFF) -> Callab
     return lambda text: None if text.lower() in off else parse(text)
 
 
+def _schedule(text: str) -> tuple[float, ...]:
+    try:
+        delays = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError("must be comma-separated seconds, such as 0,5,300") from None
+    if any(not 0 <= delay <= 604800 for delay in delays):
+        raise ValueError("each delay must be between 0 and 604800 seconds (a week)")
+    return delays
+
+
+def _switch(text: str) -> bool:
+    modes = {"on": True, "off": False}
+    if text.lower() not in modes:
+        raise ValueError("must be on or off")
+    return modes[text.lower()]
+
+
 _NUMBER = re.compile(r"[0-9]{1,18}")
 
 # How a variable's text becomes its field's value, where plain int/float/str is not enough.
@@ -236,6 +317,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "MAILROOM_ADMIN_TOKEN": _admin_token,
     "MAILROOM_PREPARE_THRESHOLD": _optional(int),
     "MAILROOM_STATEMENT_TIMEOUT": _optional(float, (*OFF, "0")),
+    "MAILROOM_WEBHOOK_RETRY_SCHEDULE": _schedule,
+    "MAILROOM_WEBHOOK_ALLOW_PRIVATE": _switch,
 }
 # Variables that name a file holding the value of another (a mounted Secret). The
 # variable itself wins when both are set, except the admin token, where both is an error.

@@ -1,10 +1,11 @@
-"""Agents: register, read and update, and issue API keys."""
+"""Agents: register, read and update, and issue API keys and webhook secrets."""
 
 from __future__ import annotations
 
 from uuid import UUID
 
 import msgspec
+from msgspec import UNSET
 from msgspec.structs import astuple
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,8 +18,11 @@ from handlers.params import path_uuid
 from handlers.rows import one_or_404
 from queries import sql
 from queries.params import create_params, update_params
+from validation.errors import InvalidInput
 from validation.requests import AgentCreate, AgentUpdate
-from validation.responses import Agent, AgentCreated, ApiKey
+from validation.responses import AgentCreated, AgentProfile, AgentUpdated, ApiKey
+from webhooks.addresses import RefusedAddress, check_url
+from webhooks.signing import new_secret
 
 
 class _KeyHolder(msgspec.Struct, frozen=True):
@@ -27,47 +31,85 @@ class _KeyHolder(msgspec.Struct, frozen=True):
     id: UUID
 
 
+async def webhook_secret_for(request: Request, url: str | None) -> str | None:
+    """A new signing secret for a webhook URL being set, once its address is allowed;
+    422 saying why when the URL points at an internal address."""
+    if url is None:
+        return None
+    try:
+        await check_url(url, request.state.settings.webhook_allow_private)
+    except RefusedAddress as refused:
+        raise InvalidInput.at(["body", "webhook_url"], f"Refused: {refused}") from None
+    return new_secret()
+
+
 async def create_agent(request: Request) -> Response:
-    """Register an agent; with authentication on, the 201 carries its API key, once.
+    """Register an agent; with authentication on, the 201 carries its API key, once, and
+    with a webhook_url, its webhook signing secret, once.
 
     Only the key's digest is stored, also under an Idempotency-Key, so a replay
     cannot show the first key again: it issues a new one instead (the first
-    answer's key, which the client never saw, stops working).
+    answer's key, which the client never saw, stops working). The webhook
+    secret is stored (it signs) but never in the stored answer: a replay is
+    given a new one likewise.
     """
     body = await decode(request, AgentCreate)
+    secret = await webhook_secret_for(request, body.webhook_url)
     key = new_api_key() if request.state.settings.auth_required else None
     digest = None if key is None else key_digest(key)
     params = create_params(body)
     response = await create_once(
-        request, body, lambda conn: sql.create_agent.one(conn, Agent, digest=digest, **params)
+        request,
+        body,
+        lambda conn: sql.create_agent.one(
+            conn, AgentProfile, digest=digest, webhook_secret=secret, **params
+        ),
     )
-    if key is None:
+    if key is None and secret is None:
         return response
-    agent = msgspec.json.decode(response.body, type=Agent)
+    agent = msgspec.json.decode(response.body, type=AgentProfile)
     replayed = REPLAYED in response.headers
     if replayed:
-        async with request.state.pool.connection() as conn:
-            await sql.set_api_key.run(conn, agent_id=agent.id, digest=digest)
-    created = AgentCreated(*astuple(agent), api_key=key)
+        async with request.state.pool.connection() as conn, conn.transaction():
+            if key is not None:
+                await sql.set_api_key.run(conn, agent_id=agent.id, digest=digest)
+            if secret is not None:
+                await sql.set_webhook_secret.run(conn, agent_id=agent.id, secret=secret)
+    created = AgentCreated(
+        *astuple(agent),
+        webhook_secret=UNSET if secret is None else secret,
+        api_key=UNSET if key is None else key,
+    )
     return json_response(created, 201, {REPLAYED: "true"} if replayed else None)
 
 
 async def get_agent(request: Request) -> Response:
     agent_id = path_uuid(request, "agent_id")
     async with request.state.pool.connection() as conn:
-        agent = await one_or_404(sql.get_agent, conn, Agent, "Agent not found", agent_id=agent_id)
+        agent = await one_or_404(
+            sql.get_agent_profile, conn, AgentProfile, "Agent not found", agent_id=agent_id
+        )
     return json_response(agent)
 
 
 async def update_agent(request: Request) -> Response:
+    """Change an agent; a webhook_url sent issues a new webhook secret, returned this once."""
     agent_id = path_uuid(request, "agent_id")
     body = await decode_update(request, AgentUpdate)
+    url = body.webhook_url if isinstance(body.webhook_url, str) else None
+    secret = await webhook_secret_for(request, url)
     params = update_params(body)
     async with request.state.pool.connection() as conn:
         agent = await one_or_404(
-            sql.update_agent, conn, Agent, "Agent not found", agent_id=agent_id, **params
+            sql.update_agent,
+            conn,
+            AgentProfile,
+            "Agent not found",
+            agent_id=agent_id,
+            webhook_secret=secret,
+            **params,
         )
-    return json_response(agent)
+    return json_response(AgentUpdated(*astuple(agent), webhook_secret=secret or UNSET))
 
 
 async def rotate_key(request: Request) -> Response:

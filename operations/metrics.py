@@ -19,6 +19,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -73,6 +74,40 @@ MARKED_READ = Counter(
 )
 ECHO_RUNS = Counter("mailroom_echo_runs", "Runs of echo by POST /cli/echo")
 ECHO_FAILURES = Counter("mailroom_echo_failures", "Runs of echo that exited non-zero or timed out")
+
+# Webhooks (webhooks/dispatcher.py): one count per attempt, by what came of it and the
+# class of the endpoint's status ("none": no response: refused, unreachable, timed out).
+WEBHOOK_ATTEMPTS = Counter(
+    "mailroom_webhook_attempts",
+    "Webhook delivery attempts, by outcome (delivered, retry, dead, disabled) and status class",
+    ["outcome", "status_class"],
+)
+WEBHOOK_ATTEMPT_DURATION = Histogram(
+    "mailroom_webhook_attempt_duration_seconds",
+    "Time one webhook attempt took, from connecting to the endpoint's status line",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WEBHOOK_LATENCY = Histogram(
+    "mailroom_webhook_delivery_latency_seconds",
+    "Time from a message being stored to its recipient's endpoint answering 2xx",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 86400),
+)
+# Read from the table by every worker's dispatcher; a scrape shows the latest reading.
+WEBHOOK_PENDING = Gauge(
+    "mailroom_webhook_deliveries_pending",
+    "Webhook deliveries waiting for their next attempt or in flight",
+    multiprocess_mode="livemostrecent",
+)
+WEBHOOK_DEAD = Gauge(
+    "mailroom_webhook_deliveries_dead",
+    "Webhook deliveries that used up their retries (dead letters)",
+    multiprocess_mode="livemostrecent",
+)
+WEBHOOK_OLDEST_PENDING = Gauge(
+    "mailroom_webhook_oldest_pending_seconds",
+    "Age of the oldest pending webhook delivery (0 when none)",
+    multiprocess_mode="livemostrecent",
+)
 
 # The pool's figures, from psycopg_pool's get_stats() at scrape time.
 POOL_GAUGES = {

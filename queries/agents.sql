@@ -1,24 +1,59 @@
 -- name: create_agent
--- Register an agent with the digest of its API key; the id and timestamps are the server's.
-INSERT INTO agents (agent_name, ip_address, port, api_key_digest)
-VALUES (%(agent_name)s, %(ip_address)s, %(port)s, %(digest)s)
+-- Register an agent with the digest of its API key and, with a webhook, its signing secret.
+INSERT INTO agents (agent_name, ip_address, port, api_key_digest, webhook_url, webhook_secret)
+VALUES (%(agent_name)s, %(ip_address)s, %(port)s, %(digest)s, %(webhook_url)s,
+        %(webhook_secret)s)
 RETURNING id, agent_name, ip_address, port,
-          rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;
+          rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at,
+          webhook_url, rfc3339(webhook_disabled_at) AS webhook_disabled_at;
 
 -- name: get_agent
--- One agent by id; no row means 404.
+-- One agent by id, as others may see it (no webhook); no row means 404.
 SELECT id, agent_name, ip_address, port,
        rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at
   FROM agents
  WHERE id = %(agent_id)s;
 
+-- name: get_agent_profile
+-- One agent by id with its webhook, for itself or the admin; no row means 404.
+SELECT id, agent_name, ip_address, port,
+       rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at,
+       webhook_url, rfc3339(webhook_disabled_at) AS webhook_disabled_at
+  FROM agents
+ WHERE id = %(agent_id)s;
+
 -- name: update_agent
--- Change the fields whose set_ flag is true; no row means 404.
-UPDATE agents
-   SET agent_name = CASE WHEN %(set_agent_name)s THEN %(agent_name)s ELSE agent_name END,
-       ip_address = CASE WHEN %(set_ip_address)s THEN %(ip_address)s::inet ELSE ip_address END,
-       port       = CASE WHEN %(set_port)s THEN %(port)s::integer ELSE port END,
-       updated_at = clock_timestamp()
- WHERE id = %(agent_id)s
-RETURNING id, agent_name, ip_address, port,
-          rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;
+-- Change the fields whose set_ flag is true; no row means 404. A webhook_url sent
+-- (re-)enables the webhook with the new secret and forgets the previous one; a null
+-- one removes the webhook, and its pending deliveries become dead.
+WITH agent AS (
+    UPDATE agents
+       SET agent_name = CASE WHEN %(set_agent_name)s THEN %(agent_name)s ELSE agent_name END,
+           ip_address = CASE WHEN %(set_ip_address)s
+                             THEN %(ip_address)s::inet ELSE ip_address END,
+           port       = CASE WHEN %(set_port)s THEN %(port)s::integer ELSE port END,
+           webhook_url = CASE WHEN %(set_webhook_url)s
+                              THEN %(webhook_url)s::text ELSE webhook_url END,
+           webhook_secret = CASE WHEN %(set_webhook_url)s
+                                 THEN %(webhook_secret)s::text ELSE webhook_secret END,
+           webhook_previous_secret = CASE WHEN %(set_webhook_url)s
+                                          THEN NULL ELSE webhook_previous_secret END,
+           webhook_previous_until = CASE WHEN %(set_webhook_url)s
+                                         THEN NULL ELSE webhook_previous_until END,
+           webhook_disabled_at = CASE WHEN %(set_webhook_url)s
+                                      THEN NULL ELSE webhook_disabled_at END,
+           updated_at = clock_timestamp()
+     WHERE id = %(agent_id)s
+    RETURNING id, agent_name, ip_address, port, created_at, updated_at, webhook_url,
+              webhook_disabled_at
+), orphaned AS (
+    UPDATE webhook_deliveries d
+       SET status = 'dead', last_error = 'The agent removed its webhook'
+      FROM agent
+     WHERE %(set_webhook_url)s AND %(webhook_url)s::text IS NULL
+       AND d.agent_id = agent.id AND d.status = 'pending'
+)
+SELECT id, agent_name, ip_address, port,
+       rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at,
+       webhook_url, rfc3339(webhook_disabled_at) AS webhook_disabled_at
+  FROM agent;

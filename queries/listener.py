@@ -9,6 +9,10 @@ new from the table, never from the notification, so a notification lost while
 the connection was down costs nothing: on every (re)connection all waiters are
 woken to read the table again.
 
+The same connection listens on `webhook_channel()` (queries/migrations/0010_webhooks.sql),
+which each new webhook delivery notifies: `deliveries` is set then, and on every
+(re)connection, to wake the process's webhook dispatcher (webhooks/dispatcher.py).
+
 The listening connection doubles as the process's view of the database: when
 it is lost it reconnects at once, and when that fails, `up` is false and the
 pool refuses requests at once (503) instead of making each wait for its
@@ -115,6 +119,8 @@ class Listener:
         self.up = False
         self.closing = False
         self.connected = asyncio.Event()
+        # Set when a webhook delivery may be due: the dispatcher waits on it.
+        self.deliveries = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, wait_seconds: float) -> None:
@@ -180,10 +186,15 @@ class Listener:
             try:
                 async with conn:
                     await sql.listen_inbox.run(conn)
+                    await sql.listen_webhooks.run(conn)
+                    webhooks = await sql.get_webhook_channel.value(conn)
                     await self._set_up()
                     while not self.closing:
                         async for notify in conn.notifies(timeout=self.check_interval):
-                            self._dispatch(notify.payload)
+                            if notify.channel == webhooks:
+                                self.deliveries.set()
+                            else:
+                                self._dispatch(notify.payload)
                         # Quiet for a while: prove the connection still answers.
                         async with asyncio.timeout(self.check_interval):
                             await sql.ping.value(conn)
@@ -209,6 +220,7 @@ class Listener:
             log.info("listening again: refreshing the pool, waking every stream")
             await self.on_reconnect()
         self._wake_all()
+        self.deliveries.set()  # notifications may have been missed while it was down
 
 
 def _first_line(error: Exception) -> str:

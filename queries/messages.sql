@@ -3,7 +3,8 @@
 -- A reply without a conversation joins its parent's conversation. Each recipient's
 -- inbox lock (one of 128, taken in order) is held from before the clock until commit,
 -- so an inbox's rows commit in sent_at order and a stream resuming after a cursor
--- misses none; every recipient row notifies the listening replicas at commit.
+-- misses none; every recipient row notifies the listening replicas at commit, and a
+-- recipient with a webhook gets a delivery row (webhooks/dispatcher.py sends it).
 WITH wanted AS (
     SELECT DISTINCT unnest(%(recipient_ids)s::uuid[]) AS recipient_id
 ), locked AS (
@@ -28,6 +29,15 @@ WITH wanted AS (
     SELECT message.id, recipient_id, message.sent_at
       FROM message, wanted
     RETURNING notify_inbox(recipient_id, sent_at, message_id)
+), deliveries AS (
+    -- The outbox: one delivery per recipient with a working webhook, written with the
+    -- message; the notification wakes every replica's dispatchers at commit.
+    INSERT INTO webhook_deliveries (agent_id, message_id, created_at, next_attempt_at)
+    SELECT agent.id, message.id, message.sent_at, message.sent_at
+      FROM message, wanted
+      JOIN agents agent ON agent.id = wanted.recipient_id
+     WHERE agent.webhook_url IS NOT NULL AND agent.webhook_disabled_at IS NULL
+    RETURNING pg_notify(webhook_channel(), '')
 )
 SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
        content, message_type, importance, status, msg_metadata,

@@ -18,7 +18,11 @@ from tests.helpers import UTC_TIMESTAMP, assert_invalid, assert_not_found, insta
 Item = dict[str, Any]
 Db = psycopg.Connection[dict[str, Any]]
 
-AGENT_FIELDS = {"id", "agent_name", "ip_address", "port", "created_at", "updated_at"}
+# The agent itself (and the admin) also sees its webhook (docs/webhooks.md).
+AGENT_FIELDS = {"id", "agent_name", "ip_address", "port", "created_at", "updated_at"} | {
+    "webhook_url",
+    "webhook_disabled_at",
+}
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
 

@@ -63,3 +63,15 @@ class ConversationsQuery(Page, frozen=True, kw_only=True):
     archived: Annotated[bool, Meta(description="Only archived (true) or active (false)")] | None = (
         None
     )
+
+
+class DeliveriesQuery(Page, frozen=True, kw_only=True):
+    """GET /agents/{agent_id}/deliveries, newest first."""
+
+    status: (
+        Annotated[
+            Literal["pending", "delivered", "dead"],
+            Meta(description="Only deliveries in this state; all when left out"),
+        ]
+        | None
+    ) = None

@@ -12,6 +12,7 @@ import ipaddress
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import msgspec
@@ -43,6 +44,21 @@ Label = Annotated[str, Meta(min_length=1, max_length=50, pattern=NO_NUL)]
 Importance = Annotated[int, Meta(ge=0, le=10, description="0..10; 5.0 is taken as 5")]
 Title = Annotated[str, Meta(max_length=255, pattern=NO_NUL)]
 Text = Annotated[str, Meta(pattern=NO_NUL)]
+WEBHOOK_URL_MAX = 2048
+WebhookUrl = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=WEBHOOK_URL_MAX,
+        pattern="^[^\\u0000-\\u0020\\u007f]*$",
+        description=(
+            "Absolute http or https URL, at most 2048 characters, no user or password in it;"
+            " it may not reach loopback, private, link-local or other internal addresses."
+            " Setting it issues a new webhook_secret, returned once; null removes the webhook"
+        ),
+        extra_json_schema={"format": "uri"},
+    ),
+]
 MetadataKey = Annotated[str, Meta(min_length=1, max_length=255, pattern=NO_NUL)]
 JsonObject = dict[str, Any]
 RecipientIds = Annotated[list[UUID], Meta(max_length=1000)]
@@ -80,26 +96,56 @@ def canonical_ip(value: str | UnsetType | None) -> str | UnsetType | None:
     return str(address)
 
 
+def check_webhook_url(value: str | UnsetType | None) -> None:
+    """422 for a webhook_url that is not an absolute http(s) URL without credentials.
+
+    Where it points is checked by the handler (webhooks/addresses.py), which
+    resolves the name.
+    """
+    if not isinstance(value, str):
+        return
+    loc = ["body", "webhook_url"]
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0..65535
+    except ValueError:
+        raise InvalidInput.at(loc, f"Not a valid URL: {value!r}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise InvalidInput.at(loc, "The webhook URL must start with http:// or https://")
+    if not parts.hostname:
+        raise InvalidInput.at(loc, "The webhook URL must name a host (http://host/path)")
+    if "@" in parts.netloc:
+        raise InvalidInput.at(
+            loc,
+            "The webhook URL may not carry a user name or password (user:pass@host):"
+            " mailroom signs every request instead; remove the credentials",
+        )
+
+
 class AgentCreate(Input):
-    """Register an agent."""
+    """Register an agent; with a webhook_url, messages it receives are also POSTed there."""
 
     agent_name: AgentName
     ip_address: IpAddress | None = None
     port: Port | None = None
+    webhook_url: WebhookUrl | None = None
 
     def __post_init__(self) -> None:
         self.ip_address = canonical_ip(self.ip_address)
+        check_webhook_url(self.webhook_url)
 
 
 class AgentUpdate(Input):
-    """Change any of an agent's fields; null clears ip_address or port."""
+    """Change any of an agent's fields; null clears ip_address, port or webhook_url."""
 
     agent_name: AgentName | UnsetType = UNSET
     ip_address: IpAddress | UnsetType | None = UNSET
     port: Port | UnsetType | None = UNSET
+    webhook_url: WebhookUrl | UnsetType | None = UNSET
 
     def __post_init__(self) -> None:
         self.ip_address = canonical_ip(self.ip_address)
+        check_webhook_url(self.webhook_url)
 
 
 class MessageCreate(Input):

@@ -52,10 +52,66 @@ class Agent(msgspec.Struct, frozen=True):
     updated_at: Timestamp
 
 
-class AgentCreated(Agent, frozen=True):
-    """A registered agent and, with authentication on, its API key: shown this once."""
+class AgentProfile(Agent, frozen=True):
+    """An agent as it and the admin see it: with its webhook."""
+
+    webhook_url: str | None
+    webhook_disabled_at: Annotated[
+        Timestamp | None,
+        msgspec.Meta(
+            description="When the endpoint answered 410 Gone and the webhook was disabled;"
+            " setting webhook_url again re-enables it"
+        ),
+    ]
+
+
+class AgentUpdated(AgentProfile, frozen=True):
+    """An agent after a change; webhook_secret only when webhook_url was set: shown this once."""
+
+    webhook_secret: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                description="The Standard Webhooks signing secret (whsec_ + base64), shown once"
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+
+
+class AgentCreated(AgentUpdated, frozen=True):
+    """A registered agent; its API key (with authentication on) and webhook_secret (with
+    a webhook_url) are shown this once."""
 
     api_key: str | UnsetType = UNSET
+
+
+class WebhookSecret(msgspec.Struct, frozen=True):
+    """A new webhook signing secret; the previous one keeps signing alongside it until
+    previous_valid_until."""
+
+    agent_id: UUID
+    webhook_secret: str
+    previous_valid_until: Timestamp
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """One message's delivery to an agent's webhook; its id is the webhook-id header."""
+
+    id: UUID
+    message_id: UUID
+    status: Literal["pending", "delivered", "dead"]
+    attempts: Annotated[int, msgspec.Meta(description="Attempts begun since made or retried")]
+    created_at: Timestamp
+    last_attempt_at: Timestamp | None
+    last_status_code: Annotated[
+        int | None, msgspec.Meta(description="The endpoint's last HTTP status; null: none")
+    ]
+    last_error: str | None
+    next_attempt_at: Annotated[
+        Timestamp | None, msgspec.Meta(description="When it is tried next (pending only)")
+    ]
+    delivered_at: Timestamp | None
 
 
 class ApiKey(msgspec.Struct, frozen=True):

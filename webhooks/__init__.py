@@ -1,0 +1,1 @@
+"""Webhooks: signed delivery of received messages to agents' endpoints (issue 14)."""
