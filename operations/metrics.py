@@ -82,6 +82,15 @@ WEBHOOK_ATTEMPTS = Counter(
     "Webhook delivery attempts, by outcome (delivered, retry, dead, disabled) and status class",
     ["outcome", "status_class"],
 )
+# The series a dashboard plots exist from the start, at 0, not from their first attempt.
+for _outcome, _classes in {
+    "delivered": ("2xx",),
+    "retry": ("3xx", "4xx", "5xx", "none"),
+    "dead": ("3xx", "4xx", "5xx", "none"),
+    "disabled": ("4xx",),
+}.items():
+    for _class in _classes:
+        WEBHOOK_ATTEMPTS.labels(_outcome, _class)
 WEBHOOK_ATTEMPT_DURATION = Histogram(
     "mailroom_webhook_attempt_duration_seconds",
     "Time one webhook attempt took, from connecting to the endpoint's status line",

@@ -98,6 +98,8 @@ def build_world(http: httpx.Client) -> World:
         )  # fmt: skip
         ids[name], keys[name] = agent["id"], agent["api_key"]
     a, b = bearer(keys["A"]), bearer(keys["B"])
+    # No delivery has this id: the rule lets A and the admin through to the 404.
+    ids["no_delivery"] = "00000000-0000-4000-8000-000000000000"
     ids["conv_a"] = created(http.post("/conversations", json={"title": "A's"}, headers=a))["id"]
     ids["conv_b"] = created(http.post("/conversations", json={"title": "B's"}, headers=b))["id"]
 
@@ -137,6 +139,11 @@ MATRIX: list[tuple[str, str, str, Callable[[dict[str, str]], Any] | None, tuple[
     ("get agent", "GET", "/agents/{A}", None, (*OWN_ONLY, 200, 200)),
     ("update agent", "PUT", "/agents/{A}", lambda i: {"agent_name": "z"}, (*OWN_ONLY, 200, 200)),
     ("rotate key", "POST", "/agents/{A}/api-key", None, (*OWN_ONLY, 200, 200)),
+    # A has no webhook: let through, it is told to set one first (409).
+    ("rotate webhook secret", "POST", "/agents/{A}/webhook-secret", None, (*OWN_ONLY, 409, 409)),
+    ("deliveries", "GET", "/agents/{A}/deliveries", None, (*OWN_ONLY, 200, 200)),
+    ("retry delivery", "POST", "/agents/{A}/deliveries/{no_delivery}/retry", None,
+     (*OWN_ONLY, 404, 404)),
     ("mailbox", "GET", "/agents/{A}/messages", None, (*OWN_ONLY, 200, 200)),
     ("unread", "GET", "/agents/{A}/messages/unread", None, (*OWN_ONLY, 200, 200)),
     ("stream", "GET", "/agents/{A}/messages/stream", None, (*OWN_ONLY, 200, 200)),

@@ -28,6 +28,11 @@ DOC_ROUTES = {"/openapi.json", "/docs", "/redoc"}
 UNDOCUMENTED = {*DOC_ROUTES, "/metrics"}
 # The one write without a body: a new API key.
 ROTATION = ("POST", "/agents/{agent_id}/api-key")
+# POSTs that take no body and create nothing (issue 14): a new webhook secret, a retry.
+WEBHOOK_ACTIONS = {
+    ("POST", "/agents/{agent_id}/webhook-secret"),
+    ("POST", "/agents/{agent_id}/deliveries/{delivery_id}/retry"),
+}
 PUBLIC = {("GET", "/"), ("GET", "/health"), ("GET", "/health/ready"), ("GET", "/health/live")}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 CONTENT_TYPES = {
@@ -134,6 +139,10 @@ def test_served_routes_cover_the_contract() -> None:
         ("PUT", "/conversations/{conversation_id}"),
         ("GET", "/conversations/{conversation_id}/details"),
         ("POST", "/cli/echo"),
+        # issue 14: webhooks
+        ("POST", "/agents/{agent_id}/webhook-secret"),
+        ("GET", "/agents/{agent_id}/deliveries"),
+        ("POST", "/agents/{agent_id}/deliveries/{delivery_id}/retry"),
     }
     assert served_pairs() == contract
 
@@ -181,7 +190,7 @@ def test_every_request_body_references_a_component(document: dict[str, Any]) -> 
             assert component["type"] == "object", (method, path)
     assert bodies == sum(1 for op in DOCUMENTED if op.body is not None)
     writes = {pair for pair in documented_pairs(document) if pair[0] in {"POST", "PUT"}}
-    assert bodies == len(writes - {ROTATION})
+    assert bodies == len(writes - {ROTATION} - WEBHOOK_ACTIONS)
 
 
 def test_unknown_fields_are_forbidden_in_the_schema(document: dict[str, Any]) -> None:
@@ -210,7 +219,11 @@ def test_documented_success_status_matches_the_contract(document: dict[str, Any]
     for path, item in document["paths"].items():
         for method, operation in item.items():
             success = {code for code in operation["responses"] if code.startswith("2")}
-            creates = method == "post" and path not in {"/cli/echo", "/agents/{agent_id}/api-key"}
+            creates = method == "post" and ("POST", path) not in {
+                ("POST", "/cli/echo"),
+                ROTATION,
+                *WEBHOOK_ACTIONS,
+            }
             assert success == ({"201"} if creates else {"200"}), (method, path)
 
 
@@ -269,6 +282,7 @@ def test_error_responses_where_they_apply(document: dict[str, Any]) -> None:
     }
     assert conflicts == {
         ("POST", "/agents"),
+        *WEBHOOK_ACTIONS,
         ("POST", "/messages"),
         ("PUT", "/messages/{message_id}"),
         ("POST", "/message_recipients"),
@@ -817,6 +831,7 @@ def test_every_paginated_list_declares_the_link_header(
     assert paginated == {
         ("GET", "/agents/{agent_id}/messages"),
         ("GET", "/agents/{agent_id}/messages/unread"),
+        ("GET", "/agents/{agent_id}/deliveries"),
         ("GET", "/conversations"),
     }
     for _ in range(2):
@@ -863,4 +878,4 @@ def test_the_links_lead_to_the_created_resource(
             response = client.get(target.replace("{" + name + "}", created.json()["id"]))
             assert response.status_code == 200, (target, response.text)
             followed += 1
-    assert followed == 5  # 3 for the agent, 2 for the conversation
+    assert followed == 6  # 4 for the agent, 2 for the conversation
