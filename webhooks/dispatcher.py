@@ -49,6 +49,9 @@ SCAN = 1000
 PURGE_INTERVAL = 3600.0  # seconds between two purges of delivered rows
 MAX_RETRY_AFTER = 86400.0  # a Retry-After longer than a day is read as a day
 JITTER = 0.1  # a retry waits its delay give or take 10 %
+# Response body read at most, and for how long, before the connection is dropped instead.
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 1.0
 DATABASE_ERRORS = (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError)
 
 
@@ -146,6 +149,22 @@ def next_delay(
     return delay
 
 
+async def drain(response: httpx.Response) -> None:
+    """Read a small body to its end, so the connection can serve the next attempt; a
+    large, endless or slow one is dropped unread (the status line decided already)."""
+    read = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read > DRAIN_BYTES:
+                    break
+    except (TimeoutError, httpx.HTTPError):
+        pass
+    finally:
+        await response.aclose()
+
+
 class Dispatcher:
     """Claims and sends this worker's share of the due deliveries until closed."""
 
@@ -196,13 +215,15 @@ class Dispatcher:
                         self._begin(row)
                     if len(claimed) == free:
                         continue  # more may be due
-                    async with self.pool.connection() as conn:
-                        due_in = await sql.get_next_due.value(conn)
+                    due_in = None
+                    if not claimed:
+                        async with self.pool.connection() as conn:
+                            due_in = await sql.get_next_due.value(conn)
                 except DATABASE_ERRORS as error:
                     log.warning("webhook dispatcher waiting for the database: %s", error)
                     due_in = settings.reconnect_interval * 4
-                # Due now but not claimed: its endpoint's slots are full; an attempt
-                # ending wakes us.
+                # While attempts run, each one ending wakes us to claim again. Due now
+                # but not claimed: its endpoint's slots are full, and the same holds.
                 if due_in is not None and due_in > 0:
                     wait = min(wait, due_in)
             with contextlib.suppress(TimeoutError):
@@ -259,10 +280,8 @@ class Dispatcher:
                 request = self.client.build_request(
                     "POST", row.webhook_url, content=body, headers=headers
                 )
-                # Only the status line and headers are read: a huge or endless body
-                # is never downloaded, and closing drops the connection.
                 response = await self.client.send(request, stream=True)
-                await response.aclose()
+            await drain(response)
         except RefusedAddress as error:
             return None, f"Refused: {error}", None
         except TimeoutError:
