@@ -8,12 +8,14 @@ cluster) and the tests' receiver (tests/webhook_receiver.py, which verifies
 every signature with the standardwebhooks package) in its own process. Four
 sender threads post the messages to one agent whose webhook is the receiver.
 
-1. Receiver up: send-to-receipt latency (from the POST's 201 to the
-   receiver's arrival stamp) p50/p99, and deliveries per second.
+0. 200 messages, one every 50 ms: send-to-receipt latency (from the POST's
+   201 to the receiver's arrival stamp) p50/p99.
+1. Receiver up, four senders as fast as they can: the same latency (now
+   mostly time in the queue) and deliveries per second.
 2. The receiver is stopped after a third of the messages and started again
    10 s later: every message arrives, and how long after its return.
 3. The send path: POST /messages per second to an agent with a webhook and
-   to one without.
+   to one without, and the replica's CPU time per message in each case.
 
 Fails when a message is not delivered or arrives with a bad signature.
 """
@@ -38,8 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from processes import ROOT, Cluster, Replica, free_port
 
 SENDERS = 4
+PACED = 200
 SCHEDULE = "0,0.5,1,1,2,2,2,2,2,5,5,5,5"  # about 35 s of retries: outlives the 10 s outage
 OUTAGE_SECONDS = 10.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -152,7 +161,29 @@ def main() -> None:
         replica.wait_ready()
         base = replica.base_url
 
-        # 1. Receiver up.
+        # 0. Paced: one message every 50 ms, below what the machine delivers, so the
+        # latency is a message's own and not the queue's.
+        paced = Receiver(work / "paced")
+        paced.directory.mkdir()
+        receivers.append(paced)
+        paced.start()
+        agent = register(base, "bench-paced", paced)
+        acknowledged = {}
+        with httpx.Client(base_url=base, timeout=30) as http:
+            for n in range(PACED):
+                response = http.post(
+                    "/messages", json={"content": f"paced {n}", "recipient_ids": [agent]}
+                )
+                acknowledged[response.json()["id"]] = time.time()
+                time.sleep(0.05)
+        arrived = wait_delivered(paced, set(acknowledged), 60)
+        latencies = [(arrived[m] - acknowledged[m]) * 1000 for m in acknowledged]
+        print(
+            f"0. {PACED} messages, one every 50 ms: send-to-receipt (ms) p50 "
+            f"{statistics.median(latencies):.1f}, p99 {percentile(latencies, 0.99):.1f}"
+        )
+
+        # 1. Receiver up, as fast as four senders post.
         steady = Receiver(work / "steady")
         steady.directory.mkdir()
         receivers.append(steady)
@@ -200,19 +231,31 @@ def main() -> None:
             f"all delivered {after:.2f} s after it returned, {duplicates} repeated"
         )
 
-        # 3. The send path with and without a webhook.
+        # 3. The send path with and without a webhook, and the replica's CPU time per
+        # message (which, unlike rates, a busy machine does not distort).
+        pid = replica.process.pid
         plain = register(base, "bench-plain", None)
+        cpu = cpu_seconds(pid)
         _, without = send_all(base, plain, count, "plain")
+        cpu_without = (cpu_seconds(pid) - cpu) / count * 1000
         hooked = Receiver(work / "hooked")
         hooked.directory.mkdir()
         receivers.append(hooked)
         hooked.start()
         agent = register(base, "bench-hooked", hooked)
+        cpu = cpu_seconds(pid)
         acknowledged, with_hook = send_all(base, agent, count, "hooked")
         wait_delivered(hooked, set(acknowledged), 120)
+        time.sleep(1.0)  # the last results are written
+        cpu_with = (cpu_seconds(pid) - cpu) / count * 1000
         print(
             f"3. POST /messages with {SENDERS} senders: {count / without:.0f}/s without a "
             f"webhook, {count / with_hook:.0f}/s with one (deliveries running alongside)"
+        )
+        print(
+            f"   replica CPU per message: {cpu_without:.2f} ms without a webhook, "
+            f"{cpu_with:.2f} ms with one, send and delivery (one core: about "
+            f"{1000 / max(cpu_with - cpu_without, 0.01):.0f} deliveries/s)"
         )
         print("PASS")
     finally:
