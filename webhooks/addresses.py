@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
+RESOLVE_SECONDS = 5.0  # a name looked up when a URL is saved, at most
 
 
 class RefusedAddress(Exception):
@@ -79,6 +80,13 @@ def default_port(url: str) -> tuple[str, int]:
 
 
 async def check_url(url: str, allow_private: bool) -> None:
-    """RefusedAddress when a URL's host is, or resolves to, an internal address."""
+    """RefusedAddress when a URL's host is, or resolves to, an internal address, or does
+    not resolve within RESOLVE_SECONDS."""
     host, port = default_port(url)
-    await allowed_addresses(host, port, allow_private)
+    try:
+        async with asyncio.timeout(RESOLVE_SECONDS):
+            await allowed_addresses(host, port, allow_private)
+    except TimeoutError:
+        raise RefusedAddress(
+            f"the host {host!r} did not resolve within {RESOLVE_SECONDS:g} s"
+        ) from None
