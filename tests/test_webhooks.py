@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from standardwebhooks import Webhook
 
@@ -662,3 +663,50 @@ def test_webhook_urls_are_not_shown_to_others(client, agent, db) -> None:
     assert (
         client.get(f"/agents/{hooked['id']}").json()["webhook_url"] == "https://example.com/private"
     )
+
+
+def test_a_recipient_added_later_is_delivered_too(http, receivers) -> None:
+    receiver = receivers()
+    agent = register(http, receiver)
+    sent = http.post("/messages", json={"content": "added later"}).json()
+    added = http.post(
+        "/message_recipients", json={"message_id": sent["id"], "recipient_id": agent["id"]}
+    )
+    assert added.status_code == 201, added.text
+    (got,) = receiver.wait_for(1)
+    assert got["valid"] is True and got["body"]["data"]["id"] == sent["id"]
+
+
+def test_delivered_rows_are_purged_after_the_retention_period(
+    webhook_database, http, receivers, tmp_path
+) -> None:
+    receiver = receivers()
+    agent = register(http, receiver)
+    old, recent, dead = (send(http, agent, f"retention {n}") for n in range(3))
+    done = {d["message_id"]: d["id"] for d in all_delivered(http, agent, 3)}
+    with psycopg.connect(webhook_database, autocommit=True) as db:
+        db.execute(
+            "UPDATE webhook_deliveries SET delivered_at = now() - interval '2 hours' WHERE id = %s",
+            (done[old["id"]],),
+        )
+        db.execute(
+            "UPDATE webhook_deliveries SET status = 'dead', created_at = now() - interval"
+            " '2 hours' WHERE id = %s",
+            (done[dead["id"]],),
+        )
+    # A replica purges at start-up and every hour after.
+    (tmp_path / "purging").mkdir()
+    purging = Server(
+        webhook_database, tmp_path / "purging", **WEBHOOK_ENV, MAILROOM_WEBHOOK_RETENTION="3600"
+    )
+    try:
+        purging.wait_healthy()
+        wait_until(lambda: len(deliveries(http, agent)) == 2)
+    finally:
+        purging.stop()
+    left = {d["message_id"]: d["status"] for d in deliveries(http, agent)}
+    assert left == {recent["id"]: "delivered", dead["id"]: "dead"}
+
+
+def test_allowing_private_addresses_is_warned_about_at_start_up(replica) -> None:
+    assert "MAILROOM_WEBHOOK_ALLOW_PRIVATE=on" in replica.output()

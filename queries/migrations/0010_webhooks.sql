@@ -35,9 +35,12 @@ CREATE TABLE webhook_deliveries (
 -- The dispatchers' queue: due pending rows, oldest due first.
 CREATE INDEX webhook_deliveries_due
     ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
--- An agent's deliveries by status, newest first (GET /agents/{id}/deliveries).
+-- An agent's deliveries, newest first (GET /agents/{id}/deliveries).
 CREATE INDEX webhook_deliveries_by_agent
-    ON webhook_deliveries (agent_id, status, created_at, id);
+    ON webhook_deliveries (agent_id, created_at, id);
+-- The dead letters, counted for /metrics without reading the delivered ones.
+CREATE INDEX webhook_deliveries_dead
+    ON webhook_deliveries (created_at) WHERE status = 'dead';
 -- Purging delivered rows past the retention period.
 CREATE INDEX webhook_deliveries_delivered
     ON webhook_deliveries (delivered_at) WHERE status = 'delivered';
