@@ -710,3 +710,25 @@ def test_delivered_rows_are_purged_after_the_retention_period(
 
 def test_allowing_private_addresses_is_warned_about_at_start_up(replica) -> None:
     assert "MAILROOM_WEBHOOK_ALLOW_PRIVATE=on" in replica.output()
+
+
+def test_a_url_that_cannot_be_sent_to_fails_the_attempt(client, agent, db) -> None:
+    """A stored URL that the HTTP client refuses (here written straight into the table)
+    fails its attempts like an unreachable one; the delivery is never stuck in flight."""
+    target = agent()
+    db.execute(
+        "UPDATE agents SET webhook_url = 'http://[zz]/', webhook_secret = %s WHERE id = %s",
+        ("whsec_" + "A" * 43 + "=", target["id"]),
+    )
+    sent = client.post("/messages", json={"content": "x", "recipient_ids": [target["id"]]})
+    assert sent.status_code == 201, sent.text
+
+    def failed() -> list[dict[str, Any]]:
+        found = client.get(f"/agents/{target['id']}/deliveries").json()
+        return [d for d in found if d["last_error"]]
+
+    (delivery,) = wait_until(failed)
+    assert delivery["last_error"].startswith("Could not send the request"), delivery
+    assert delivery["status"] == "pending" and delivery["attempts"] == 1
+    db.execute("UPDATE agents SET webhook_url = NULL WHERE id = %s", (target["id"],))
+    db.execute("UPDATE webhook_deliveries SET status = 'dead' WHERE agent_id = %s", (target["id"],))

@@ -288,6 +288,9 @@ class Dispatcher:
             return None, f"No response within {timeout:g} s (MAILROOM_WEBHOOK_TIMEOUT)", None
         except httpx.HTTPError as error:
             return None, f"Could not reach the endpoint: {error or type(error).__name__}", None
+        except Exception as error:  # an unusable URL, say: a failed attempt, not a lost one
+            log.exception("webhook delivery %s: the request could not be sent", row.id)
+            return None, f"Could not send the request ({type(error).__name__})", None
         finally:
             self.client.cookies.clear()  # nothing one endpoint sets reaches another
         return response.status_code, None, retry_after(response.headers.get("retry-after"))
