@@ -388,6 +388,7 @@ ROUTES = [
     Route("/health/ready", core.health, methods=["GET"]),
     Route("/health/live", core.live, methods=["GET"]),
     Route("/users/{user_id}", guard(core.get_user, admin_only), methods=["GET"]),
+    Route("/agents", guard(agents.list_agents, any_principal), methods=["GET"]),
     Route("/agents", guard(agents.create_agent, admin_only), methods=["POST"]),
     Route("/agents/{agent_id}", guard(agents.get_agent, SELF), methods=["GET"]),
     Route("/agents/{agent_id}", guard(agents.update_agent, SELF), methods=["PUT"]),
@@ -468,6 +469,11 @@ ROUTES = [
 # Errors listed here are each
 # operation's own; 401/403 (unless public), 413, 429 and 503 are added by openapi.py.
 DIRECTION = Param("direction", {"enum": ["all", "sent", "received"], "default": "all"}, "Which")
+NAME = Param(
+    "name",
+    {"type": "string", "maxLength": 255},
+    "Only agents whose name starts with this, ignoring case",
+)
 ARCHIVED = Param("archived", {"type": "boolean"}, "Only archived (true) or active (false)")
 WAIT = Param(
     "wait",
@@ -487,6 +493,10 @@ API = [
     Operation("GET", "/health/live", "Liveness probe; no database", rs.Health, public=True,
               database=False),
     Operation("GET", "/users/{user_id}", "A sample user", rs.User, errors=(404, 422)),
+    Operation("GET", "/agents",
+              "The agent directory, by name: the agents a caller may address (the admin also "
+              "sees each one's unread count and last activity)",
+              list[rs.DirectoryEntry], errors=(422,), query=(NAME, LIMIT, CURSOR), tag="agents"),
     Operation("POST", "/agents", "Register an agent", rs.AgentCreated, 201, rq.AgentCreate,
               (409, 422), query=(IDEMPOTENCY_KEY,), tag="agents"),
     Operation("GET", "/agents/{agent_id}", "An agent", rs.Agent, errors=(404, 422),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import msgspec
 from msgspec.structs import astuple
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.access import key_digest, new_api_key
+from handlers.access import caller, key_digest, new_api_key
 from handlers.common import (
     NotFound,
     create_params,
@@ -15,12 +17,29 @@ from handlers.common import (
     decode_update,
     json_response,
     path_uuid,
+    query_int,
     update_params,
 )
 from handlers.idempotency import REPLAYED, create_once
+from handlers.pagination import encode_name_cursor, name_page_start, next_link
 from queries import sql
+from validation.errors import InvalidInput
 from validation.requests import AgentCreate, AgentUpdate
-from validation.responses import Agent, AgentCreated, ApiKey
+from validation.responses import Agent, AgentCreated, ApiKey, DirectoryEntry
+
+SCOPE = b"a"
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+MAX_NAME = 255  # an agent_name's own limit: a longer prefix matches nothing
+
+
+class _DirectoryRow(msgspec.Struct, frozen=True):
+    """Row of list_directory; the activity columns are NULL unless asked for."""
+
+    id: UUID
+    agent_name: str
+    created_at: str
+    unread_count: int | None
+    last_active_at: str | None
 
 
 async def create_agent(request: Request) -> Response:
@@ -46,6 +65,45 @@ async def create_agent(request: Request) -> Response:
             await sql.set_api_key.run(conn, agent_id=agent.id, digest=digest)
     created = AgentCreated(*astuple(agent), api_key=key)
     return json_response(created, 201, {REPLAYED: "true"} if replayed else None)
+
+
+async def list_agents(request: Request) -> Response:
+    """The directory: agents by name then id, `?name=` a case-insensitive prefix.
+
+    The admin's items carry each agent's unread count and last activity, two
+    index lookups per agent of the page; an agent's key sees names only.
+    """
+    limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    name = request.query_params.get("name")
+    if name is not None and (len(name) > MAX_NAME or "\x00" in name):
+        raise InvalidInput.at(
+            ["query", "name"], f"Send a name prefix of at most {MAX_NAME} characters, no NUL"
+        )
+    after_name, after_id = name_page_start(request, SCOPE)
+    activity = caller(request) is None
+    async with request.state.pool.connection() as conn:
+        rows = await sql.list_directory.all(
+            conn,
+            _DirectoryRow,
+            name=name or None,
+            after_name=after_name,
+            after_id=after_id,
+            activity=activity,
+            limit=limit + 1,
+        )
+    headers = None
+    if len(rows) > limit:
+        del rows[limit:]
+        last = rows[-1]
+        cursor = encode_name_cursor(request.state.cursor_key, SCOPE, last.agent_name, last.id)
+        headers = next_link(request, cursor)
+    items = [
+        DirectoryEntry(row.id, row.agent_name, row.created_at, row.unread_count, row.last_active_at)
+        if activity
+        else DirectoryEntry(row.id, row.agent_name, row.created_at)
+        for row in rows
+    ]
+    return json_response(items, headers=headers)
 
 
 async def get_agent(request: Request) -> Response:

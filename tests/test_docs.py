@@ -108,6 +108,7 @@ def test_served_routes_cover_the_contract() -> None:
         ("GET", "/health/live"),
         ("GET", "/users/{user_id}"),
         ("POST", "/agents"),
+        ("GET", "/agents"),  # issue 13: the agent directory
         ("GET", "/agents/{agent_id}"),
         ("PUT", "/agents/{agent_id}"),
         ("GET", "/agents/{agent_id}/messages"),
