@@ -383,7 +383,8 @@ def test_directory_page_goes_on_after_its_last_agent_is_renamed(client, agent):
 
 def test_directory_activity_is_unread_count_and_last_message(client, agent, message):
     prefix = f"act-{uuid.uuid4().hex[:8]}-"
-    quiet, talker, reader = (agent(agent_name=prefix + n) for n in ("a", "b", "c"))
+    agent(agent_name=prefix + "a")  # never sent or received anything
+    talker, reader = agent(agent_name=prefix + "b"), agent(agent_name=prefix + "c")
     message(sender_id=talker["id"], recipient_ids=[reader["id"]])
     last = message(sender_id=talker["id"], recipient_ids=[reader["id"]])
     client.put(f"/message_recipients/{last['id']}/{reader['id']}", json={"is_read": True})
