@@ -33,6 +33,7 @@ from starlette.staticfiles import StaticFiles
 from handlers import (
     access,
     agents,
+    console,
     conversations,
     core,
     docs,
@@ -462,6 +463,7 @@ ROUTES = [
     Route("/docs", docs.swagger_ui, methods=["GET"], include_in_schema=False),
     Route("/redoc", docs.redoc, methods=["GET"], include_in_schema=False),
     Route("/metrics", metrics.metrics, methods=["GET"], include_in_schema=False),
+    Route("/console", console.console, methods=["GET"], include_in_schema=False),
     Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
 ]
 

@@ -18,8 +18,9 @@ from tests.helpers import assert_invalid
 from validation import requests as rq
 
 DOC_ROUTES = {"/openapi.json", "/docs", "/redoc"}
-# Routes outside the API document: the documentation itself and the Prometheus scrape.
-UNDOCUMENTED = {*DOC_ROUTES, "/metrics"}
+# Routes outside the API document: the documentation itself, the Prometheus scrape and the
+# operator console (a page, not an API).
+UNDOCUMENTED = {*DOC_ROUTES, "/metrics", "/console"}
 # The one write without a body: a new API key.
 ROTATION = ("POST", "/agents/{agent_id}/api-key")
 PUBLIC = {("GET", "/"), ("GET", "/health"), ("GET", "/health/ready"), ("GET", "/health/live")}
