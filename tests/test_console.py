@@ -192,10 +192,11 @@ class Tab:
     def main_text(self) -> str:
         return self.page.inner_text("main")
 
-    def snap(self, name: str) -> None:
+    def snap(self, name: str, full_page: bool = True) -> None:
         if SCREENSHOTS:
             Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-            self.page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
+            path = str(Path(SCREENSHOTS) / f"{name}.png")
+            self.page.screenshot(path=path, full_page=full_page)
 
     def assert_clean(self) -> None:
         """Nothing left the server, nothing ran that should not have."""
@@ -409,7 +410,7 @@ def test_the_mailbox_pages_through_250_messages_by_the_link_header(tab: Tab, wor
         if following.count() == 0:
             break
         if len(sizes) == 1:
-            tab.snap("mailbox")
+            tab.snap("mailbox", full_page=False)
         following.click()
         tab.page.wait_for_function(
             "first => document.querySelector('main article.message')?.dataset.id !== first",
@@ -603,7 +604,7 @@ def test_phone_width_needs_no_sideways_scrolling(
             "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, f"{view} is {overflow}px wider than the phone"
-        tab.snap(f"phone-{view}")
+        tab.snap(f"phone-{view}", full_page=False)
         tab.assert_clean()
     finally:
         tab.page.context.close()
