@@ -364,7 +364,7 @@ class RateLimits:
         return 0
 
 
-CONSOLE_PATHS = ("/console", "/static/console/")
+CONSOLE_PAGE, CONSOLE_FILES = "/console", "/static/console/"
 # The console runs only its own files: no inline script or style, no other origin, no
 # framing, no base tag, and no native form submission (a form posted before its module
 # loaded would put the typed key in the URL).
@@ -387,9 +387,10 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        console = path == CONSOLE_PATHS[0] or path.startswith(CONSOLE_PATHS[1])
-        cacheable = path.startswith("/static/") and not console
-        cache_control = b"no-cache" if console and path != CONSOLE_PATHS[0] else b"no-store"
+        console_file = path.startswith(CONSOLE_FILES)
+        console = console_file or path == CONSOLE_PAGE
+        cacheable = path.startswith("/static/") and not console_file
+        cache_control = b"no-cache" if console_file else b"no-store"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

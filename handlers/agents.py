@@ -70,8 +70,8 @@ async def create_agent(request: Request) -> Response:
 async def list_agents(request: Request) -> Response:
     """The directory: agents by name then id, `?name=` a case-insensitive prefix.
 
-    The admin's items carry each agent's unread count and last activity, two
-    index lookups per agent of the page; an agent's key sees names only.
+    The admin's items carry each agent's unread count and last activity (three
+    index reads per agent of the page); an agent's key sees names only.
     """
     limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     name = request.query_params.get("name")

@@ -1,8 +1,8 @@
 """Keyset pagination: signed, opaque cursors and the RFC 8288 `Link` header.
 
 A cursor names the last item of a page by its sort key (a timestamp or a
-name, and an id). It is signed with a key every replica shares (stored in the database),
-so a cursor that the service did not issue is refused with 422.
+name, and an id). It is signed with a key every replica shares (stored in
+the database), so a cursor that the service did not issue is refused with 422.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ NEWEST = (datetime(9999, 12, 31, tzinfo=UTC), UUID(int=(1 << 128) - 1))
 OLDEST = (datetime(1, 1, 2, tzinfo=UTC), UUID(int=0))
 _PAYLOAD = struct.Struct(">1sq16s")
 _SIG_BYTES = 16
+_NAME_AT = 17  # a name cursor's payload: the scope byte, the id's 16 bytes, then the name
 
 
 def _sign(key: bytes, payload: bytes) -> bytes:
@@ -84,9 +85,9 @@ def name_page_start(request: Request, scope: bytes) -> tuple[str, UUID]:
     if cursor is None:
         return "", OLDEST[1]
     payload = _unseal(request.state.cursor_key, scope, cursor, ("query", "cursor"))
-    if len(payload) < 17:
+    if len(payload) < _NAME_AT:
         raise InvalidInput.at(["query", "cursor"], "Not a cursor this service issued")
-    return payload[17:].decode(), UUID(bytes=payload[1:17])
+    return payload[_NAME_AT:].decode(), UUID(bytes=payload[1:_NAME_AT])
 
 
 def page_start(request: Request, scope: bytes, descending: bool) -> tuple[datetime, UUID]:
