@@ -308,6 +308,10 @@ def test_sign_in_shows_the_seeded_agents_and_keeps_the_key_out_of_urls(
     assert ADMIN in stored.values()
     assert tab.page.evaluate("() => localStorage.length") == 0
     assert tab.page.context.cookies() == []
+
+    tab.page.click("header button:text-is('Sign out')")
+    assert "forgotten the key" in tab.page.locator("main [role=alert]").inner_text()
+    assert tab.page.evaluate("() => sessionStorage.length") == 0
     tab.assert_clean()
 
 

@@ -84,8 +84,8 @@ function header() {
   out.addEventListener("click", () => {
     signOut();
     current?.abort();
-    location.hash = "";
-    signInForm("Signed out. The key is forgotten by this tab.");
+    history.replaceState(null, "", location.pathname); // no hashchange: the message stays
+    signInForm("Signed out. This tab has forgotten the key.");
   });
   account.replaceChildren(h("span", { className: "who" }, WHO[role()]), out);
   for (const link of nav.querySelectorAll("a")) {
