@@ -48,6 +48,7 @@ from access.rules import (
 from embedded import embedded_admin_token, start_embedded, stop_embedded
 from handlers import (
     agents,
+    console,
     conversations,
     docs,
     echo,
@@ -72,6 +73,7 @@ from validation.errors import InvalidInput
 from validation.openapi import IDEMPOTENCY_KEY, LAST_EVENT_ID
 from validation.query_params import (
     ConversationsQuery,
+    DirectoryQuery,
     MailboxQuery,
     StreamQuery,
     UnreadQuery,
@@ -97,6 +99,10 @@ OPERATIONS = [
               response=responses.Health, database=False),
     Operation("GET", "/users/{user_id}", users.get_user, "A sample user", admin_only,
               responses.User, errors=(404, 422)),
+    Operation("GET", "/agents", agents.list_agents,
+              "The agent directory, by name: the agents a caller may address (the admin also "
+              "sees each one's unread count and last activity)", any_principal,
+              list[responses.DirectoryEntry], query=DirectoryQuery, errors=(422,), tag="agents"),
     Operation("POST", "/agents", agents.create_agent, "Register an agent", admin_only,
               responses.AgentCreated, 201, requests.AgentCreate, headers=(IDEMPOTENCY_KEY,),
               errors=(409, 422), tag="agents", creates="agent_id"),
@@ -169,6 +175,7 @@ OPERATIONS = [
     Operation("GET", "/docs", docs.swagger_ui, "Swagger UI", documented=False),
     Operation("GET", "/redoc", docs.redoc, "ReDoc", documented=False),
     Operation("GET", "/metrics", metrics.metrics, "Prometheus metrics", documented=False),
+    Operation("GET", "/console", console.console, "The operator console", documented=False),
 ]  # fmt: skip
 
 ROUTES = [

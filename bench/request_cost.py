@@ -139,7 +139,7 @@ async def measure(url: str, per_round: int, rounds: int) -> None:
     settings = Settings(database_url=url, admin_token=ADMIN, log_format="json")
     app = service.create_app(settings)
     ceiling = load_ceiling(os.environ.get("BENCH_CEILING"), url)
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - the request lines go nowhere, at full cost
+    devnull = open(os.devnull, "w")  # noqa: SIM115, ASYNC230 - the request lines go nowhere
     async with contextlib.AsyncExitStack() as stack:
         state = await stack.enter_async_context(app.router.lifespan_context(app))
         if ceiling is not None:
@@ -166,8 +166,10 @@ async def measure(url: str, per_round: int, rounds: int) -> None:
         print(f"| {name} | {cost:.1f} | {cost - full:+.1f} |")
     if ceiling is not None:
         share = medians["ceiling: Starlette + psycopg + msgspec"] / full
-        print(f"\nmailroom's GET /users/1 costs the ceiling's CPU x {1 / share:.2f}: "
-              f"{share:.0%} of the ceiling's throughput when the worker's core is the limit")  # fmt: skip
+        print(
+            f"\nmailroom's GET /users/1 costs the ceiling's CPU x {1 / share:.2f}: {share:.0%}"
+            " of the ceiling's throughput when the worker's core is the limit"
+        )
 
 
 def main() -> None:

@@ -9,16 +9,31 @@ from msgspec.structs import astuple
 from starlette.requests import Request
 from starlette.responses import Response
 
+from access.authentication import caller
 from access.keys import key_digest, new_api_key
 from handlers.bodies import decode, decode_update, json_response
 from handlers.http_errors import NotFound
 from handlers.idempotency import REPLAYED, create_once
-from handlers.params import path_uuid
+from handlers.pagination import encode_name_cursor, name_page_start, next_link
+from handlers.params import path_uuid, query
 from handlers.rows import one_or_404
 from queries import sql
 from queries.params import create_params, update_params
+from validation.query_params import DirectoryQuery
 from validation.requests import AgentCreate, AgentUpdate
-from validation.responses import Agent, AgentCreated, ApiKey
+from validation.responses import Agent, AgentCreated, ApiKey, DirectoryEntry
+
+SCOPE = b"a"
+
+
+class _DirectoryRow(msgspec.Struct, frozen=True):
+    """Row of list_directory; the activity columns are NULL unless asked for."""
+
+    id: UUID
+    agent_name: str
+    created_at: str
+    unread_count: int | None
+    last_active_at: str | None
 
 
 class _KeyHolder(msgspec.Struct, frozen=True):
@@ -50,6 +65,41 @@ async def create_agent(request: Request) -> Response:
             await sql.set_api_key.run(conn, agent_id=agent.id, digest=digest)
     created = AgentCreated(*astuple(agent), api_key=key)
     return json_response(created, 201, {REPLAYED: "true"} if replayed else None)
+
+
+async def list_agents(request: Request) -> Response:
+    """The directory: agents by name then id, `?name=` a case-insensitive prefix.
+
+    The admin's items carry each agent's unread count and last activity (three
+    index reads per agent of the page); an agent's key sees names only.
+    """
+    page = query(request, DirectoryQuery)
+    limit, name = page.limit, page.name
+    after_name, after_id = name_page_start(request, SCOPE, page.cursor)
+    activity = caller(request) is None
+    async with request.state.pool.connection() as conn:
+        rows = await sql.list_directory.all(
+            conn,
+            _DirectoryRow,
+            name=name or None,
+            after_name=after_name,
+            after_id=after_id,
+            activity=activity,
+            limit=limit + 1,
+        )
+    headers = None
+    if len(rows) > limit:
+        del rows[limit:]
+        last = rows[-1]
+        cursor = encode_name_cursor(request.state.cursor_key, SCOPE, last.agent_name, last.id)
+        headers = next_link(request, cursor)
+    items = [
+        DirectoryEntry(row.id, row.agent_name, row.created_at, row.unread_count, row.last_active_at)
+        if activity
+        else DirectoryEntry(row.id, row.agent_name, row.created_at)
+        for row in rows
+    ]
+    return json_response(items, headers=headers)
 
 
 async def get_agent(request: Request) -> Response:

@@ -133,6 +133,8 @@ MATRIX: list[tuple[str, str, str, Callable[[dict[str, str]], Any] | None, tuple[
     ("redoc", "GET", "/redoc", None, (200, 200, 200, 200, 200)),
     ("metrics", "GET", "/metrics", None, (*DENIED_AGENT, 200)),
     ("user", "GET", "/users/1", None, (*DENIED_AGENT, 200)),
+    ("console", "GET", "/console", None, (200, 200, 200, 200, 200)),
+    ("directory", "GET", "/agents", None, (401, 401, 200, 200, 200)),
     ("create agent", "POST", "/agents", lambda i: {"agent_name": "new"}, (*DENIED_AGENT, 201)),
     ("get agent", "GET", "/agents/{A}", None, (*OWN_ONLY, 200, 200)),
     ("update agent", "PUT", "/agents/{A}", lambda i: {"agent_name": "z"}, (*OWN_ONLY, 200, 200)),
@@ -252,6 +254,22 @@ def test_an_agent_lists_only_the_conversations_it_takes_part_in(http: httpx.Clie
     seen_by_c = {c["id"] for c in http.get("/conversations", headers=c_key).json()}
     assert {world.ids["conv_a"], world.ids["conv_b"]} <= seen_by_c
     assert http.get(f"/conversations/{world.ids['conv_a']}/details", headers=c_key).is_success
+
+
+def test_the_directory_shows_activity_to_the_admin_only(http: httpx.Client) -> None:
+    """Every agent may find every other by name; how much mail each has is the operator's."""
+    world = build_world(http)
+    name = http.get(f"/agents/{world.ids['C']}", headers=bearer(ADMIN)).json()["agent_name"]
+    for caller in ("own", "other", "admin"):
+        response = http.get("/agents", params={"name": name}, headers=world.headers(caller))
+        assert response.status_code == 200, response.text
+        (item,) = response.json()
+        assert item["id"] == world.ids["C"]
+        fields = {"id", "agent_name", "created_at"}
+        if caller == "admin":
+            fields |= {"unread_count", "last_active_at"}
+            assert item["unread_count"] == 2  # m_ac and m_bc
+        assert set(item) == fields, caller
 
 
 def test_links_to_things_an_agent_cannot_see_are_refused(http: httpx.Client) -> None:

@@ -930,8 +930,9 @@ def test_unknown_route_is_404_with_json_detail(client, existing, method, path):
         ("DELETE", "/agents/{agent}"),
         ("PATCH", "/agents/{agent}"),
         ("POST", "/agents/{agent}"),
-        ("GET", "/agents"),
+        ("DELETE", "/agents"),  # GET lists the directory, POST registers
         ("PUT", "/agents"),
+        ("POST", "/console"),
         ("GET", "/messages"),
         ("GET", "/messages/{message}"),
         ("DELETE", "/messages/{message}"),

@@ -63,3 +63,19 @@ class ConversationsQuery(Page, frozen=True, kw_only=True):
     archived: Annotated[bool, Meta(description="Only archived (true) or active (false)")] | None = (
         None
     )
+
+
+class DirectoryQuery(Page, frozen=True, kw_only=True):
+    """GET /agents."""
+
+    name: (
+        Annotated[
+            str,
+            Meta(
+                max_length=255,
+                pattern="^[^\\x00]*$",
+                description="Only agents whose name starts with this, ignoring case",
+            ),
+        ]
+        | None
+    ) = None
