@@ -11,19 +11,20 @@ from starlette.responses import Response
 
 from access.authentication import caller
 from access.keys import key_digest, new_api_key
-from handlers.bodies import decode, decode_update, json_response
+from handlers.bodies import decode, json_response
 from handlers.http_errors import NotFound
 from handlers.idempotency import REPLAYED, create_once
 from handlers.pagination import encode_name_cursor, name_page_start, next_link
 from handlers.params import path_uuid, query
-from handlers.rows import one_or_404
+from handlers.rows import one_or_404, read_one, update_one
 from queries import sql
-from queries.params import create_params, update_params
+from queries.params import create_params
 from validation.query_params import DirectoryQuery
 from validation.requests import AgentCreate, AgentUpdate
 from validation.responses import Agent, AgentCreated, ApiKey, DirectoryEntry
 
 SCOPE = b"a"
+MISSING = "Agent not found"
 
 
 class _DirectoryRow(msgspec.Struct, frozen=True):
@@ -103,21 +104,11 @@ async def list_agents(request: Request) -> Response:
 
 
 async def get_agent(request: Request) -> Response:
-    agent_id = path_uuid(request, "agent_id")
-    async with request.state.pool.connection() as conn:
-        agent = await one_or_404(sql.get_agent, conn, Agent, "Agent not found", agent_id=agent_id)
-    return json_response(agent)
+    return json_response(await read_one(request, sql.get_agent, Agent, MISSING, "agent_id"))
 
 
 async def update_agent(request: Request) -> Response:
-    agent_id = path_uuid(request, "agent_id")
-    body = await decode_update(request, AgentUpdate)
-    params = update_params(body)
-    async with request.state.pool.connection() as conn:
-        agent = await one_or_404(
-            sql.update_agent, conn, Agent, "Agent not found", agent_id=agent_id, **params
-        )
-    return json_response(agent)
+    return await update_one(request, AgentUpdate, sql.update_agent, Agent, MISSING, "agent_id")
 
 
 async def rotate_key(request: Request) -> Response:
