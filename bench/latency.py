@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import Cluster, Replica
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import BENCH_OPTIONS, Cluster, Server
 
 TARGET_P99_MS = 50.0  # the target on this machine
 
@@ -38,10 +38,10 @@ def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     work = Path(tempfile.mkdtemp(prefix="mailroom-latency-"))
     url = os.environ.get("BENCH_DATABASE_URL") or Cluster(work / "pgdata").url
-    replicas = [Replica(url, work / f"replica-{name}.log") for name in "ab"]
+    replicas = [Server(url, work / f"replica-{name}", *BENCH_OPTIONS) for name in "ab"]
     try:
         for replica in replicas:
-            replica.wait_ready()
+            replica.wait_healthy()
         a, b = replicas
         agent = httpx.post(a.base_url + "/agents", json={"agent_name": "latency"}).json()["id"]
         received: dict[str, float] = {}

@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import Cluster, Replica
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import BENCH_OPTIONS, Cluster, Server
 
 CLIENTS = 8
 RECIPIENTS = 10
@@ -37,7 +37,7 @@ def main() -> None:
     pause = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
     work = Path(tempfile.mkdtemp(prefix="mailroom-restart-"))
     cluster = Cluster(work / "pgdata")
-    replicas = [Replica(cluster.url, work / f"replica-{name}.log") for name in "ab"]
+    replicas = [Server(cluster.url, work / f"replica-{name}", *BENCH_OPTIONS) for name in "ab"]
     lock = threading.Lock()
     statuses: collections.Counter[str] = collections.Counter()
     acknowledged: dict[str, list[str]] = {}  # content -> recipient ids, for every 201
@@ -45,7 +45,7 @@ def main() -> None:
     stop = threading.Event()
     try:
         for replica in replicas:
-            replica.wait_ready()
+            replica.wait_healthy()
         with httpx.Client(base_url=replicas[0].base_url, timeout=10) as http:
             agents = [
                 http.post("/agents", json={"agent_name": f"r{n}"}).json()["id"]

@@ -31,8 +31,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import Cluster, Replica
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import BENCH_OPTIONS, Cluster, Server
 
 CLIENTS = 8
 
@@ -40,8 +40,8 @@ CLIENTS = 8
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mailroom-sigterm-"))
     cluster = Cluster(work / "pgdata")
-    replica = Replica(cluster.url, work / "replica.log")
-    replica.wait_ready()
+    replica = Server(cluster.url, work / "replica", *BENCH_OPTIONS)
+    replica.wait_healthy()
     agent = httpx.post(replica.base_url + "/agents", json={"agent_name": "s"}).json()["id"]
     outcomes: collections.Counter[str] = collections.Counter()
     lock = threading.Lock()
@@ -100,7 +100,6 @@ def main() -> None:
     print(f"in-flight requests failed (stored but not answered 201): {failed}")
     print(f"stream's last event: {final_event[0] if final_event else 'none'}")
     print(f"exit after SIGTERM: {exit_seconds:.2f} s, code {code} (uvicorn re-raises SIGTERM)")
-    replica.log.close()
     if failed or set(answered) != {"201"} or final_event != ["event: shutdown"]:
         raise SystemExit("FAIL")
     print("PASS")

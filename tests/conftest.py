@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 from queries.database import normalise_url, start_embedded
 from service import Settings, create_app
 from tests.helpers import temporary_database
+from tests.servers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,10 +53,8 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 @pytest.fixture(scope="session")
-def servers(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
+def servers(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
     """Two service processes (replicas) on the run's database, with a 0.5 s heartbeat."""
-    from tests.test_server import Server
-
     running = []
     try:
         for name in ("a", "b"):
@@ -66,7 +65,7 @@ def servers(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield running
     finally:
         for server in running:
-            server.stop()
+            server.kill()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from starlette.testclient import TestClient
 
 from handlers.access import ADMIN_TOKEN_FILE, embedded_admin_token
 from service import Settings, create_app, load_settings
-from tests.test_server import Server, clean_env, free_port, run_to_exit
+from tests.servers import Server, clean_env, free_port, run_to_exit
 
 ADMIN = "admin-" + secrets.token_urlsafe(24)
 SCRAPER = "scrape-" + secrets.token_urlsafe(24)
@@ -51,7 +51,7 @@ def secured(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         server.wait_healthy()
         yield server
     finally:
-        server.stop()
+        server.kill()
 
 
 @pytest.fixture
@@ -386,7 +386,7 @@ def test_admin_token_from_a_file(database_url: str, tmp_path: Path) -> None:
             assert http.get("/users/1", headers=bearer(token)).status_code == 200
             assert http.get("/users/1", headers=bearer(ADMIN)).status_code == 401
     finally:
-        server.stop()
+        server.kill()
 
 
 # Limits, on an in-process app with small ones -------------------------------

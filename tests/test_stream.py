@@ -22,7 +22,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.helpers import assert_invalid, assert_not_found
-from tests.test_server import Server
+from tests.servers import Server
 
 Item = dict[str, Any]
 UNKNOWN_AGENT = "00000000-0000-4000-8000-000000000000"
@@ -382,7 +382,7 @@ def test_sigterm_ends_streams_with_a_final_event(database_url: str, tmp_path: Pa
             pytest.fail(f"no exit within 10 s of SIGTERM: {server.stderr()}")
         assert time.monotonic() - started < 5
     finally:
-        server.stop()
+        server.kill()
     assert final.kind == "shutdown"
     assert poll[0].status_code == 200 and poll[0].json() == []
     # uvicorn re-raises SIGTERM once it has shut down cleanly (tini -e 143 maps it to 0).
