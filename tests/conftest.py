@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 
 from queries.database import normalise_url, start_embedded
 from service import Settings, create_app
-from tests.helpers import temporary_database
+from tests.helpers import Db, temporary_database
 from tests.servers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def servers(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture
-def db(database_url: str, client: TestClient) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+def db(database_url: str, client: TestClient) -> Iterator[Db]:
     """A direct connection, to check what the service stored."""
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn

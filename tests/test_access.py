@@ -29,6 +29,7 @@ from starlette.testclient import TestClient
 
 from handlers.access import ADMIN_TOKEN_FILE, embedded_admin_token
 from service import Settings, create_app, load_settings
+from tests.helpers import UNKNOWN
 from tests.servers import Server, clean_env, free_port, run_to_exit
 
 ADMIN = "admin-" + secrets.token_urlsafe(24)
@@ -273,7 +274,7 @@ def test_links_to_things_an_agent_cannot_see_are_refused(http: httpx.Client) -> 
 
 def test_a_missing_resource_is_404_for_its_would_be_owner_too(http: httpx.Client) -> None:
     world = build_world(http)
-    missing = "00000000-0000-4000-8000-000000000000"
+    missing = UNKNOWN
     a = world.headers("own")
     assert http.put(f"/messages/{missing}", json={"content": "x"}, headers=a).status_code == 404
     assert http.get(f"/conversations/{missing}", headers=a).status_code == 404
@@ -295,7 +296,7 @@ def test_rotation_retires_the_old_key_at_once(http: httpx.Client) -> None:
     by_admin = http.post(f"/agents/{a_id}/api-key", headers=bearer(ADMIN)).json()["api_key"]
     assert http.get(f"/agents/{a_id}", headers=bearer(new)).status_code == 401
     assert http.get(f"/agents/{a_id}", headers=bearer(by_admin)).status_code == 200
-    missing = "00000000-0000-4000-8000-000000000000"
+    missing = UNKNOWN
     assert http.post(f"/agents/{missing}/api-key", headers=bearer(ADMIN)).status_code == 404
 
 
@@ -690,7 +691,7 @@ def test_an_agent_sees_only_its_own_mail_in_a_conversations_details(
 
 def test_a_bad_body_is_422_before_an_unknown_id_for_agents_too(http: httpx.Client) -> None:
     world = build_world(http)
-    missing = "00000000-0000-4000-8000-000000000000"
+    missing = UNKNOWN
     for path, body in (
         (f"/messages/{missing}", {"content": 5}),
         (f"/agent_message_metadata/{missing}", {"key": 5}),

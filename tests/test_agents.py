@@ -8,18 +8,21 @@ from __future__ import annotations
 import ipaddress
 import uuid
 from datetime import timedelta
-from typing import Any
 
-import psycopg
 import pytest
 
-from tests.helpers import UTC_TIMESTAMP, assert_invalid, assert_not_found, instant
-
-Item = dict[str, Any]
-Db = psycopg.Connection[dict[str, Any]]
+from tests.helpers import (
+    UNKNOWN,
+    UTC_TIMESTAMP,
+    Db,
+    Item,
+    assert_invalid,
+    assert_not_found,
+    db_now,
+    instant,
+)
 
 AGENT_FIELDS = {"id", "agent_name", "ip_address", "port", "created_at", "updated_at"}
-UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
 
 def stored(db: Db, agent_id: str) -> Item:
@@ -47,8 +50,7 @@ def test_create_returns_the_agent_with_server_set_fields(client, db):
     assert (body["agent_name"], body["ip_address"], body["port"]) == ("planner", "10.0.0.7", 8080)
     assert UTC_TIMESTAMP.match(body["created_at"]), body["created_at"]
     assert UTC_TIMESTAMP.match(body["updated_at"]), body["updated_at"]
-    now = db.execute("SELECT clock_timestamp() AS now").fetchone()["now"]
-    assert abs(instant(body["created_at"]) - now) < timedelta(minutes=1)
+    assert abs(instant(body["created_at"]) - db_now(db)) < timedelta(minutes=1)
     assert stored(db, body["id"]) == {
         "agent_name": "planner",
         "ip_address": "10.0.0.7",

@@ -9,12 +9,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import psycopg
 import pytest
 from starlette.testclient import TestClient
 
 from tests.helpers import (
     MESSAGE_FIELDS,
+    UNKNOWN,
+    Db,
+    Item,
     assert_invalid,
     assert_not_found,
     cursor_of,
@@ -24,9 +26,6 @@ from tests.helpers import (
     query_of,
     walk,
 )
-
-Item = dict[str, Any]
-Db = psycopg.Connection[dict[str, Any]]
 
 CONVERSATION_FIELDS = {
     "id",
@@ -38,7 +37,6 @@ CONVERSATION_FIELDS = {
     "updated_at",
 }
 DETAIL_FIELDS = {"messages", "unique_agents", "total_messages", "unread_count"}
-UNKNOWN = "00000000-0000-4000-8000-000000000000"
 METADATA = {
     "owner": "planner",
     "tags": ["build", "nightly"],

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers import Stream
 from tests.servers import Cluster, Server
-from tests.test_stream import Stream
 
 RECOVERY_SECONDS = 5.0
 

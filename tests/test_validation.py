@@ -12,17 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from tests.helpers import assert_invalid
+from tests.helpers import UNKNOWN, Db, Item, assert_invalid
 
-Item = dict[str, Any]
-Db = psycopg.Connection[dict[str, Any]]
 Ids = dict[str, str]
 
-UNKNOWN = "00000000-0000-4000-8000-000000000000"
 MIB = 1_048_576
 
 # Every route that reads a JSON body, with {placeholders} for the ids in its path.
