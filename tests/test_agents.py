@@ -248,12 +248,14 @@ def test_put_null_agent_name_is_422_and_keeps_it(client, agent, db):
     assert stored(db, created["id"])["agent_name"] == "keep-me"
 
 
-def test_put_ip_address_is_stored_in_canonical_form(client, agent):
+def test_put_ip_address_is_stored_in_canonical_form(client, agent, db):
     created = agent()
 
-    body = client.put(f"/agents/{created['id']}", json={"ip_address": "2001:DB8:0::1"}).json()
+    response = client.put(f"/agents/{created['id']}", json={"ip_address": "2001:DB8:0::1"})
 
-    assert body["ip_address"] == "2001:db8::1"
+    assert response.status_code == 200, response.text
+    assert response.json()["ip_address"] == "2001:db8::1"
+    assert stored(db, created["id"])["ip_address"] == "2001:db8::1"
 
 
 @pytest.mark.parametrize(

@@ -365,10 +365,14 @@ def test_put_metadata_replaces_it_wholesale(client, conversation, db):
     assert stored(db, created["id"])["metadata"] == {"b": {"d": 3}}
 
 
-def test_put_empty_metadata_clears_it(client, conversation):
+def test_put_empty_metadata_clears_it(client, conversation, db):
     created = conversation(metadata={"a": 1})
 
-    assert put(client, created["id"], {"metadata": {}}).json()["metadata"] == {}
+    response = put(client, created["id"], {"metadata": {}})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["metadata"] == {}
+    assert stored(db, created["id"])["metadata"] == {}
 
 
 def test_put_null_clears_title_and_description(client, conversation, db):

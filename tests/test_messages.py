@@ -163,13 +163,14 @@ def test_create_without_optional_fields_stores_nulls(client, db):
     assert row == {"content": "just text", **dict.fromkeys(OPTIONAL_MESSAGE_FIELDS)}
 
 
-def test_create_with_explicit_nulls_stores_nulls(client):
+def test_create_with_explicit_nulls_stores_nulls(client, db):
     sent = {"content": "nulls", **dict.fromkeys(OPTIONAL_MESSAGE_FIELDS)}
 
     response = client.post("/messages", json=sent)
 
     assert response.status_code == 201, response.text
     assert {field: response.json()[field] for field in sent} == sent
+    assert message_row(db, response.json()["id"]) == sent
 
 
 def test_create_gives_each_message_a_new_id(message):
