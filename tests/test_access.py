@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import psycopg
@@ -650,18 +651,25 @@ def test_a_stream_opened_with_a_replaced_key_ends(http: httpx.Client) -> None:
     assert not any("after rotation" in line for line in rest)
 
 
-def test_a_long_poll_whose_key_was_replaced_meanwhile_is_401(http: httpx.Client) -> None:
-    world = build_world(http)
-    c_id, c_key = world.ids["C"], bearer(world.keys["C"])
-    http.put(f"/agents/{c_id}/messages/mark-read", json={"read_up_to_date": now()}, headers=c_key)
+def test_a_long_poll_whose_key_was_replaced_meanwhile_is_401(limited: TestClient) -> None:
+    # In process, so that the test sees the poll waiting (subscribed to the listener)
+    # before it replaces the key: replaced any earlier, the guard would refuse the poll
+    # at the door and the test would pass without a poll ever having waited.
+    agent_id, key = new_agent(limited)  # nothing unread: the poll waits
+    waiters = limited.app_state["listener"].waiters
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(
-            http.get, f"/agents/{c_id}/messages/unread", params={"wait": 3}, headers=c_key
+            limited.get, f"/agents/{agent_id}/messages/unread", params={"wait": 3}, headers=key
         )
-        time.sleep(0.5)
-        assert http.post(f"/agents/{c_id}/api-key", headers=c_key).status_code == 200
+        deadline = time.monotonic() + 5
+        while not waiters.get(UUID(agent_id)):
+            assert not waiting.done(), f"the poll ended before it waited: {waiting.result().text}"
+            assert time.monotonic() < deadline, "the poll never started waiting"
+            time.sleep(0.01)
+        assert limited.post(f"/agents/{agent_id}/api-key", headers=key).status_code == 200
         answer = waiting.result(timeout=10)
     assert answer.status_code == 401, answer.text
+    assert answer.json() == {"detail": "This API key was replaced while the request waited"}
 
 
 def test_an_agent_sees_only_its_own_mail_in_a_conversations_details(
