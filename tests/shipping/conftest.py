@@ -47,8 +47,10 @@ from tests.shipping.containerfile import (
     uv_sync_command,
 )
 from tests.shipping.image_command import (
+    BuiltImage,
     ImageServer,
     database_env,
+    files_under,
     image_env,
     start_image_command,
     wait_until_serving,
@@ -58,9 +60,9 @@ from tests.shipping.programs import run
 
 
 @pytest.fixture(scope="session")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def built_image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
     """/app as the image has it: a fresh venv from the Containerfile's `uv sync`, and the
-    files the final stage copies from the build context."""
+    files the final stage copies from the build context; listed before anything runs."""
     root = tmp_path_factory.mktemp("image")
     build = root / "build"
     build.mkdir()
@@ -98,7 +100,13 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                     copied = target / path.removeprefix(source + "/")
                     copied.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(ROOT / path, copied)
-    yield app
+    return BuiltImage(app, files_under(app))
+
+
+@pytest.fixture(scope="session")
+def image(built_image: BuiltImage) -> Path:
+    """/app as the image has it."""
+    return built_image.app
 
 
 @pytest.fixture

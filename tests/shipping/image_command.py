@@ -24,6 +24,35 @@ ADMIN_TOKEN = "ship-admin-" + secrets.token_urlsafe(16)
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
+# Every path under a directory: a file's size and modification time, None for a folder.
+Files = dict[str, tuple[int, int] | None]
+
+
+def files_under(root: Path) -> Files:
+    """What a read-only root file system would refuse to change: every path, and each file's
+    size and modification time."""
+    found: Files = {}
+    for path in root.rglob("*"):
+        status = path.lstat()
+        found[str(path.relative_to(root))] = (
+            (status.st_size, status.st_mtime_ns) if path.is_file() else None
+        )
+    return found
+
+
+def changed(before: Files, after: Files) -> list[str]:
+    """The paths added, removed or modified from one listing to the next."""
+    return sorted(p for p in before.keys() | after.keys() if before.get(p, 0) != after.get(p, 0))
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """/app as the image has it (`app`), and its files as built, before any run (`files`)."""
+
+    app: Path
+    files: Files
+
+
 def image_env(image: Path, **extra: str) -> dict[str, str]:
     """The container's environment: the final stage's ENV with /app at `image`."""
     base = dict(IMAGE_BASE_ENV, HOME=str(image))

@@ -34,9 +34,14 @@ from tests.shipping.containerfile import (
 from tests.shipping.image_command import (
     ADMIN_HEADERS,
     ADMIN_TOKEN,
+    BuiltImage,
     ImageServer,
+    changed,
+    database_env,
+    files_under,
     image_env,
     start_image_command,
+    wait_until_serving,
 )
 from tests.shipping.programs import run, venv_tool
 
@@ -200,15 +205,23 @@ def test_image_command_drains_in_flight_request_on_sigterm(image: Path, serving:
     assert run(healthcheck, env=image_env(image), cwd=image, timeout=15).returncode != 0
 
 
-def test_image_command_writes_nothing_to_its_files(image: Path, serving: ImageServer):
-    """The Deployment mounts the root file system read-only: the service must not write."""
-    before = sorted(str(p) for p in image.rglob("*"))
-    for path in ("/health", "/openapi.json", "/docs", "/users/1"):
-        response = httpx.get(serving.url + path, headers=ADMIN_HEADERS, timeout=5)
-        assert response.status_code == 200, path
-    echo = httpx.post(
-        serving.url + "/cli/echo", json={"message": "hello"}, headers=ADMIN_HEADERS, timeout=5
-    )
-    assert echo.json()["output"] == "hello"
-    assert serving.stop() == 0
-    assert sorted(str(p) for p in image.rglob("*")) == before
+def test_image_command_writes_nothing_to_its_files(built_image: BuiltImage, database_url: str):
+    """The Deployment mounts the root file system read-only: the service must not write,
+    from start-up to exit. The listing before start-up is the one taken when the image was
+    built, so a write by any earlier run of the image's command fails here too."""
+    image, as_built = built_image.app, built_image.files
+    assert changed(as_built, files_under(image)) == [], "an earlier run wrote these"
+    server = start_image_command(image, image_env(image, **database_env(database_url)))
+    try:
+        wait_until_serving(server)
+        for path in ("/health", "/openapi.json", "/docs", "/users/1"):
+            response = httpx.get(server.url + path, headers=ADMIN_HEADERS, timeout=5)
+            assert response.status_code == 200, path
+        echo = httpx.post(
+            server.url + "/cli/echo", json={"message": "hello"}, headers=ADMIN_HEADERS, timeout=5
+        )
+        assert echo.json()["output"] == "hello"
+        assert server.stop() == 0
+    finally:
+        server.close()
+    assert changed(as_built, files_under(image)) == []
