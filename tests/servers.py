@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -167,3 +168,5 @@ class Cluster:
         if (self.data_dir / "postmaster.pid").exists():
             with contextlib.suppress(Exception):
                 self.stop()
+        # pgserver's own exit hook then finds it stopped: no failure report from it.
+        logging.getLogger("pgserver").setLevel(logging.CRITICAL)
