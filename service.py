@@ -57,7 +57,7 @@ from handlers.access import (
     takes_part,
 )
 from handlers.common import HTTPError
-from operations import logs
+from operations import forwarded, logs
 from operations.metrics import clean_directory
 from operations.middleware import RequestTelemetry
 from queries.database import (
@@ -116,6 +116,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     echo_concurrency: int = 4
     waits_per_agent: int = 8
     statement_timeout: float | None = 10.0
+    # Peers whose X-Forwarded-Proto/-Host build absolute URLs (operations/forwarded.py).
+    forwarded_allow_ips: tuple[str, ...] = forwarded.LOCAL
 
 
 AUTH_MODES = {"required": True, "off": False}  # MAILROOM_AUTH
@@ -161,6 +163,8 @@ ENVIRONMENT = {
         "statement_timeout",
         lambda text: None if text.lower() in ("off", "none", "0") else float(text),
     ),
+    # uvicorn's variable, read by mailroom itself: uvicorn runs with --no-proxy-headers.
+    "FORWARDED_ALLOW_IPS": ("forwarded_allow_ips", forwarded.trusted_proxies),
 }
 MIN_ADMIN_TOKEN = 16  # characters: a shorter operator secret is refused at start-up
 
@@ -562,7 +566,11 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=ROUTES,
         # The telemetry outermost: it times and logs every response, headers included.
-        middleware=[Middleware(RequestTelemetry), Middleware(access.SecurityHeaders)],
+        middleware=[
+            Middleware(RequestTelemetry),
+            Middleware(forwarded.ForwardedHeaders, trusted=settings.forwarded_allow_ips),
+            Middleware(access.SecurityHeaders),
+        ],
         lifespan=make_lifespan(settings),
         exception_handlers=EXCEPTION_HANDLERS,
     )
@@ -618,7 +626,9 @@ def main() -> None:
             log_level=settings.log_level.lower(),
             log_config=str(HERE / "operations" / "logging.json"),
             access_log=False,  # the request middleware logs each request once
-            proxy_headers=True,
+            # The app applies X-Forwarded-Proto/-Host from FORWARDED_ALLOW_IPS itself
+            # (operations/forwarded.py); uvicorn's would hide the proxy's address from it.
+            proxy_headers=False,
         )
     finally:
         if own_directory is not None:
