@@ -67,6 +67,7 @@ CNPG_SCHEMA = json.loads((HERE / "shipping" / "cloudnative-pg-v1-subset.schema.j
 MONITORING_SCHEMA = json.loads(
     (HERE / "shipping" / "servicemonitor-v1-subset.schema.json").read_text()
 )
+GATEWAY_SCHEMA = json.loads((HERE / "shipping" / "gateway-api-v1-subset.schema.json").read_text())
 NAMESPACE = "mailroom"
 
 
@@ -892,9 +893,14 @@ def monitored_overlay(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str
 
 
 def validate_resource(doc: dict[str, Any], where: str) -> None:
-    """Kubernetes kinds against the strict Kubernetes schemas; CloudNativePG's and the
-    Prometheus operator's against the subsets in tests/shipping/ (see their descriptions)."""
-    subsets = {"postgresql.cnpg.io/": CNPG_SCHEMA, "monitoring.coreos.com/": MONITORING_SCHEMA}
+    """Kubernetes kinds against the strict Kubernetes schemas; CloudNativePG's, the
+    Prometheus operator's and the Gateway API's against the subsets in tests/shipping/
+    (see their descriptions)."""
+    subsets = {
+        "postgresql.cnpg.io/": CNPG_SCHEMA,
+        "monitoring.coreos.com/": MONITORING_SCHEMA,
+        "gateway.networking.k8s.io/": GATEWAY_SCHEMA,
+    }
     for group, subset in subsets.items():
         if doc["apiVersion"].startswith(group):
             assert doc["kind"] in subset["$defs"], doc["kind"]
