@@ -73,19 +73,23 @@ def caddy_binary() -> str:
     pytest.skip(message)
 
 
-def page_link(base_url: str, transport: httpx.HTTPTransport | None = None, **headers: str) -> str:
-    """The Link header of a first page of one item, of an agent with two messages."""
-    with httpx.Client(base_url=base_url, timeout=10, transport=transport) as http:
-        agent = http.post("/agents", json={"agent_name": "linked"}).json()
-        for n in range(2):
-            sent = http.post(
-                "/messages",
-                json={"sender_id": agent["id"], "content": f"{n}", "recipient_ids": [agent["id"]]},
-            )
-            assert sent.status_code == 201, sent.text
-        page = http.get(f"/agents/{agent['id']}/messages?limit=1", headers=headers)
+def page_link(http: httpx.Client, **headers: str) -> str:
+    """The Link header of a first page of one item, of a new agent with two messages
+    (a TestClient is an httpx.Client too)."""
+    agent = http.post("/agents", json={"agent_name": "linked"}).json()
+    for n in range(2):
+        sent = http.post(
+            "/messages",
+            json={"sender_id": agent["id"], "content": f"{n}", "recipient_ids": [agent["id"]]},
+        )
+        assert sent.status_code == 201, sent.text
+    page = http.get(f"/agents/{agent['id']}/messages?limit=1", headers=headers)
     assert page.status_code == 200, page.text
     return page.headers["link"]
+
+
+def client_of(base_url: str, **options: Any) -> httpx.Client:
+    return httpx.Client(base_url=base_url, timeout=10, **options)
 
 
 # Behind a proxy ------------------------------------------------------------------
@@ -102,17 +106,10 @@ def app_client(database_url: str, trusted: tuple[str, ...], peer: str) -> TestCl
 
 def link_and_redirect(client: TestClient, **headers: str) -> tuple[str, str]:
     """The Link header of a page, and where a trailing-slash URL redirects to."""
-    agent = client.post("/agents", json={"agent_name": "behind a proxy"}).json()
-    for n in range(2):
-        client.post(
-            "/messages",
-            json={"sender_id": agent["id"], "content": f"{n}", "recipient_ids": [agent["id"]]},
-        ).raise_for_status()
-    page = client.get(f"/agents/{agent['id']}/messages?limit=1", headers=headers)
-    assert page.status_code == 200, page.text
-    slash = client.get(f"/agents/{agent['id']}/", headers=headers, follow_redirects=False)
+    link = page_link(client, **headers)
+    slash = client.get("/agents/x/", headers=headers, follow_redirects=False)
     assert slash.status_code == 307, slash.text
-    return page.headers["link"], slash.headers["location"]
+    return link, slash.headers["location"]
 
 
 def test_absolute_urls_follow_forwarded_headers_from_a_trusted_proxy(database_url: str):
@@ -235,8 +232,10 @@ def test_service_process_applies_forwarded_headers_only_from_its_trusted_peer(
     headers = {**FORWARDED, "X-Forwarded-For": "203.0.113.9"}
     with running_service(database_url, tmp_path, FORWARDED_ALLOW_IPS="127.0.0.2") as server:
         trusted = httpx.HTTPTransport(local_address="127.0.0.2")
-        assert page_link(server.url, trusted, **headers).startswith("<https://mail.example.org/")
-        untrusted = page_link(server.url, **headers)  # from 127.0.0.1
+        with client_of(server.url, transport=trusted) as http:
+            assert page_link(http, **headers).startswith("<https://mail.example.org/")
+        with client_of(server.url) as http:  # from 127.0.0.1
+            untrusted = page_link(http, **headers)
         assert untrusted.startswith(f"<http://127.0.0.1:{server.port}/"), untrusted
 
 
@@ -305,7 +304,7 @@ def test_caddy_neither_buffers_nor_cuts_an_idle_stream_and_answers_a_60s_long_po
             UPSTREAM_HOST="127.0.0.1",
             UPSTREAM_PORT=str(server.port),
         ),
-        httpx.Client(base_url=base, timeout=10) as http,
+        client_of(base) as http,
     ):
         streamed = http.post("/agents", json={"agent_name": "streamed"}).json()["id"]
         polled = http.post("/agents", json={"agent_name": "polled"}).json()["id"]
@@ -386,11 +385,12 @@ def test_caddy_serves_https_from_its_internal_ca(database_url: str, tmp_path: Pa
         assert health.json() == {"status": "healthy"}
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             httpx.get(base + "/health", verify=ssl.create_default_context(), timeout=10)
-        transport = httpx.HTTPTransport(verify=trusted)
-        assert page_link(base, transport).startswith(f"<{base}/agents/")
+        with client_of(base, verify=trusted) as https:
+            assert page_link(https).startswith(f"<{base}/agents/")
         # The plain HTTP site of compose.yml is still there, with http links.
         plain = f"http://127.0.0.1:{http_port}"
-        assert page_link(plain).startswith(f"<{plain}/agents/")
+        with client_of(plain) as http:
+            assert page_link(http).startswith(f"<{plain}/agents/")
 
 
 COMPOSE_TLS = yaml.safe_load((ROOT / "compose.tls.yml").read_text())
@@ -438,7 +438,7 @@ def render(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def overlay(tmp: Path, resource: str, *components: str, extra: str = "") -> list[dict[str, Any]]:
+def overlay(tmp: Path, resource: str, *components: str) -> list[dict[str, Any]]:
     """`resource` with `components`, as an overlay of one's own adds them."""
     relative = Path(os.path.relpath(ROOT, tmp))
     (tmp / "kustomization.yaml").write_text(
@@ -450,7 +450,6 @@ def overlay(tmp: Path, resource: str, *components: str, extra: str = "") -> list
                 "components": [str(relative / c) for c in components],
             }
         )
-        + extra
     )
     return render(tmp)
 
@@ -496,7 +495,8 @@ def served_by(prefixes: list[str], route: str) -> bool:
     return any(route == p or route.startswith(p.rstrip("/") + "/") for p in prefixes)
 
 
-# The routes that hold a response open, from the service's own route table.
+# The routes that hold a response open; the tests check each one service.ROUTES has
+# (/mcp is being added) against the edge's path prefixes.
 LONG_LIVED = {"/agents/{agent_id}/messages/stream", "/agents/{agent_id}/messages/unread", "/mcp"}
 
 
