@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
 CNPG_SCHEMA = json.loads((HERE / "cloudnative-pg-v1-subset.schema.json").read_text())
 MONITORING_SCHEMA = json.loads((HERE / "servicemonitor-v1-subset.schema.json").read_text())
+GATEWAY_SCHEMA = json.loads((HERE / "gateway-api-v1-subset.schema.json").read_text())
 NAMESPACE = "mailroom"
 MONITORING = "manifests/components/monitoring"
 
@@ -51,7 +52,11 @@ def render_with_monitoring(path: str, tmp: Path) -> list[dict[str, Any]]:
 def validate_resource(doc: dict[str, Any], where: str) -> None:
     """Kubernetes kinds against the strict Kubernetes schemas; CloudNativePG's and the
     Prometheus operator's against the subsets in tests/shipping/ (see their descriptions)."""
-    subsets = {"postgresql.cnpg.io/": CNPG_SCHEMA, "monitoring.coreos.com/": MONITORING_SCHEMA}
+    subsets = {
+        "postgresql.cnpg.io/": CNPG_SCHEMA,
+        "monitoring.coreos.com/": MONITORING_SCHEMA,
+        "gateway.networking.k8s.io/": GATEWAY_SCHEMA,
+    }
     for group, subset in subsets.items():
         if doc["apiVersion"].startswith(group):
             assert doc["kind"] in subset["$defs"], doc["kind"]

@@ -83,7 +83,8 @@ def test_containerfile_runs_as_appuser_1000_with_exec_form_uvicorn_and_python_he
     assert FINAL.one("EXPOSE").args == "8000"
     assert CMD[:2] == ["uvicorn", "service:app"], CMD
     assert cmd_option(CMD, "--host") == "0.0.0.0" and cmd_option(CMD, "--port") == "8000"
-    assert "--proxy-headers" in CMD and cmd_option(CMD, "--forwarded-allow-ips") == "*"
+    # The service applies forwarded headers itself, from FORWARDED_ALLOW_IPS only.
+    assert "--no-proxy-headers" in CMD and "--forwarded-allow-ips" not in CMD, CMD
     assert int(cmd_option(CMD, "--timeout-graceful-shutdown")) > 0
     assert HEALTHCHECK.flags == {
         "interval": "30s",
@@ -153,7 +154,7 @@ def test_image_command_serves_health_and_passes_its_healthcheck(image: Path, ser
     healthcheck = [part.replace(":8000/", f":{serving.port}/") for part in HEALTHCHECK_CMD]
     env = image_env(image)
     assert run(healthcheck, env=env, cwd=image, timeout=15).returncode == 0
-    # uvicorn trusts X-Forwarded-Proto from the proxy in front (--proxy-headers).
+    # X-Forwarded-Proto from 127.0.0.1, a trusted proxy by default (FORWARDED_ALLOW_IPS).
     agent = httpx.post(
         serving.url + "/agents", json={"agent_name": "link"}, headers=ADMIN_HEADERS, timeout=5
     ).json()
