@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from operations import forwarded
 from queries.database import normalise_url
 
 
@@ -241,6 +242,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ge=0,
         ),
     ] = 604800.0
+    forwarded_allow_ips: Annotated[
+        tuple[str, ...],
+        _env(
+            "FORWARDED_ALLOW_IPS",
+            "Proxies (addresses, networks or *) whose X-Forwarded-Proto/-Host build URLs",
+        ),
+    ] = forwarded.LOCAL
 
     def __post_init__(self) -> None:
         if self.pool_max_size < self.pool_min_size:
@@ -319,6 +327,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "MAILROOM_STATEMENT_TIMEOUT": _optional(float, (*OFF, "0")),
     "MAILROOM_WEBHOOK_RETRY_SCHEDULE": _schedule,
     "MAILROOM_WEBHOOK_ALLOW_PRIVATE": _switch,
+    "FORWARDED_ALLOW_IPS": forwarded.trusted_proxies,
 }
 # Variables that name a file holding the value of another (a mounted Secret). The
 # variable itself wins when both are set, except the admin token, where both is an error.

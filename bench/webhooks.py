@@ -36,8 +36,8 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import ROOT, Cluster, Replica, free_port
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import BENCH_OPTIONS, ROOT, Cluster, Server, free_port
 
 SENDERS = 4
 PACED = 200
@@ -149,16 +149,17 @@ def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     work = Path(tempfile.mkdtemp(prefix="mailroom-webhooks-"))
     url = os.environ.get("BENCH_DATABASE_URL") or Cluster(work / "pgdata").url
-    replica = Replica(
+    replica = Server(
         url,
-        work / "replica.log",
+        work / "replica",
+        *BENCH_OPTIONS,
         MAILROOM_WEBHOOK_ALLOW_PRIVATE="on",
         MAILROOM_WEBHOOK_RETRY_SCHEDULE=SCHEDULE,
         LOG_LEVEL="WARNING",
     )
     receivers: list[Receiver] = []
     try:
-        replica.wait_ready()
+        replica.wait_healthy()
         base = replica.base_url
 
         # 0. Paced: one message every 50 ms, below what the machine delivers, so the

@@ -1,4 +1,4 @@
-"""Agents: register, read and update, and issue API keys and webhook secrets."""
+"""Agents: register, list, read and update, and issue API keys and webhook secrets."""
 
 from __future__ import annotations
 
@@ -10,19 +10,42 @@ from msgspec.structs import astuple
 from starlette.requests import Request
 from starlette.responses import Response
 
+from access.authentication import caller
 from access.keys import key_digest, new_api_key
 from handlers.bodies import decode, decode_update, json_response
 from handlers.http_errors import NotFound
 from handlers.idempotency import REPLAYED, create_once
-from handlers.params import path_uuid
-from handlers.rows import one_or_404
+from handlers.pagination import encode_name_cursor, name_page_start, next_link
+from handlers.params import path_uuid, query
+from handlers.rows import one_or_404, read_one
 from queries import sql
 from queries.params import create_params, update_params
 from validation.errors import InvalidInput
+from validation.query_params import DirectoryQuery
 from validation.requests import AgentCreate, AgentUpdate
-from validation.responses import AgentCreated, AgentProfile, AgentUpdated, ApiKey
+from validation.responses import (
+    AgentCreated,
+    AgentProfile,
+    AgentUpdated,
+    ApiKey,
+    DirectoryEntry,
+)
 from webhooks.addresses import RefusedAddress, check_url
 from webhooks.signing import new_secret
+
+SCOPE = b"a"
+MISSING = "Agent not found"
+
+
+class _DirectoryRow(msgspec.Struct, frozen=True):
+    """Row of list_directory; the activity columns are NULL unless asked for."""
+
+    id: UUID
+    agent_name: str
+    created_at: str
+    unread_count: int | None
+    last_active_at: str | None
+    sort_name: str  # the cursor's sort key: the lower-cased name
 
 
 class _KeyHolder(msgspec.Struct, frozen=True):
@@ -83,12 +106,44 @@ async def create_agent(request: Request) -> Response:
     return json_response(created, 201, {REPLAYED: "true"} if replayed else None)
 
 
-async def get_agent(request: Request) -> Response:
-    agent_id = path_uuid(request, "agent_id")
+async def list_agents(request: Request) -> Response:
+    """The directory: agents by name then id, `?name=` a case-insensitive prefix.
+
+    The admin's items carry each agent's unread count and last activity (three
+    index reads per agent of the page); an agent's key sees names only.
+    """
+    page = query(request, DirectoryQuery)
+    limit, name = page.limit, page.name
+    after_name, after_id = name_page_start(request, SCOPE, page.cursor)
+    activity = caller(request) is None
     async with request.state.pool.connection() as conn:
-        agent = await one_or_404(
-            sql.get_agent_profile, conn, AgentProfile, "Agent not found", agent_id=agent_id
+        rows = await sql.list_directory.all(
+            conn,
+            _DirectoryRow,
+            prefix=name or "",
+            after_name=after_name,
+            after_id=after_id,
+            activity=activity,
+            limit=limit + 1,
         )
+    headers = None
+    if len(rows) > limit:
+        del rows[limit:]
+        last = rows[-1]
+        cursor = encode_name_cursor(request.state.cursor_key, SCOPE, last.sort_name, last.id)
+        headers = next_link(request, cursor)
+    items = [
+        DirectoryEntry(row.id, row.agent_name, row.created_at, row.unread_count, row.last_active_at)
+        if activity
+        else DirectoryEntry(row.id, row.agent_name, row.created_at)
+        for row in rows
+    ]
+    return json_response(items, headers=headers)
+
+
+async def get_agent(request: Request) -> Response:
+    """The agent with its webhook: the caller is the agent itself or the admin."""
+    agent = await read_one(request, sql.get_agent_profile, AgentProfile, MISSING, "agent_id")
     return json_response(agent)
 
 
@@ -104,7 +159,7 @@ async def update_agent(request: Request) -> Response:
             sql.update_agent,
             conn,
             AgentProfile,
-            "Agent not found",
+            MISSING,
             agent_id=agent_id,
             webhook_secret=secret,
             **params,

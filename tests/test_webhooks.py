@@ -10,7 +10,6 @@ with the in-process app, which runs without MAILROOM_WEBHOOK_ALLOW_PRIVATE.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import signal
@@ -27,7 +26,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from tests.helpers import assert_invalid, assert_not_found, temporary_database
-from tests.test_server import ROOT, Server, free_port
+from tests.servers import ROOT, Cluster, Server, free_port
 
 SCHEDULE = "0,0.5,1,1,1,1,1,1"  # eight attempts within about 6.5 s
 ATTEMPTS = len(SCHEDULE.split(","))
@@ -415,7 +414,6 @@ def test_metrics_and_log_lines_tell_each_attempt(http, receivers, replica) -> No
 def test_two_replicas_never_deliver_a_message_twice(
     http, receivers, webhook_database, tmp_path, replica
 ) -> None:
-    (tmp_path / "second").mkdir()
     second = Server(webhook_database, tmp_path / "second", **WEBHOOK_ENV)
     try:
         second.wait_healthy()
@@ -448,8 +446,6 @@ def test_a_replica_killed_mid_delivery_delivers_at_least_once(
 ) -> None:
     with temporary_database(database_url, "mailroom_webhook_kill") as url:
         env = WEBHOOK_ENV | {"MAILROOM_WEBHOOK_TIMEOUT": "3"}
-        (tmp_path / "first").mkdir()
-        (tmp_path / "second").mkdir()
         first = Server(url, tmp_path / "first", **env)
         try:
             first.wait_healthy()
@@ -477,10 +473,7 @@ def test_a_replica_killed_mid_delivery_delivers_at_least_once(
 
 
 def test_a_database_restart_mid_flight_loses_nothing(receivers, tmp_path) -> None:
-    from tests.test_outage import Cluster
-
-    cluster = Cluster(tmp_path / "cluster")
-    (tmp_path / "server").mkdir()
+    cluster = Cluster(tmp_path / "pgdata")
     server = Server(cluster.url, tmp_path / "server", **WEBHOOK_ENV)
     try:
         server.wait_healthy()
@@ -507,8 +500,7 @@ def test_a_database_restart_mid_flight_loses_nothing(receivers, tmp_path) -> Non
         assert all(r["valid"] is True for r in got)
     finally:
         server.stop()
-        with contextlib.suppress(Exception):  # pgserver may lose track after a restart
-            cluster.stop()
+        cluster.close()
 
 
 # Hostile receivers -----------------------------------------------------------------------
@@ -695,7 +687,6 @@ def test_delivered_rows_are_purged_after_the_retention_period(
             (done[dead["id"]],),
         )
     # A replica purges at start-up and every hour after.
-    (tmp_path / "purging").mkdir()
     purging = Server(
         webhook_database, tmp_path / "purging", **WEBHOOK_ENV, MAILROOM_WEBHOOK_RETENTION="3600"
     )
