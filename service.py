@@ -552,7 +552,7 @@ EXCEPTION_HANDLERS = {
     psycopg.DataError: errors.data_error,
     PoolTimeout: errors.pool_exhausted,
     DatabaseDown: errors.database_unavailable,
-    psycopg.OperationalError: errors.database_unavailable,
+    psycopg.OperationalError: errors.database_error,
     psycopg.InterfaceError: errors.database_unavailable,
     Exception: errors.unexpected_error,
 }
