@@ -1,7 +1,8 @@
-"""Helpers shared by the API tests: Link headers, walking pages, error bodies, timestamps."""
+"""Helpers shared by the API tests: Link headers, walking pages, error bodies, timestamps, logs."""
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Callable, Iterator
@@ -126,3 +127,25 @@ def temporary_database(server_url: str, prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(identifier))
+
+
+class LogRecords(logging.Handler):
+    """The records one logger (and its children) writes inside the block, for a test to read."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.logger = logging.getLogger(name)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self) -> list[str]:
+        return [record.getMessage() for record in self.records]
+
+    def __enter__(self) -> LogRecords:
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)

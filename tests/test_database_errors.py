@@ -9,7 +9,6 @@ connections stay 503 with Retry-After (tests/test_outage.py stops a real one).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from service import create_app, load_settings
+from tests.helpers import LogRecords
 
 STATEMENT_TIMEOUT = 0.3  # seconds: MAILROOM_STATEMENT_TIMEOUT below
 
@@ -55,25 +55,6 @@ DROP TRIGGER test_fail_insert ON agents;
 DROP FUNCTION test_fail_insert();
 DROP FUNCTION test_recurse(int);
 """
-
-
-class Records(logging.Handler):
-    """The records of one logger, kept for the test to read."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-        self.logger = logging.getLogger(name)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def __enter__(self) -> Records:
-        self.logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.logger.removeHandler(self)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +96,7 @@ def test_a_statement_past_the_statement_timeout_is_422_and_the_service_goes_on(
     impatient: TestClient, database_url: str
 ) -> None:
     assert impatient.get("/users/1").status_code == 200
-    with psycopg.connect(database_url) as holder, Records("mailroom.errors") as log:
+    with psycopg.connect(database_url) as holder, LogRecords("mailroom.errors") as log:
         # A real statement that cannot finish in time: the users table is locked.
         holder.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         started = time.monotonic()
@@ -146,7 +127,7 @@ def test_a_statement_out_of_memory_or_past_a_size_limit_is_422(
     client: TestClient, db: Any, failing_inserts: None, sqlstate: str
 ) -> None:
     name = f"fail {sqlstate}"
-    with Records("mailroom.errors") as log:
+    with LogRecords("mailroom.errors") as log:
         response = client.post("/agents", json={"agent_name": name})
     too_expensive(response, "memory or space")
     assert response.json()["detail"][0]["loc"] == ["body"]
