@@ -27,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -58,6 +59,7 @@ from handlers.access import (
 )
 from handlers.common import HTTPError
 from operations import logs
+from operations.http_limits import BoundedHttpToolsProtocol, Limits
 from operations.metrics import clean_directory
 from operations.middleware import RequestTelemetry
 from queries.database import (
@@ -80,6 +82,7 @@ HERE = Path(__file__).parent
 VERSION = "0.1.0"
 log = logging.getLogger("mailroom")
 PURGE_INTERVAL = 3600.0  # seconds between two purges of expired Idempotency-Keys
+HTTP_PROTOCOL = "service:HttpProtocol"  # uvicorn's --http, by name: each worker imports it
 
 
 # Settings ------------------------------------------------------------------
@@ -116,6 +119,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     echo_concurrency: int = 4
     waits_per_agent: int = 8
     statement_timeout: float | None = 10.0
+    max_header_bytes: int = 16384
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
 
 
 AUTH_MODES = {"required": True, "off": False}  # MAILROOM_AUTH
@@ -161,6 +168,11 @@ ENVIRONMENT = {
         "statement_timeout",
         lambda text: None if text.lower() in ("off", "none", "0") else float(text),
     ),
+    # Bounds on one connection's request head and body (operations/http_limits.py).
+    "MAILROOM_MAX_HEADER_BYTES": ("max_header_bytes", int),
+    "MAILROOM_MAX_HEADERS": ("max_headers", int),
+    "MAILROOM_HEADER_TIMEOUT": ("header_timeout", float),
+    "MAILROOM_BODY_TIMEOUT": ("body_timeout", float),
 }
 MIN_ADMIN_TOKEN = 16  # characters: a shorter operator secret is refused at start-up
 
@@ -244,6 +256,10 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
             "MAILROOM_STATEMENT_TIMEOUT",
             settings.statement_timeout is not None and settings.statement_timeout < 0.001,
         ),
+        ("MAILROOM_MAX_HEADER_BYTES", settings.max_header_bytes < 1024),
+        ("MAILROOM_MAX_HEADERS", settings.max_headers < 1),
+        ("MAILROOM_HEADER_TIMEOUT", settings.header_timeout <= 0),
+        ("MAILROOM_BODY_TIMEOUT", settings.body_timeout <= 0),
     ]
     for variable, bad in problems:
         if bad:
@@ -548,6 +564,7 @@ EXCEPTION_HANDLERS = {
     HTTPError: errors.http_error,
     HTTPException: errors.starlette_error,
     InvalidInput: errors.invalid_input,
+    ClientDisconnect: errors.client_gone,
     psycopg.IntegrityError: errors.integrity_error,
     psycopg.DataError: errors.data_error,
     PoolTimeout: errors.pool_exhausted,
@@ -568,7 +585,20 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
-app = create_app(load_settings())
+SETTINGS = load_settings()
+app = create_app(SETTINGS)
+
+
+class HttpProtocol(BoundedHttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol for this service (`--http service:HttpProtocol`): httptools
+    with the settings' bounds on each request's head and body."""
+
+    limits = Limits(
+        SETTINGS.max_header_bytes,
+        SETTINGS.max_headers,
+        SETTINGS.header_timeout,
+        SETTINGS.body_timeout,
+    )
 
 
 def own_embedded_server(settings: Settings) -> Settings:
@@ -618,6 +648,7 @@ def main() -> None:
             log_level=settings.log_level.lower(),
             log_config=str(HERE / "operations" / "logging.json"),
             access_log=False,  # the request middleware logs each request once
+            http=HTTP_PROTOCOL,
             proxy_headers=True,
         )
     finally:
