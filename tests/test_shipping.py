@@ -1067,6 +1067,33 @@ def test_app_deployment_probes_security_and_graceful_rollout(base):
     assert pod["terminationGracePeriodSeconds"] >= seconds + graceful + 5
 
 
+REQUEST_BOUNDS = (
+    "MAILROOM_MAX_HEADER_BYTES",
+    "MAILROOM_MAX_HEADERS",
+    "MAILROOM_HEADER_TIMEOUT",
+    "MAILROOM_BODY_TIMEOUT",
+)
+
+
+def test_request_bounds_are_carried_by_the_image_compose_the_manifests_and_caddy(base):
+    """The protocol that applies them runs; compose and the ConfigMap set them (the
+    service's defaults); the Caddyfile in front applies the same ones."""
+    assert cmd_option(CMD, "--http") == service.HTTP_PROTOCOL
+    defaults = service.load_settings({})
+    compose = {k: str(v) for k, v in SERVICES["app"]["environment"].items() if k in REQUEST_BOUNDS}
+    configmap = find(base, "ConfigMap")["data"]
+    manifests = {k: v for k, v in configmap.items() if k in REQUEST_BOUNDS}
+    for carried in (compose, manifests):
+        assert set(carried) == set(REQUEST_BOUNDS), carried
+        assert service.load_settings(carried) == defaults, carried
+    caddyfile = (ROOT / "compose/Caddyfile").read_text()
+    header_kib = re.search(r"max_header_size (\d+)KB", caddyfile)
+    assert header_kib and int(header_kib[1]) * 1024 == defaults.max_header_bytes
+    for option, seconds in (("read_header", defaults.header_timeout),
+                            ("read_body", defaults.body_timeout)):  # fmt: skip
+        assert re.search(rf"\b{option} {seconds:g}s\b", caddyfile), option
+
+
 def test_secret_is_read_only_through_secret_key_refs(base, overlay):
     for docs in (base, overlay):
         secret = find(docs, "Secret", "mailroom-db-credentials")
