@@ -56,9 +56,12 @@ def free_port() -> int:
 
 
 class Replica:
-    """A uvicorn process serving service:app on its own port, with uvloop and httptools."""
+    """A uvicorn process serving service:app on its own port, with uvloop and httptools
+    (`http`: uvicorn's --http, plain httptools unless a proof asks for another)."""
 
-    def __init__(self, database_url: str, log_path: Path, **variables: str) -> None:
+    def __init__(
+        self, database_url: str, log_path: Path, http: str = "httptools", **variables: str
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
@@ -66,7 +69,7 @@ class Replica:
         env.update({"DATABASE_URL": database_url, "MAILROOM_AUTH": "off", **variables})
         argv = [sys.executable, "-m", "uvicorn", "service:app", "--port", str(self.port)]
         argv += ["--host", "127.0.0.1", "--no-access-log", "--loop", "uvloop"]
-        argv += ["--http", "httptools"]
+        argv += ["--http", http]
         self.log = log_path.open("wb")
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             argv, cwd=ROOT, env=env, stdout=self.log, stderr=self.log
