@@ -168,8 +168,8 @@ async def pool_exhausted(request: Request, exc: Exception) -> Response:
 async def client_gone(request: Request, exc: Exception) -> Response:
     """The connection closed before the body arrived (the client left, or the server's
     MAILROOM_BODY_TIMEOUT closed it): nobody reads this answer, the log line says why."""
-    log.info("connection closed before the request body of %s %s arrived", request.method,
-             request.url.path)  # fmt: skip
+    path = request.url.path
+    log.info("connection closed before the request body of %s %s arrived", request.method, path)
     return _error(400, "The connection closed before the request body arrived")
 
 
