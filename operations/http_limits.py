@@ -58,9 +58,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head: int | None = 0  # bytes of the head being received; None during a body
-        self._fields = 0
-        self._field_bytes = 0
+        # A head begun in the middle of a read (pipelined) was not counted by data_received.
+        self._uncounted = False
         self._refusal: tuple[int, str] | None = None
+        self._deferred: tuple[int, str] | None = None  # a refusal after earlier answers
         self._discarded: int | None = None  # bytes dropped after a refusal
         self._deadline: asyncio.TimerHandle | None = None
 
@@ -76,11 +77,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._discarded is not None:
             self._discarded += len(data)
-            if self._discarded > LINGER_BYTES:
+            if self._discarded > LINGER_BYTES and self._deferred is None:
                 self.transport.close()
             return
         if self._head is not None:
             self._head += len(data)
+        self._uncounted = False
         super().data_received(data)
         if self.transport.is_closing() or self._discarded is not None:
             return
@@ -96,26 +98,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         elif self._deadline is None:
             self._arm(self.limits.body_seconds, self._body_late)
 
-    # Parser callbacks: the exact size and count of a head that arrived whole. Once
-    # refused, the rest of the read is parsed but reaches neither uvicorn nor the app;
-    # data_received answers after it.
-    def on_message_begin(self) -> None:
-        self._fields = 0
-        self._field_bytes = 0
-        super().on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        if self._count(len(url), fields=0):
-            super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._count(len(name) + len(value) + LINE_OVERHEAD, fields=1):
-            super().on_header(name, value)
-
+    # Parser callbacks. A head that arrived whole (in reads of at most the limit and one
+    # more) is measured once it is complete, unless the bytes received since it began
+    # are already within the limit. Once refused, the rest of the read is parsed but
+    # reaches neither uvicorn nor the app; data_received answers after it.
     def on_headers_complete(self) -> None:
-        self._disarm()
-        self._head = None
-        if self._count(len(self.parser.get_method()) + HEAD_OVERHEAD, fields=0):
+        if self._deadline is not None:
+            self._disarm()
+        received, self._head = self._head or 0, None
+        headers = self.headers
+        if (self._uncounted or received > self.limits.head_bytes) and (
+            self._head_size() > self.limits.head_bytes
+        ):
+            self._refusal = (431, self._too_large())
+        elif len(headers) > self.limits.headers:
+            self._refusal = (
+                431,
+                f"Request has more than {self.limits.headers} header fields "
+                "(MAILROOM_MAX_HEADERS); send fewer",
+            )
+        else:
             super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -123,26 +125,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        if self._deadline is not None:
+            self._disarm()
         self._head = 0
+        self._uncounted = True
         if self._refusal is None:
             super().on_message_complete()
 
-    def _count(self, size: int, fields: int) -> bool:
-        """Add to the head's size and count; False once the head is refused."""
-        self._field_bytes += size
-        self._fields += fields
-        if self._refusal is not None:
-            return False
-        if self._field_bytes > self.limits.head_bytes:
-            self._refusal = (431, self._too_large())
-        elif self._fields > self.limits.headers:
-            self._refusal = (
-                431,
-                f"Request has more than {self.limits.headers} header fields "
-                "(MAILROOM_MAX_HEADERS); send fewer",
-            )
-        return self._refusal is None
+    def _head_size(self) -> int:
+        """The head's bytes as sent: request line, header lines and the blank line."""
+        size = len(self.parser.get_method()) + len(self.url) + HEAD_OVERHEAD
+        return size + sum(len(n) + len(v) + LINE_OVERHEAD for n, v in self.headers)
 
     def _too_large(self) -> str:
         return (
@@ -181,8 +174,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         seconds = self.limits.body_seconds
         if self.cycle is not None and not self.cycle.response_started:
-            # The app is waiting for the body; it sees a disconnect once this closes.
-            self._refuse(
+            # The app waits for the body: it sees a disconnect, its answer goes nowhere.
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+            self._answer(
                 408,
                 f"The request body did not arrive within {seconds:g} s of the headers "
                 "(MAILROOM_BODY_TIMEOUT); send it at once",
@@ -196,7 +191,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # Refusals ----------------------------------------------------------------
 
     def _refuse(self, status: int, detail: str) -> None:
+        """Refuse the request being received, once the answers to the (pipelined) ones
+        before it are sent; what arrives meanwhile and after is dropped."""
+        self._discarded = 0
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            self._deferred = (status, detail)
+            self.flow.pause_reading()
+        else:
+            self._answer(status, detail)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._deferred is None or self.pipeline or self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:  # every earlier answer sent
+            deferred, self._deferred = self._deferred, None
+            self._answer(*deferred)
+
+    def _answer(self, status: int, detail: str) -> None:
         """Answer `status` with a JSON detail, then drop what arrives until the connection ends."""
+        self._discarded = 0
         log.warning("answered %d to %s and closed: %s", status, self._peer(), detail)
         body = msgspec.json.encode({"detail": detail})
         content = [STATUS_LINE[status]]
@@ -209,10 +223,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             body,
         ]
         self.transport.write(b"".join(content))
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.disconnected = True  # the app's own answer, if any, goes nowhere
-            self.cycle.message_event.set()
-        self._discarded = 0
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self._arm(LINGER_SECONDS, self.transport.close)

@@ -9,6 +9,7 @@ cut off with 408 within its bound; a connection that sends nothing is closed.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -151,6 +152,18 @@ def test_a_head_at_the_limit_is_served_and_one_byte_more_is_431(bounded: Server)
         raw.send(head + b"a" * (size - len(head) - len(end)) + end)
         raw.wait(5)
         assert raw.status() == status, (size, raw.answer[:200])
+
+
+def test_a_pipelined_head_over_the_limit_is_431_after_the_first_is_served(
+    bounded: Server,
+) -> None:
+    raw = Raw(bounded)
+    first = b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n"
+    second = b"GET /health/live HTTP/1.1\r\nHost: test\r\nX-Fill: " + b"a" * HEAD_LIMIT
+    raw.send(first + second + b"\r\n\r\n")  # one write: most likely one read
+    answer = raw.wait(5)
+    statuses = [int(status) for status in re.findall(rb"HTTP/1.1 (\d{3}) ", answer)]
+    assert statuses == [200, 431], answer[:400]
 
 
 def test_too_many_header_fields_are_431(bounded: Server) -> None:
