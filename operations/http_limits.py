@@ -6,7 +6,8 @@ request waited, and its listener declared the database down), and it keeps a
 connection open for as long as a client sends one header line, or one body
 byte, every few seconds. BoundedHttpToolsProtocol adds the four bounds and
 keeps httptools' speed; uvicorn's h11 protocol bounds only the head's size and
-serves about a fifth fewer requests (bench/protocols.sh, bench/headers.py).
+is several times slower per request (bench/protocol_cost.py, bench/protocols.sh
+and bench/headers.py measure them; docs/hardening-notes.md has the figures).
 
 Each bound answers in JSON, as the service does: 431 for a head over the size
 or the count (before the request reaches the app), 408 for a head or a body
