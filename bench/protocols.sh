@@ -6,8 +6,9 @@
 # Usage: bench/protocols.sh [seconds per run, default 5] [rounds, default 3]
 #
 # The protocols take turns, round after round, so that a busy machine slows them
-# alike; the table gives each run and the median, and the median's ratio to
-# httptools. Environment: BENCH_DATABASE_URL [postgresql://postgres@127.0.0.1:5432],
+# alike; the table gives each run, the median and its ratio to httptools, and the
+# server's CPU time per request (user + system, from /proc), which a machine
+# shared with other work disturbs far less than the request rate. Environment: BENCH_DATABASE_URL [postgresql://postgres@127.0.0.1:5432],
 # WRK_THREADS [2], WRK_CONNECTIONS [64]. Needs wrk (apt-get install wrk).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -41,7 +42,8 @@ stop_server() {
 }
 trap stop_server EXIT
 
-declare -A RUNS
+declare -A RUNS CPU
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 for round in $(seq 1 "$ROUNDS"); do
   for protocol in "${PROTOCOLS[@]}"; do
     (cd "$ROOT" && DATABASE_URL="$SERVER/mailroom_protocols" MAILROOM_ADMIN_TOKEN="$TOKEN" \
@@ -54,18 +56,26 @@ for round in $(seq 1 "$ROUNDS"); do
     done
     args=(-t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-64}" -H "Authorization: Bearer $TOKEN")
     wrk "${args[@]}" -d1s "http://127.0.0.1:$PORT/users/1" >/dev/null
-    rps=$(wrk "${args[@]}" -d"${DURATION}s" "http://127.0.0.1:$PORT/users/1" |
-      awk '/Requests\/sec/ {printf "%.0f", $2}')
-    echo "== round $round: $protocol $rps req/s" >&2
+    before=$(cpu_ticks)
+    out=$(wrk "${args[@]}" -d"${DURATION}s" "http://127.0.0.1:$PORT/users/1")
+    ticks=$(($(cpu_ticks) - before))
+    rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    micros=$(echo "$ticks * 1000000 / $(getconf CLK_TCK) / $requests" | bc)
+    echo "== round $round: $protocol $rps req/s, $micros us CPU per request" >&2
     RUNS[$protocol]="${RUNS[$protocol]:-} $rps"
+    CPU[$protocol]="${CPU[$protocol]:-} $micros"
     stop_server
   done
 done
 
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 base=$(echo "${RUNS[httptools]}" | median)
-printf "%-22s %-24s %8s %6s\n" protocol "runs (req/s)" median ratio
+cpu_base=$(echo "${CPU[httptools]}" | median)
+printf "%-22s %-28s %7s %6s %12s %6s\n" protocol "runs (req/s)" median ratio "CPU us/req" ratio
 for protocol in "${PROTOCOLS[@]}"; do
   m=$(echo "${RUNS[$protocol]}" | median)
-  printf "%-22s %-24s %8s %6.2f\n" "$protocol" "${RUNS[$protocol]# }" "$m" "$(echo "$m / $base" | bc -l)"
+  c=$(echo "${CPU[$protocol]}" | median)
+  printf "%-22s %-28s %7s %6.2f %12s %6.2f\n" "$protocol" "${RUNS[$protocol]# }" "$m" \
+    "$(echo "$m / $base" | bc -l)" "$c" "$(echo "$c / $cpu_base" | bc -l)"
 done
