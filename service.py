@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
@@ -63,6 +64,7 @@ from handlers import (
 from handlers.http_errors import HTTPError
 from handlers.operation import Operation
 from operations import forwarded, logs
+from operations.http_limits import BoundedHttpToolsProtocol, Limits
 from operations.metrics import clean_directory
 from operations.middleware import RequestTelemetry, SecurityHeaders
 from queries.database import DatabaseDown, make_pool, migrate, purge_expired_keys
@@ -83,6 +85,7 @@ HERE = Path(__file__).parent
 VERSION = "0.1.0"
 log = logging.getLogger("mailroom")
 PURGE_INTERVAL = 3600.0  # seconds between two purges of expired Idempotency-Keys
+HTTP_PROTOCOL = "service:HttpProtocol"  # uvicorn's --http, by name: each worker imports it
 
 # The operations ---------------------------------------------------------------
 
@@ -192,11 +195,12 @@ EXCEPTION_HANDLERS = {
     HTTPError: errors.http_error,
     HTTPException: errors.starlette_error,
     InvalidInput: errors.invalid_input,
+    ClientDisconnect: errors.client_gone,
     psycopg.IntegrityError: errors.integrity_error,
     psycopg.DataError: errors.data_error,
     PoolTimeout: errors.pool_exhausted,
     DatabaseDown: errors.database_unavailable,
-    psycopg.OperationalError: errors.database_unavailable,
+    psycopg.OperationalError: errors.database_error,
     psycopg.InterfaceError: errors.database_unavailable,
     Exception: errors.unexpected_error,
 }
@@ -314,7 +318,20 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
-app = create_app(load_settings())
+SETTINGS = load_settings()
+app = create_app(SETTINGS)
+
+
+class HttpProtocol(BoundedHttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol for this service (`--http service:HttpProtocol`): httptools
+    with the settings' bounds on each request's head and body."""
+
+    limits = Limits(
+        SETTINGS.max_header_bytes,
+        SETTINGS.max_headers,
+        SETTINGS.header_timeout,
+        SETTINGS.body_timeout,
+    )
 
 
 def own_embedded_server(settings: Settings) -> Settings:
@@ -363,6 +380,7 @@ def main() -> None:
             log_level=settings.log_level.lower(),
             log_config=str(HERE / "operations" / "logging.json"),
             access_log=False,  # the request middleware logs each request once
+            http=HTTP_PROTOCOL,
             # The app applies X-Forwarded-Proto/-Host from FORWARDED_ALLOW_IPS itself
             # (operations/forwarded.py); uvicorn's would hide the proxy's address from it.
             proxy_headers=False,
