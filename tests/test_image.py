@@ -469,7 +469,7 @@ def test_sigterm_with_a_stream_open_sends_shutdown_and_exits_0(container: Contai
         with http.stream("GET", url, timeout=httpx.Timeout(10, read=30)) as response:
             assert response.status_code == 200
             lines = response.iter_lines()
-            assert next(lines) == "retry: 1000"
+            assert next(lines) == ": connected"  # the opening comment: subscribed
             http.post("/messages", json={"content": "before", "recipient_ids": [agent]})
             events = []
             for line in lines:
