@@ -73,6 +73,7 @@ from validation import responses as rs
 from validation.errors import InvalidInput
 from validation.openapi import IDEMPOTENCY_KEY, LAST_EVENT_ID
 from validation.query_params import (
+    AgentsQuery,
     ConversationsQuery,
     MailboxQuery,
     StreamQuery,
@@ -99,6 +100,9 @@ OPERATIONS = [
               response=rs.Health, database=False),
     Operation("GET", "/users/{user_id}", users.get_user, "A sample user", admin_only,
               rs.User, errors=(404, 422)),
+    Operation("GET", "/agents", agents.list_agents,
+              "The agent directory: agents by name, then id", any_principal,
+              list[rs.DirectoryEntry], query=AgentsQuery, errors=(422,), tag="agents"),
     Operation("POST", "/agents", agents.create_agent, "Register an agent", admin_only,
               rs.AgentCreated, 201, rq.AgentCreate, headers=(IDEMPOTENCY_KEY,),
               errors=(409, 422), tag="agents"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import msgspec
 from msgspec.structs import astuple
 from starlette.requests import Request
@@ -11,11 +13,24 @@ from access.keys import key_digest, new_api_key
 from handlers.bodies import decode, decode_update, json_response
 from handlers.http_errors import NotFound
 from handlers.idempotency import REPLAYED, create_once
-from handlers.params import path_uuid
+from handlers.pagination import cut_name_page, name_page_start
+from handlers.params import path_uuid, query
 from queries import sql
 from queries.params import create_params, update_params
+from validation.query_params import AgentsQuery
 from validation.requests import AgentCreate, AgentUpdate
-from validation.responses import Agent, AgentCreated, ApiKey
+from validation.responses import Agent, AgentCreated, ApiKey, DirectoryEntry
+
+SCOPE = b"a"
+
+
+class _DirectoryRow(msgspec.Struct, frozen=True):
+    """Row of list_directory: the entry and its sort key."""
+
+    id: UUID
+    agent_name: str
+    created_at: str
+    sort_name: str
 
 
 async def create_agent(request: Request) -> Response:
@@ -41,6 +56,25 @@ async def create_agent(request: Request) -> Response:
             await sql.set_api_key.run(conn, agent_id=agent.id, digest=digest)
     created = AgentCreated(*astuple(agent), api_key=key)
     return json_response(created, 201, {REPLAYED: "true"} if replayed else None)
+
+
+async def list_agents(request: Request) -> Response:
+    """The directory: every agent by name (ignoring case) then id; `?name=` a prefix."""
+    asked = query(request, AgentsQuery)
+    after_name, after_id = name_page_start(request, SCOPE, asked.cursor)
+    async with request.state.pool.connection() as conn:
+        rows = await sql.list_directory.all(
+            conn,
+            _DirectoryRow,
+            prefix=asked.name or "",
+            after_name=after_name,
+            after_id=after_id,
+            limit=asked.limit + 1,
+        )
+    headers = cut_name_page(request, SCOPE, rows, asked.limit, lambda row: (row.sort_name, row.id))
+    return json_response(
+        [DirectoryEntry(row.id, row.agent_name, row.created_at) for row in rows], headers=headers
+    )
 
 
 async def get_agent(request: Request) -> Response:

@@ -1,7 +1,7 @@
 """Keyset pagination: signed, opaque cursors and the RFC 8288 `Link` header.
 
-A cursor names the last item of a page by its sort key (a timestamp and an
-id). It is signed with a key every replica shares (stored in the database),
+A cursor names the last item of a page by its sort key (a timestamp or a
+name, and an id). It is signed with a key every replica shares (stored in the database),
 so a cursor that the service did not issue is refused with 422.
 """
 
@@ -34,31 +34,57 @@ def _sign(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, payload, hashlib.sha256).digest()[:_SIG_BYTES]
 
 
+def _seal(key: bytes, payload: bytes) -> str:
+    """The payload and its signature, as URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(payload + _sign(key, payload)).rstrip(b"=").decode()
+
+
+def _unseal(key: bytes, scope: bytes, cursor: str, loc: tuple[str, str]) -> bytes:
+    """The payload (scope byte first) of a cursor this service sealed for `scope`, or 422."""
+    invalid = InvalidInput.at(list(loc), "Not a cursor this service issued")
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid from None
+    payload, signature = raw[:-_SIG_BYTES], raw[-_SIG_BYTES:]
+    if len(raw) <= _SIG_BYTES or not hmac.compare_digest(signature, _sign(key, payload)):
+        raise invalid
+    if payload[:1] != scope:
+        raise invalid
+    return payload
+
+
 def encode_cursor(key: bytes, scope: bytes, at: datetime, item_id: UUID) -> str:
     """An opaque cursor for the item sorted at (`at`, `item_id`)."""
     micros = (at - EPOCH) // timedelta(microseconds=1)
-    payload = _PAYLOAD.pack(scope, micros, item_id.bytes)
-    return base64.urlsafe_b64encode(payload + _sign(key, payload)).rstrip(b"=").decode()
+    return _seal(key, _PAYLOAD.pack(scope, micros, item_id.bytes))
 
 
 def decode_cursor(
     key: bytes, scope: bytes, cursor: str, loc: tuple[str, str] = ("query", "cursor")
 ) -> tuple[datetime, UUID]:
     """The sort key inside a cursor this service issued for `scope`, or 422 at `loc`."""
-    invalid = InvalidInput.at(list(loc), "Not a cursor this service issued")
-    try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid from None
-    payload, signature = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
-    if len(raw) != _PAYLOAD.size + _SIG_BYTES or not hmac.compare_digest(
-        signature, _sign(key, payload)
-    ):
-        raise invalid
-    found_scope, micros, id_bytes = _PAYLOAD.unpack(payload)
-    if found_scope != scope:
-        raise invalid
+    payload = _unseal(key, scope, cursor, loc)
+    if len(payload) != _PAYLOAD.size:
+        raise InvalidInput.at(list(loc), "Not a cursor this service issued")
+    _, micros, id_bytes = _PAYLOAD.unpack(payload)
     return EPOCH + timedelta(microseconds=micros), UUID(bytes=id_bytes)
+
+
+def encode_name_cursor(key: bytes, scope: bytes, name: str, item_id: UUID) -> str:
+    """An opaque cursor for the item sorted at (`name`, `item_id`): the sort key travels in
+    it, so the next page goes on from there even if that item was renamed or removed."""
+    return _seal(key, scope + item_id.bytes + name.encode())
+
+
+def name_page_start(request: Request, scope: bytes, cursor: str | None) -> tuple[str, UUID]:
+    """Where a page sorted by a name starts: after the cursor, or before every name."""
+    if cursor is None:
+        return "", OLDEST[1]
+    payload = _unseal(request.state.cursor_key, scope, cursor, ("query", "cursor"))
+    if len(payload) < 17:
+        raise InvalidInput.at(["query", "cursor"], "Not a cursor this service issued")
+    return payload[17:].decode(), UUID(bytes=payload[1:17])
 
 
 def page_start(
@@ -82,5 +108,21 @@ def cut_page(
     del rows[limit:]
     at, item_id = key(rows[-1])
     cursor = encode_cursor(request.state.cursor_key, scope, datetime.fromisoformat(at), item_id)
+    return next_link(request, cursor)
+
+
+def cut_name_page(
+    request: Request, scope: bytes, rows: list[T], limit: int, key: Callable[[T], tuple[str, UUID]]
+) -> dict[str, str] | None:
+    """cut_page for a list sorted by a name: `key` gives a row's sort name and id."""
+    if len(rows) <= limit:
+        return None
+    del rows[limit:]
+    name, item_id = key(rows[-1])
+    return next_link(request, encode_name_cursor(request.state.cursor_key, scope, name, item_id))
+
+
+def next_link(request: Request, cursor: str) -> dict[str, str]:
+    """The RFC 8288 header naming the next page: this request's URL with `cursor`."""
     url = request.url.include_query_params(cursor=cursor)
     return {"Link": f'<{url}>; rel="next"'}

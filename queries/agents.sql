@@ -19,3 +19,16 @@ UPDATE agents
        updated_at = clock_timestamp()
  WHERE id = %(agent_id)s
 RETURNING id, agent_name, ip_address, port, created_at, updated_at;
+
+-- name: list_directory
+-- A page of agents by lower-cased name (byte order) then id, after a sort key, whose
+-- lower-cased name starts with a prefix ('' for all): one range of the agents_directory index.
+-- A name has at most 255 characters, so every name with the prefix sorts below the prefix
+-- followed by 256 copies of the highest code point, and nothing else in that range does.
+SELECT a.id, a.agent_name, a.created_at, lower(a.agent_name) AS sort_name
+  FROM agents a
+ WHERE (lower(a.agent_name) COLLATE "C", a.id) > (%(after_name)s, %(after_id)s)
+   AND lower(a.agent_name) COLLATE "C" >= lower(%(prefix)s)
+   AND lower(a.agent_name) COLLATE "C" < lower(%(prefix)s) || repeat(chr(1114111), 256)
+ ORDER BY lower(a.agent_name) COLLATE "C", a.id
+ LIMIT %(limit)s;

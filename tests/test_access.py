@@ -133,6 +133,7 @@ MATRIX: list[tuple[str, str, str, Callable[[dict[str, str]], Any] | None, tuple[
     ("redoc", "GET", "/redoc", None, (200, 200, 200, 200, 200)),
     ("metrics", "GET", "/metrics", None, (*DENIED_AGENT, 200)),
     ("user", "GET", "/users/1", None, (*DENIED_AGENT, 200)),
+    ("directory", "GET", "/agents", None, (401, 401, 200, 200, 200)),
     ("create agent", "POST", "/agents", lambda i: {"agent_name": "new"}, (*DENIED_AGENT, 201)),
     ("get agent", "GET", "/agents/{A}", None, (*OWN_ONLY, 200, 200)),
     ("update agent", "PUT", "/agents/{A}", lambda i: {"agent_name": "z"}, (*OWN_ONLY, 200, 200)),

@@ -13,7 +13,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers import UTC_TIMESTAMP, assert_invalid, assert_not_found, instant
+from tests.helpers import (
+    UTC_TIMESTAMP,
+    assert_invalid,
+    assert_not_found,
+    cursor_of,
+    instant,
+    next_url,
+    walk,
+)
 
 Item = dict[str, Any]
 Db = psycopg.Connection[dict[str, Any]]
@@ -310,3 +318,77 @@ def test_get_sample_user(client, user_id, name, email):
 def test_get_unknown_user_is_404(client, user_id):
     """Any well-formed integer without a row, even one past the int4 range, is a 404."""
     assert_not_found(client.get(f"/users/{user_id}"), "User not found")
+
+
+# GET /agents (the directory) ------------------------------------------------
+
+
+def directory(client, **params: Any) -> list[Item]:
+    """Every entry of the directory for `params`, following the Link headers."""
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return [item for page in walk(client, f"/agents?{query}") for item in page]
+
+
+def test_directory_lists_id_name_and_created_at_by_name_then_id(client, agent):
+    tag = uuid.uuid4().hex[:8]
+    made = [agent(agent_name=f"dir{tag} {name}") for name in ("beta", "Alpha", "alpha", "gamma")]
+    found = directory(client, name=f"dir{tag}", limit=2)
+    assert {frozenset(item) for item in found} == {frozenset({"id", "agent_name", "created_at"})}
+    expected = sorted(made, key=lambda a: (a["agent_name"].lower(), a["id"]))
+    assert [item["id"] for item in found] == [a["id"] for a in expected]
+    by_id = {a["id"]: a for a in made}
+    assert all(item == {k: by_id[item["id"]][k] for k in item} for item in found)
+    assert all(UTC_TIMESTAMP.match(item["created_at"]) for item in found)
+
+
+def test_directory_name_is_a_case_insensitive_prefix_with_no_wildcards(client, agent):
+    tag = uuid.uuid4().hex[:8]
+    percent = agent(agent_name=f"Pre{tag}%x")
+    underscore = agent(agent_name=f"pre{tag}_y")
+    plain = agent(agent_name=f"PRE{tag}zz")
+    assert {a["id"] for a in directory(client, name=f"pre{tag}")} == {
+        percent["id"],
+        underscore["id"],
+        plain["id"],
+    }
+    # % and _ match themselves only, as any other character does.
+    assert [a["id"] for a in directory(client, name=f"pRE{tag}%25")] == [percent["id"]]
+    assert [a["id"] for a in directory(client, name=f"pre{tag}_")] == [underscore["id"]]
+    assert directory(client, name=f"pre{tag}zzz") == []
+
+
+def test_directory_pages_visit_each_agent_once_while_agents_are_added(client, agent):
+    tag = uuid.uuid4().hex[:8]
+    first = {agent(agent_name=f"walk{tag}-{n:02d}")["id"] for n in range(7)}
+    added: list[str] = []
+
+    def register() -> None:
+        added.append(agent(agent_name=f"walk{tag}-{len(added):02d}x")["id"])
+
+    pages = walk(client, f"/agents?name=walk{tag}&limit=3", between=register)
+    seen = [item["id"] for page in pages for item in page]
+    assert len(seen) == len(set(seen))
+    assert first <= set(seen)
+
+
+@pytest.mark.parametrize(
+    ("query", "loc"),
+    [
+        ("limit=0", ("query", "limit")),
+        ("limit=1001", ("query", "limit")),
+        ("limit=x", ("query", "limit")),
+        ("cursor=bm90LWEtY3Vyc29y", ("query", "cursor")),
+        ("name=" + "a" * 256, ("query", "name")),
+        ("name=a%00b", ("query", "name")),
+    ],
+)
+def test_directory_refuses_bad_parameters(client, query, loc):
+    assert_invalid(client.get(f"/agents?{query}"), *loc)
+
+
+def test_directory_cursor_of_another_list_is_refused(client, conversation):
+    conversation(title="one")
+    conversation(title="two")
+    url = next_url(client.get("/conversations?limit=1"))
+    assert url is not None
+    assert_invalid(client.get(f"/agents?cursor={cursor_of(url)}"), "query", "cursor")

@@ -111,6 +111,7 @@ def test_served_routes_cover_the_contract() -> None:
         ("GET", "/health/ready"),
         ("GET", "/health/live"),
         ("GET", "/users/{user_id}"),
+        ("GET", "/agents"),  # issue 13: the directory
         ("POST", "/agents"),
         ("GET", "/agents/{agent_id}"),
         ("PUT", "/agents/{agent_id}"),

@@ -930,7 +930,7 @@ def test_unknown_route_is_404_with_json_detail(client, existing, method, path):
         ("DELETE", "/agents/{agent}"),
         ("PATCH", "/agents/{agent}"),
         ("POST", "/agents/{agent}"),
-        ("GET", "/agents"),
+        ("DELETE", "/agents"),
         ("PUT", "/agents"),
         ("GET", "/messages"),
         ("GET", "/messages/{message}"),

@@ -57,6 +57,22 @@ class StreamQuery(Query, frozen=True, kw_only=True):
     after: Annotated[str, Meta(description="Resume after this cursor (an event id)")] | None = None
 
 
+class AgentsQuery(Page, frozen=True, kw_only=True):
+    """GET /agents."""
+
+    name: (
+        Annotated[
+            str,
+            Meta(
+                max_length=255,
+                pattern="^[^\\x00]*$",
+                description="Only agents whose name starts with this text, ignoring case",
+            ),
+        ]
+        | None
+    ) = None
+
+
 class ConversationsQuery(Page, frozen=True, kw_only=True):
     """GET /conversations."""
 

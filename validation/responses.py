@@ -52,6 +52,14 @@ class Agent(msgspec.Struct, frozen=True):
     updated_at: Timestamp
 
 
+class DirectoryEntry(msgspec.Struct, frozen=True):
+    """An agent a caller may address (GET /agents): who it is, never where it runs."""
+
+    id: UUID
+    agent_name: str
+    created_at: Timestamp
+
+
 class AgentCreated(Agent, frozen=True):
     """A registered agent and, with authentication on, its API key: shown this once."""
 
