@@ -16,7 +16,9 @@ S = TypeVar("S", bound=Input)
 
 ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
-_DECODED = "mailroom.body"  # scope key of the decoded body
+# Scope key of the decoded body: decode() keeps it there, and a tool call of /mcp
+# (tools/calls.py) puts the body it built from its arguments there.
+DECODED = "mailroom.body"
 
 
 def json_response(
@@ -52,7 +54,7 @@ async def decode(request: Request, kind: type[S]) -> S:
     The result is kept on the request: an authorization rule that read the body
     and the handler that runs next share one decoding.
     """
-    decoded = request.scope.get(_DECODED)
+    decoded = request.scope.get(DECODED)
     if type(decoded) is kind:
         return decoded
     decoder = _DECODERS.get(kind)
@@ -60,7 +62,7 @@ async def decode(request: Request, kind: type[S]) -> S:
         decoder = _DECODERS[kind] = msgspec.json.Decoder(kind)
     body = await read_body(request)
     try:
-        decoded = request.scope[_DECODED] = decoder.decode(body)
+        decoded = request.scope[DECODED] = decoder.decode(body)
     except msgspec.MsgspecError as error:
         raise InvalidInput.from_msgspec(error, "body", body, kind) from None
     except UnicodeDecodeError:
