@@ -23,7 +23,7 @@ from validation import requests as rq
 DOCUMENTED = [op for op in service.OPERATIONS if op.documented]
 DOC_ROUTES = {"/openapi.json", "/docs", "/redoc"}
 # Routes outside the API document: the documentation itself and the Prometheus scrape.
-UNDOCUMENTED = {*DOC_ROUTES, "/metrics"}
+UNDOCUMENTED = {*DOC_ROUTES, "/metrics", "/mcp"}  # /mcp: JSON-RPC, described in docs/mcp.md
 # The one write without a body: a new API key.
 ROTATION = ("POST", "/agents/{agent_id}/api-key")
 PUBLIC = {("GET", "/"), ("GET", "/health"), ("GET", "/health/ready"), ("GET", "/health/live")}
