@@ -56,9 +56,12 @@ def free_port() -> int:
 
 
 class Replica:
-    """A uvicorn process serving service:app on its own port, with uvloop and httptools."""
+    """A uvicorn process serving service:app on its own port, with uvloop and httptools;
+    `root` is the checkout it serves (another ref's files, for an A/B run)."""
 
-    def __init__(self, database_url: str, log_path: Path, **variables: str) -> None:
+    def __init__(
+        self, database_url: str, log_path: Path, root: Path = ROOT, **variables: str
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
@@ -69,7 +72,7 @@ class Replica:
         argv += ["--http", "httptools"]
         self.log = log_path.open("wb")
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            argv, cwd=ROOT, env=env, stdout=self.log, stderr=self.log
+            argv, cwd=root, env=env, stdout=self.log, stderr=self.log
         )
 
     def wait_ready(self, seconds: float = 30) -> None:

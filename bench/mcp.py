@@ -1,0 +1,188 @@
+"""MCP tool calls against the same operations by REST, and what loading the SDK costs.
+
+Usage: uv run python bench/mcp.py [seconds per scenario, default 5]
+
+Starts one uvicorn worker of this checkout with authentication on (no rate
+limit) on a new database of BENCH_DATABASE_URL (default the local
+PostgreSQL), registers agents, and runs each scenario with wrk (2 threads, 32
+connections, `apt-get install wrk`), every request with an agent's key:
+
+- send: POST /messages to one recipient, against tools/call send_message;
+- inbox: GET /agents/{id}/messages/unread?limit=10&order=asc on an inbox of
+  10 unread messages, against tools/call check_inbox(limit=10);
+- user: GET /users/1 (admin key), here and on BENCH_BASELINE (a git ref,
+  default main: the code before /mcp, run by the same interpreter), with each
+  worker's resident memory after its run (VmRSS, and the peak VmHWM).
+
+An MCP call is one POST of JSON-RPC (the stateless transport needs no
+session), as a client sends it once initialized. Prints a Markdown table:
+op/s, p50 and p99 in ms, and non-2xx answers (for tools, also calls whose
+result was an error, read from /metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg import sql as pgsql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from processes import ROOT, Replica
+
+ADMIN = "bench-admin-" + secrets.token_hex(12)
+CONNECTIONS, THREADS = 32, 2
+MCP = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+LUA = """
+wrk.method = "{method}"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def database(server_url: str) -> str:
+    name = f"mailroom_bench_mcp_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def baseline_tree(ref: str, into: Path) -> Path:
+    """The files of `ref` (git archive), to run the code before this branch."""
+    archive = into / "baseline.tar"
+    subprocess.run(["git", "archive", "-o", str(archive), ref], cwd=ROOT, check=True)  # noqa: S603, S607
+    with tarfile.open(archive) as tar:
+        tar.extractall(into / "baseline", filter="data")
+    return into / "baseline"
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """VmRSS and VmHWM of a process, in MB."""
+    found = dict(
+        re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+    )
+    return int(found["VmRSS"]) / 1024, int(found["VmHWM"]) / 1024
+
+
+def wrk(url: str, key: str, seconds: int, method: str = "GET", body: object = None,
+        headers: dict[str, str] | None = None) -> dict[str, float]:  # fmt: skip
+    argv = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    argv += ["-H", f"Authorization: Bearer {key}"]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        payload = "nil" if body is None else json.dumps(json.dumps(body))
+        script.write(LUA.format(method=method, body=payload))
+    argv += ["-s", script.name, url]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True)  # noqa: S603
+    os.unlink(script.name)
+    text = out.stdout
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\b", text, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", text)[1]),
+        "p50": ms("50%"),
+        "p99": ms("99%"),
+        "errors": int(errors[1]) if errors else 0,
+    }
+
+
+def tool_call(name: str, arguments: dict[str, object]) -> dict[str, object]:
+    return {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments}}  # fmt: skip
+
+
+def tool_errors(http: httpx.Client, tool: str) -> int:
+    """Calls of `tool` whose result was not ok, from /metrics."""
+    scrape = http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
+    pattern = rf'^mailroom_mcp_tool_calls_total\{{outcome="(\w+)",tool="{tool}"\}} ([\d.e+]+)$'
+    return int(sum(float(n) for outcome, n in re.findall(pattern, scrape, re.M) if outcome != "ok"))
+
+
+def serve(url: str, log: Path, root: Path = ROOT) -> Replica:
+    replica = Replica(
+        url, log, root=root, MAILROOM_AUTH="required", MAILROOM_ADMIN_TOKEN=ADMIN,
+        MAILROOM_WRITE_RATE_LIMIT="0", LOG_FORMAT="json",
+    )  # fmt: skip
+    replica.wait_ready()
+    return replica
+
+
+def main() -> None:
+    seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    work = Path(tempfile.mkdtemp(prefix="mailroom-bench-mcp-"))
+    url = database(
+        os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
+    rows: list[tuple[str, dict[str, float]]] = []
+    replica = serve(url, work / "branch.log")
+    try:
+        with httpx.Client(base_url=replica.base_url, timeout=30) as http:
+            admin = {"Authorization": f"Bearer {ADMIN}"}
+            sender, reader = (http.post("/agents", json={"agent_name": n}, headers=admin).json()
+                              for n in ("sender", "reader"))  # fmt: skip
+            key, reader_key = sender["api_key"], reader["api_key"]
+            for n in range(10):
+                body = {"sender_id": sender["id"], "content": f"unread {n}",
+                        "recipient_ids": [reader["id"]]}  # fmt: skip
+                http.post("/messages", json=body, headers={"Authorization": f"Bearer {key}"})
+            send = {"sender_id": sender["id"], "content": "bench", "recipient_ids": [sender["id"]]}
+            mcp_send = tool_call("send_message", {"to": [sender["id"]], "content": "bench"})
+            mcp_inbox = tool_call("check_inbox", {"limit": 10})
+            unread = f"/agents/{reader['id']}/messages/unread?limit=10&order=asc"
+            base = replica.base_url
+            rows.append(
+                ("send: REST POST /messages", wrk(base + "/messages", key, seconds, "POST", send))
+            )
+            result = wrk(base + "/mcp", key, seconds, "POST", mcp_send, MCP)
+            result["errors"] += tool_errors(http, "send_message")
+            rows.append(("send: MCP send_message", result))
+            rows.append(("inbox: REST GET .../unread", wrk(base + unread, reader_key, seconds)))
+            result = wrk(base + "/mcp", reader_key, seconds, "POST", mcp_inbox, MCP)
+            result["errors"] += tool_errors(http, "check_inbox")
+            rows.append(("inbox: MCP check_inbox", result))
+            rows.append(("user: GET /users/1 (with /mcp)", wrk(base + "/users/1", ADMIN, seconds)))
+            rss_branch = memory(replica.process.pid)
+    finally:
+        replica.stop()
+    ref = os.environ.get("BENCH_BASELINE", "main")
+    baseline = serve(url, work / "baseline.log", baseline_tree(ref, work))
+    try:
+        base = baseline.base_url
+        rows.append((f"user: GET /users/1 ({ref})", wrk(base + "/users/1", ADMIN, seconds)))
+        rss_baseline = memory(baseline.process.pid)
+    finally:
+        baseline.stop()
+
+    print(f"wrk {THREADS} threads, {CONNECTIONS} connections, {seconds} s a scenario\n")
+    print("| scenario | op/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|")
+    for name, r in rows:
+        print(f"| {name} | {r['rate']:,.1f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} |")
+    print(f"\nworker memory with the MCP SDK loaded: RSS {rss_branch[0]:.1f} MB, "
+          f"peak {rss_branch[1]:.1f} MB")  # fmt: skip
+    print(f"worker memory of {ref}: RSS {rss_baseline[0]:.1f} MB, peak {rss_baseline[1]:.1f} MB")
+    drop(url)
+
+
+def drop(url: str) -> None:
+    server_url, name = url.rsplit("/", 1)
+    with psycopg.connect(server_url + "/postgres", autocommit=True) as conn:
+        conn.execute(pgsql.SQL("DROP DATABASE {} WITH (FORCE)").format(pgsql.Identifier(name)))
+
+
+if __name__ == "__main__":
+    main()
