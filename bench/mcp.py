@@ -1,6 +1,6 @@
 """MCP tool calls against the same operations by REST, and what loading the SDK costs.
 
-Usage: uv run python bench/mcp.py [seconds per scenario, default 5]
+Usage: uv run python bench/mcp.py [seconds per scenario, default 5]  (BENCH_ROUNDS, default 2)
 
 Starts one uvicorn worker of this checkout with authentication on (no rate
 limit) on a new database of BENCH_DATABASE_URL (default the local
@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -123,58 +124,63 @@ def serve(url: str, log: Path, root: Path = ROOT) -> Replica:
 
 def main() -> None:
     seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    work = Path(tempfile.mkdtemp(prefix="mailroom-bench-mcp-"))
-    url = database(
-        os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    )
-    rows: list[tuple[str, dict[str, float]]] = []
-    replica = serve(url, work / "branch.log")
-    try:
-        with httpx.Client(base_url=replica.base_url, timeout=30) as http:
-            admin = {"Authorization": f"Bearer {ADMIN}"}
-            sender, reader = (http.post("/agents", json={"agent_name": n}, headers=admin).json()
-                              for n in ("sender", "reader"))  # fmt: skip
-            key, reader_key = sender["api_key"], reader["api_key"]
-            for n in range(10):
-                body = {"sender_id": sender["id"], "content": f"unread {n}",
-                        "recipient_ids": [reader["id"]]}  # fmt: skip
-                http.post("/messages", json=body, headers={"Authorization": f"Bearer {key}"})
-            send = {"sender_id": sender["id"], "content": "bench", "recipient_ids": [sender["id"]]}
-            mcp_send = tool_call("send_message", {"to": [sender["id"]], "content": "bench"})
-            mcp_inbox = tool_call("check_inbox", {"limit": 10})
-            unread = f"/agents/{reader['id']}/messages/unread?limit=10&order=asc"
-            base = replica.base_url
-            rows.append(
-                ("send: REST POST /messages", wrk(base + "/messages", key, seconds, "POST", send))
-            )
-            result = wrk(base + "/mcp", key, seconds, "POST", mcp_send, MCP)
-            result["errors"] += tool_errors(http, "send_message")
-            rows.append(("send: MCP send_message", result))
-            rows.append(("inbox: REST GET .../unread", wrk(base + unread, reader_key, seconds)))
-            result = wrk(base + "/mcp", reader_key, seconds, "POST", mcp_inbox, MCP)
-            result["errors"] += tool_errors(http, "check_inbox")
-            rows.append(("inbox: MCP check_inbox", result))
-            rows.append(("user: GET /users/1 (with /mcp)", wrk(base + "/users/1", ADMIN, seconds)))
-            rss_branch = memory(replica.process.pid)
-    finally:
-        replica.stop()
+    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     ref = os.environ.get("BENCH_BASELINE", "main")
+    work = Path(tempfile.mkdtemp(prefix="mailroom-bench-mcp-"))
+    server_url = os.environ.get(
+        "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    url = database(server_url)
+    branch = serve(url, work / "branch.log")
     baseline = serve(url, work / "baseline.log", baseline_tree(ref, work))
     try:
-        base = baseline.base_url
-        rows.append((f"user: GET /users/1 ({ref})", wrk(base + "/users/1", ADMIN, seconds)))
-        rss_baseline = memory(baseline.process.pid)
-    finally:
-        baseline.stop()
+        http = httpx.Client(base_url=branch.base_url, timeout=30)
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        sender, reader = (http.post("/agents", json={"agent_name": n}, headers=admin).json()
+                          for n in ("sender", "reader"))  # fmt: skip
+        key, reader_key = sender["api_key"], reader["api_key"]
+        for n in range(10):
+            body = {"sender_id": sender["id"], "content": f"unread {n}",
+                    "recipient_ids": [reader["id"]]}  # fmt: skip
+            http.post("/messages", json=body, headers={"Authorization": f"Bearer {key}"})
+        send = {"sender_id": sender["id"], "content": "bench", "recipient_ids": [sender["id"]]}
+        mcp_send = tool_call("send_message", {"to": [sender["id"]], "content": "bench"})
+        mcp_inbox = tool_call("check_inbox", {"limit": 10})
+        unread = f"/agents/{reader['id']}/messages/unread?limit=10&order=asc"
+        a, b = branch.base_url, baseline.base_url
 
-    print(f"wrk {THREADS} threads, {CONNECTIONS} connections, {seconds} s a scenario\n")
-    print("| scenario | op/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|")
-    for name, r in rows:
-        print(f"| {name} | {r['rate']:,.1f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} |")
-    print(f"\nworker memory with the MCP SDK loaded: RSS {rss_branch[0]:.1f} MB, "
-          f"peak {rss_branch[1]:.1f} MB")  # fmt: skip
-    print(f"worker memory of {ref}: RSS {rss_baseline[0]:.1f} MB, peak {rss_baseline[1]:.1f} MB")
+        def tool(name: str, run: Callable[[], dict[str, float]]) -> dict[str, float]:
+            before = tool_errors(http, name)
+            result = run()
+            result["errors"] += tool_errors(http, name) - before
+            return result
+
+        scenarios: list[tuple[str, Callable[[], dict[str, float]]]] = [
+            ("send: REST POST /messages", lambda: wrk(a + "/messages", key, seconds, "POST", send)),
+            ("send: MCP send_message", lambda: tool(
+                "send_message", lambda: wrk(a + "/mcp", key, seconds, "POST", mcp_send, MCP))),
+            ("inbox: REST GET .../unread", lambda: wrk(a + unread, reader_key, seconds)),
+            ("inbox: MCP check_inbox", lambda: tool("check_inbox", lambda: wrk(
+                a + "/mcp", reader_key, seconds, "POST", mcp_inbox, MCP))),
+            ("user: GET /users/1, this branch", lambda: wrk(a + "/users/1", ADMIN, seconds)),
+            (f"user: GET /users/1, {ref}", lambda: wrk(b + "/users/1", ADMIN, seconds)),
+        ]  # fmt: skip
+        rows = [(n, name, run()) for n in range(1, rounds + 1) for name, run in scenarios]
+        memories = {"this branch": memory(branch.process.pid), ref: memory(baseline.process.pid)}
+        http.close()
+    finally:
+        branch.stop()
+        baseline.stop()
+    print(f"wrk {THREADS} threads, {CONNECTIONS} connections, {seconds} s a scenario, "
+          f"{rounds} rounds (scenarios interleaved)\n")  # fmt: skip
+    print("| round | scenario | op/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|")
+    for n, name, r in rows:
+        print(f"| {n} | {name} | {r['rate']:,.1f} | {r['p50']:.2f} | {r['p99']:.2f} "
+              f"| {r['errors']} |")  # fmt: skip
+    print()
+    for name, (rss, peak) in memories.items():
+        print(f"worker memory after the runs, {name}: RSS {rss:.1f} MB, peak {peak:.1f} MB")
     drop(url)
 
 

@@ -178,7 +178,9 @@ def failure_text(response: Response, renamed: Mapping[str, str]) -> str:
     if isinstance(detail, list):
         errors = msgspec.convert(detail, list[FieldError])
         return invalid_text(errors, renamed)
-    text = str(detail) if detail else f"The call failed with status {response.status_code}."
+    text = str(detail) if detail else f"The call failed with status {response.status_code}"
+    if not text.endswith((".", "!", "?")):
+        text += "."
     retry = response.headers.get("retry-after")
     if retry is not None:
         text += f" Retry in {retry} seconds."
