@@ -16,8 +16,9 @@ connections, `apt-get install wrk`), every request with an agent's key:
 
 An MCP call is one POST of JSON-RPC (the stateless transport needs no
 session), as a client sends it once initialized. Prints a Markdown table:
-op/s, p50 and p99 in ms, and non-2xx answers (for tools, also calls whose
-result was an error, read from /metrics).
+op/s, p50 and p99 in ms, the server worker's CPU time per operation (from
+/proc: on a shared machine the steadiest of the figures), and non-2xx answers
+(for tools, also calls whose result was an error, read from /metrics).
 """
 
 from __future__ import annotations
@@ -74,8 +75,14 @@ def memory(pid: int) -> tuple[float, float]:
     return int(found["VmRSS"]) / 1024, int(found["VmHWM"]) / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (from /proc: robust to a busy machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(url: str, key: str, seconds: int, method: str = "GET", body: object = None,
-        headers: dict[str, str] | None = None) -> dict[str, float]:  # fmt: skip
+        headers: dict[str, str] | None = None, pid: int = 0) -> dict[str, float]:  # fmt: skip
     argv = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
     argv += ["-H", f"Authorization: Bearer {key}"]
     for name, value in (headers or {}).items():
@@ -84,7 +91,9 @@ def wrk(url: str, key: str, seconds: int, method: str = "GET", body: object = No
         payload = "nil" if body is None else json.dumps(json.dumps(body))
         script.write(LUA.format(method=method, body=payload))
     argv += ["-s", script.name, url]
+    cpu = cpu_seconds(pid)
     out = subprocess.run(argv, capture_output=True, text=True, check=True)  # noqa: S603
+    cpu = cpu_seconds(pid) - cpu
     os.unlink(script.name)
     text = out.stdout
 
@@ -93,8 +102,10 @@ def wrk(url: str, key: str, seconds: int, method: str = "GET", body: object = No
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    done = int(re.search(r"(\d+) requests in", text)[1])
     return {
         "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", text)[1]),
+        "cpu_us": cpu / max(done, 1) * 1e6,
         "p50": ms("50%"),
         "p99": ms("99%"),
         "errors": int(errors[1]) if errors else 0,
@@ -148,6 +159,7 @@ def main() -> None:
         mcp_inbox = tool_call("check_inbox", {"limit": 10})
         unread = f"/agents/{reader['id']}/messages/unread?limit=10&order=asc"
         a, b = branch.base_url, baseline.base_url
+        pa, pb = branch.process.pid, baseline.process.pid
 
         def tool(name: str, run: Callable[[], dict[str, float]]) -> dict[str, float]:
             before = tool_errors(http, name)
@@ -155,15 +167,26 @@ def main() -> None:
             result["errors"] += tool_errors(http, name) - before
             return result
 
+        def on(
+            base: str,
+            pid: int,
+            path: str,
+            key: str,
+            method: str = "GET",
+            body: object = None,
+            headers: dict[str, str] | None = None,
+        ) -> dict[str, float]:
+            return wrk(base + path, key, seconds, method, body, headers, pid)  # fmt: skip
+
         scenarios: list[tuple[str, Callable[[], dict[str, float]]]] = [
-            ("send: REST POST /messages", lambda: wrk(a + "/messages", key, seconds, "POST", send)),
+            ("send: REST POST /messages", lambda: on(a, pa, "/messages", key, "POST", send)),
             ("send: MCP send_message", lambda: tool(
-                "send_message", lambda: wrk(a + "/mcp", key, seconds, "POST", mcp_send, MCP))),
-            ("inbox: REST GET .../unread", lambda: wrk(a + unread, reader_key, seconds)),
-            ("inbox: MCP check_inbox", lambda: tool("check_inbox", lambda: wrk(
-                a + "/mcp", reader_key, seconds, "POST", mcp_inbox, MCP))),
-            ("user: GET /users/1, this branch", lambda: wrk(a + "/users/1", ADMIN, seconds)),
-            (f"user: GET /users/1, {ref}", lambda: wrk(b + "/users/1", ADMIN, seconds)),
+                "send_message", lambda: on(a, pa, "/mcp", key, "POST", mcp_send, MCP))),
+            ("inbox: REST GET .../unread", lambda: on(a, pa, unread, reader_key)),
+            ("inbox: MCP check_inbox", lambda: tool(
+                "check_inbox", lambda: on(a, pa, "/mcp", reader_key, "POST", mcp_inbox, MCP))),
+            ("user: GET /users/1, this branch", lambda: on(a, pa, "/users/1", ADMIN)),
+            (f"user: GET /users/1, {ref}", lambda: on(b, pb, "/users/1", ADMIN)),
         ]  # fmt: skip
         rows = [(n, name, run()) for n in range(1, rounds + 1) for name, run in scenarios]
         memories = {"this branch": memory(branch.process.pid), ref: memory(baseline.process.pid)}
@@ -173,11 +196,11 @@ def main() -> None:
         baseline.stop()
     print(f"wrk {THREADS} threads, {CONNECTIONS} connections, {seconds} s a scenario, "
           f"{rounds} rounds (scenarios interleaved)\n")  # fmt: skip
-    print("| round | scenario | op/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|")
+    print("| round | scenario | op/s | p50 ms | p99 ms | server CPU us/op | errors |")
+    print("|---|---|---|---|---|---|---|")
     for n, name, r in rows:
         print(f"| {n} | {name} | {r['rate']:,.1f} | {r['p50']:.2f} | {r['p99']:.2f} "
-              f"| {r['errors']} |")  # fmt: skip
+              f"| {r['cpu_us']:,.0f} | {r['errors']} |")  # fmt: skip
     print()
     for name, (rss, peak) in memories.items():
         print(f"worker memory after the runs, {name}: RSS {rss:.1f} MB, peak {peak:.1f} MB")
