@@ -1,8 +1,8 @@
 """Keyset pagination: signed, opaque cursors and the RFC 8288 `Link` header.
 
 A cursor names the last item of a page by its sort key (a timestamp or a
-name, and an id). It is signed with a key every replica shares (stored in the database),
-so a cursor that the service did not issue is refused with 422.
+name, and an id). It is signed with a key every replica shares (stored in
+the database), so a cursor that the service did not issue is refused with 422.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ NEWEST = (datetime(9999, 12, 31, tzinfo=UTC), UUID(int=(1 << 128) - 1))
 OLDEST = (datetime(1, 1, 2, tzinfo=UTC), UUID(int=0))
 _PAYLOAD = struct.Struct(">1sq16s")
 _SIG_BYTES = 16
+_NAME_AT = 17  # a name cursor's payload: the scope byte, the id's 16 bytes, then the name
 
 
 def _sign(key: bytes, payload: bytes) -> bytes:
@@ -40,7 +41,7 @@ def _seal(key: bytes, payload: bytes) -> str:
 
 
 def _unseal(key: bytes, scope: bytes, cursor: str, loc: tuple[str, str]) -> bytes:
-    """The payload (scope byte first) of a cursor this service sealed for `scope`, or 422."""
+    """The payload of a cursor this service sealed for `scope` (scope byte included), or 422."""
     invalid = InvalidInput.at(list(loc), "Not a cursor this service issued")
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
@@ -72,19 +73,20 @@ def decode_cursor(
 
 
 def encode_name_cursor(key: bytes, scope: bytes, name: str, item_id: UUID) -> str:
-    """An opaque cursor for the item sorted at (`name`, `item_id`): the sort key travels in
-    it, so the next page goes on from there even if that item was renamed or removed."""
+    """An opaque cursor for the item sorted at (`name`, `item_id`): the name travels in it,
+    so a page goes on from where the last one ended even if that agent is renamed since."""
     return _seal(key, scope + item_id.bytes + name.encode())
 
 
 def name_page_start(request: Request, scope: bytes, cursor: str | None) -> tuple[str, UUID]:
-    """Where a page sorted by a name starts: after the cursor, or before every name."""
+    """Where a page sorted by name starts: after the cursor, or before every name (a name
+    is never empty)."""
     if cursor is None:
         return "", OLDEST[1]
     payload = _unseal(request.state.cursor_key, scope, cursor, ("query", "cursor"))
-    if len(payload) < 17:
+    if len(payload) < _NAME_AT:
         raise InvalidInput.at(["query", "cursor"], "Not a cursor this service issued")
-    return payload[17:].decode(), UUID(bytes=payload[1:17])
+    return payload[_NAME_AT:].decode(), UUID(bytes=payload[1:_NAME_AT])
 
 
 def page_start(
@@ -107,19 +109,9 @@ def cut_page(
         return None
     del rows[limit:]
     at, item_id = key(rows[-1])
-    cursor = encode_cursor(request.state.cursor_key, scope, datetime.fromisoformat(at), item_id)
-    return next_link(request, cursor)
-
-
-def cut_name_page(
-    request: Request, scope: bytes, rows: list[T], limit: int, key: Callable[[T], tuple[str, UUID]]
-) -> dict[str, str] | None:
-    """cut_page for a list sorted by a name: `key` gives a row's sort name and id."""
-    if len(rows) <= limit:
-        return None
-    del rows[limit:]
-    name, item_id = key(rows[-1])
-    return next_link(request, encode_name_cursor(request.state.cursor_key, scope, name, item_id))
+    return next_link(
+        request, encode_cursor(request.state.cursor_key, scope, datetime.fromisoformat(at), item_id)
+    )
 
 
 def next_link(request: Request, cursor: str) -> dict[str, str]:

@@ -2,11 +2,13 @@
 -- Register an agent with the digest of its API key; the id and timestamps are the server's.
 INSERT INTO agents (agent_name, ip_address, port, api_key_digest)
 VALUES (%(agent_name)s, %(ip_address)s, %(port)s, %(digest)s)
-RETURNING id, agent_name, ip_address, port, created_at, updated_at;
+RETURNING id, agent_name, ip_address, port,
+          rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;
 
 -- name: get_agent
 -- One agent by id; no row means 404.
-SELECT id, agent_name, ip_address, port, created_at, updated_at
+SELECT id, agent_name, ip_address, port,
+       rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at
   FROM agents
  WHERE id = %(agent_id)s;
 
@@ -18,14 +20,27 @@ UPDATE agents
        port       = CASE WHEN %(set_port)s THEN %(port)s::integer ELSE port END,
        updated_at = clock_timestamp()
  WHERE id = %(agent_id)s
-RETURNING id, agent_name, ip_address, port, created_at, updated_at;
+RETURNING id, agent_name, ip_address, port,
+          rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;
 
 -- name: list_directory
 -- A page of agents by lower-cased name (byte order) then id, after a sort key, whose
--- lower-cased name starts with a prefix ('' for all): one range of the agents_directory index.
+-- lower-cased name starts with a prefix ('' for all): one range of agents_by_lower_name.
 -- A name has at most 255 characters, so every name with the prefix sorts below the prefix
 -- followed by 256 copies of the highest code point, and nothing else in that range does.
-SELECT a.id, a.agent_name, a.created_at, lower(a.agent_name) AS sort_name
+-- With activity (the admin's view), each one's unread count and last message time.
+SELECT a.id, a.agent_name, rfc3339(a.created_at) AS created_at,
+       CASE WHEN %(activity)s THEN
+           (SELECT count(*)::integer
+              FROM message_recipients r
+             WHERE r.recipient_id = a.id AND NOT r.is_read)
+       END AS unread_count,
+       CASE WHEN %(activity)s THEN
+           rfc3339(greatest(
+               (SELECT max(r.sent_at) FROM message_recipients r WHERE r.recipient_id = a.id),
+               (SELECT max(m.sent_at) FROM messages m WHERE m.sender_id = a.id)))
+       END AS last_active_at,
+       lower(a.agent_name) AS sort_name
   FROM agents a
  WHERE (lower(a.agent_name) COLLATE "C", a.id) > (%(after_name)s, %(after_id)s)
    AND lower(a.agent_name) COLLATE "C" >= lower(%(prefix)s)

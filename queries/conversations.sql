@@ -4,11 +4,13 @@ INSERT INTO conversations
        (title, description, archived, metadata, created_by, created_at, updated_at)
 SELECT %(title)s, %(description)s, %(archived)s, %(metadata)s, %(created_by)s, now, now
   FROM (SELECT clock_timestamp() AS now) AS clock
-RETURNING id, title, description, archived, metadata, created_at, updated_at;
+RETURNING id, title, description, archived, metadata,
+          rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;
 
 -- name: get_conversation
 -- One conversation by id; no row means 404.
-SELECT id, title, description, archived, metadata, created_at, updated_at
+SELECT id, title, description, archived, metadata,
+       rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at
   FROM conversations
  WHERE id = %(conversation_id)s;
 
@@ -21,57 +23,56 @@ UPDATE conversations
        metadata    = CASE WHEN %(set_metadata)s THEN %(metadata)s::json ELSE metadata END,
        updated_at  = clock_timestamp()
  WHERE id = %(conversation_id)s
-RETURNING id, title, description, archived, metadata, created_at, updated_at;
+RETURNING id, title, description, archived, metadata,
+          rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;
 
 -- name: list_conversations
 -- A page of conversations, newest first, after a sort key, optionally by archived state.
-SELECT id, title, description, archived, metadata, created_at, updated_at
-  FROM conversations
- WHERE (%(archived)s::boolean IS NULL OR archived = %(archived)s::boolean)
-   AND (created_at, id) < (%(after_created_at)s, %(after_id)s)
- ORDER BY created_at DESC, id DESC
+SELECT c.id, c.title, c.description, c.archived, c.metadata,
+       rfc3339(c.created_at) AS created_at, rfc3339(c.updated_at) AS updated_at
+  FROM conversations c
+ WHERE (%(archived)s::boolean IS NULL OR c.archived = %(archived)s::boolean)
+   AND (c.created_at, c.id) < (%(after_created_at)s, %(after_id)s)
+ ORDER BY c.created_at DESC, c.id DESC
  LIMIT %(limit)s;
 
 -- name: list_conversations_of_agent
 -- Like list_conversations, only those an agent started or sent or received a message in.
-SELECT c.id, c.title, c.description, c.archived, c.metadata, c.created_at, c.updated_at
+-- The conversations of the agent's mail are gathered once (IN, hashed) from the agent's
+-- indexes, rather than each conversation's messages checked one by one (EXISTS).
+SELECT c.id, c.title, c.description, c.archived, c.metadata,
+       rfc3339(c.created_at) AS created_at, rfc3339(c.updated_at) AS updated_at
   FROM conversations c
  WHERE (%(archived)s::boolean IS NULL OR c.archived = %(archived)s::boolean)
    AND (c.created_at, c.id) < (%(after_created_at)s, %(after_id)s)
    AND (c.created_by = %(agent_id)s
-        OR EXISTS (SELECT 1
-                     FROM messages m
-                    WHERE m.conversation_id = c.id
-                      AND (m.sender_id = %(agent_id)s
-                           OR EXISTS (SELECT 1
-                                        FROM message_recipients r
-                                       WHERE r.message_id = m.id
-                                         AND r.recipient_id = %(agent_id)s))))
+        OR c.id IN (SELECT m.conversation_id
+                      FROM message_parties p
+                      JOIN messages m ON m.id = p.message_id
+                     WHERE p.agent_id = %(agent_id)s))
  ORDER BY c.created_at DESC, c.id DESC
  LIMIT %(limit)s;
 
 -- name: get_conversation_messages_json
 -- A conversation's messages, oldest first, each with its recipients and metadata, as one
--- JSON array built here (timestamps spelled as everywhere: UTC, six fractional digits,
--- Z), the ids of the agents involved, and the counts of the details document. With an
--- agent_id, only the messages that agent sent or received.
+-- JSON array built here (timestamps by rfc3339, as everywhere), the ids of the agents
+-- involved, and the counts of the details document. With an agent_id, only the messages
+-- that agent sent or received.
 WITH m AS (
     SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
            message_type, importance, status, msg_metadata, updated_at
       FROM messages
      WHERE conversation_id = %(conversation_id)s
        AND (%(agent_id)s::uuid IS NULL
-            OR sender_id = %(agent_id)s::uuid
             OR EXISTS (SELECT 1
-                         FROM message_recipients x
-                        WHERE x.message_id = messages.id
-                          AND x.recipient_id = %(agent_id)s::uuid))
+                         FROM message_parties p
+                        WHERE p.message_id = messages.id AND p.agent_id = %(agent_id)s::uuid))
 ), r AS (
     SELECT message_id,
            json_agg(json_build_object(
                       'recipient_id', recipient_id,
                       'is_read', is_read,
-                      'read_at', to_char(read_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                      'read_at', rfc3339(read_at))
                     ORDER BY recipient_id) AS recipients,
            count(*) FILTER (WHERE NOT is_read) AS unread,
            array_agg(recipient_id) AS agent_ids
@@ -83,7 +84,7 @@ WITH m AS (
            json_agg(json_build_object(
                       'id', id, 'message_id', message_id, 'key', key, 'value', value,
                       'agent_id', agent_id,
-                      'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                      'created_at', rfc3339(created_at))
                     ORDER BY created_at, id) AS items
       FROM agent_message_metadata
      WHERE message_id = ANY (ARRAY(SELECT id FROM m))
@@ -92,7 +93,7 @@ WITH m AS (
 SELECT coalesce(json_agg(json_build_object(
            'id', m.id,
            'sender_id', m.sender_id,
-           'sent_at', to_char(m.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           'sent_at', rfc3339(m.sent_at),
            'parent_message_id', m.parent_message_id,
            'conversation_id', m.conversation_id,
            'content', m.content,
@@ -100,7 +101,7 @@ SELECT coalesce(json_agg(json_build_object(
            'importance', m.importance,
            'status', m.status,
            'msg_metadata', m.msg_metadata,
-           'updated_at', to_char(m.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           'updated_at', rfc3339(m.updated_at),
            'recipients', coalesce(r.recipients, '[]'::json),
            'metadata_items', coalesce(md.items, '[]'::json))
          ORDER BY m.sent_at, m.id), '[]'::json)::text AS messages,
@@ -114,7 +115,8 @@ SELECT coalesce(json_agg(json_build_object(
 
 -- name: list_agents
 -- The given agents, oldest first (the agents of a conversation, for its details).
-SELECT id, agent_name, ip_address, port, created_at, updated_at
-  FROM agents
- WHERE id = ANY(%(agent_ids)s)
- ORDER BY created_at, id;
+SELECT a.id, a.agent_name, a.ip_address, a.port,
+       rfc3339(a.created_at) AS created_at, rfc3339(a.updated_at) AS updated_at
+  FROM agents a
+ WHERE a.id = ANY(%(agent_ids)s)
+ ORDER BY a.created_at, a.id;

@@ -27,9 +27,10 @@ WITH received AS (
      ORDER BY sent_at DESC, message_id DESC
      LIMIT %(limit)s
 )
-SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
-       m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
-       p.direction, p.is_read, p.read_at
+SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
+       m.conversation_id, m.content, m.message_type, m.importance, m.status, m.msg_metadata,
+       rfc3339(m.updated_at) AS updated_at, p.direction, p.is_read,
+       rfc3339(p.read_at) AS read_at
   FROM page p
   JOIN messages m ON m.id = p.message_id
  ORDER BY p.sent_at DESC, p.message_id DESC;
@@ -63,9 +64,10 @@ WITH received AS (
      ORDER BY sent_at, message_id
      LIMIT %(limit)s
 )
-SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
-       m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
-       p.direction, p.is_read, p.read_at
+SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
+       m.conversation_id, m.content, m.message_type, m.importance, m.status, m.msg_metadata,
+       rfc3339(m.updated_at) AS updated_at, p.direction, p.is_read,
+       rfc3339(p.read_at) AS read_at
   FROM page p
   JOIN messages m ON m.id = p.message_id
  ORDER BY p.sent_at, p.message_id;
@@ -81,9 +83,10 @@ WITH page AS (
      ORDER BY r.sent_at DESC, r.message_id DESC
      LIMIT %(limit)s
 )
-SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
-       m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
-       p.direction, p.is_read, p.read_at
+SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
+       m.conversation_id, m.content, m.message_type, m.importance, m.status, m.msg_metadata,
+       rfc3339(m.updated_at) AS updated_at, p.direction, p.is_read,
+       rfc3339(p.read_at) AS read_at
   FROM page p
   JOIN messages m ON m.id = p.message_id
  ORDER BY p.sent_at DESC, p.message_id DESC;
@@ -99,9 +102,10 @@ WITH page AS (
      ORDER BY r.sent_at, r.message_id
      LIMIT %(limit)s
 )
-SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
-       m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
-       p.direction, p.is_read, p.read_at
+SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
+       m.conversation_id, m.content, m.message_type, m.importance, m.status, m.msg_metadata,
+       rfc3339(m.updated_at) AS updated_at, p.direction, p.is_read,
+       rfc3339(p.read_at) AS read_at
   FROM page p
   JOIN messages m ON m.id = p.message_id
  ORDER BY p.sent_at, p.message_id;
@@ -128,9 +132,10 @@ SELECT EXISTS (SELECT 1 FROM agent) AS agent_exists,
 
 -- name: get_unread_item
 -- One message the agent received and has not read, as an unread-list item; for a stream.
-SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
-       m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
-       'received' AS direction, r.is_read, r.read_at
+SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
+       m.conversation_id, m.content, m.message_type, m.importance, m.status, m.msg_metadata,
+       rfc3339(m.updated_at) AS updated_at, 'received' AS direction, r.is_read,
+       rfc3339(r.read_at) AS read_at
   FROM message_recipients r
   JOIN messages m ON m.id = r.message_id
  WHERE r.recipient_id = %(agent_id)s
@@ -138,5 +143,6 @@ SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.c
    AND NOT r.is_read;
 
 -- name: listen_inbox
--- Receive every replica's new-message notifications on this connection.
-LISTEN mailroom_inbox;
+-- Receive every replica's new-message notifications on this connection: LISTEN takes no
+-- parameter, so the channel named by inbox_channel() is spelled into it here.
+DO $$ BEGIN EXECUTE format('LISTEN %%I', inbox_channel()); END $$;

@@ -135,6 +135,7 @@ MATRIX: list[tuple[str, str, str, Callable[[dict[str, str]], Any] | None, tuple[
     # MCP: tools act as one agent, so the admin token is refused (tests/test_mcp.py).
     ("mcp", "POST", "/mcp", lambda i: MCP_INITIALIZE, (401, 401, 200, 200, 403)),
     ("user", "GET", "/users/1", None, (*DENIED_AGENT, 200)),
+    ("console", "GET", "/console", None, (200, 200, 200, 200, 200)),
     ("directory", "GET", "/agents", None, (401, 401, 200, 200, 200)),
     ("create agent", "POST", "/agents", lambda i: {"agent_name": "new"}, (*DENIED_AGENT, 201)),
     ("get agent", "GET", "/agents/{A}", None, (*OWN_ONLY, 200, 200)),
@@ -266,6 +267,22 @@ def test_an_agent_lists_only_the_conversations_it_takes_part_in(http: httpx.Clie
     assert http.get(f"/conversations/{world.ids['conv_a']}/details", headers=c_key).is_success
 
 
+def test_the_directory_shows_activity_to_the_admin_only(http: httpx.Client) -> None:
+    """Every agent may find every other by name; how much mail each has is the operator's."""
+    world = build_world(http)
+    name = http.get(f"/agents/{world.ids['C']}", headers=bearer(ADMIN)).json()["agent_name"]
+    for caller in ("own", "other", "admin"):
+        response = http.get("/agents", params={"name": name}, headers=world.headers(caller))
+        assert response.status_code == 200, response.text
+        (item,) = response.json()
+        assert item["id"] == world.ids["C"]
+        fields = {"id", "agent_name", "created_at"}
+        if caller == "admin":
+            fields |= {"unread_count", "last_active_at"}
+            assert item["unread_count"] == 2  # m_ac and m_bc
+        assert set(item) == fields, caller
+
+
 def test_links_to_things_an_agent_cannot_see_are_refused(http: httpx.Client) -> None:
     world = build_world(http)
     ids, b = world.ids, world.headers("other")
@@ -310,7 +327,8 @@ def test_rotation_retires_the_old_key_at_once(http: httpx.Client) -> None:
     assert http.get(f"/agents/{a_id}", headers=bearer(new)).status_code == 401
     assert http.get(f"/agents/{a_id}", headers=bearer(by_admin)).status_code == 200
     missing = "00000000-0000-4000-8000-000000000000"
-    assert http.post(f"/agents/{missing}/api-key", headers=bearer(ADMIN)).status_code == 404
+    unknown = http.post(f"/agents/{missing}/api-key", headers=bearer(ADMIN))
+    assert (unknown.status_code, unknown.json()) == (404, {"detail": "Agent not found"})
 
 
 def test_only_the_digest_of_a_key_is_stored(http: httpx.Client, database_url: str) -> None:
@@ -794,7 +812,7 @@ def test_an_agent_holds_a_bounded_number_of_streams_and_long_polls(http: httpx.C
             stream = streams.enter_context(http.stream("GET", url, headers=own))
             assert stream.status_code == 200
             readers.append(stream.iter_lines())
-            assert next(readers[-1]).startswith("retry:")  # the server has subscribed it
+            assert next(readers[-1]) == ": connected"  # the server has subscribed it
         ninth = http.get(url, headers=own)
         assert ninth.status_code == 429 and ninth.headers["retry-after"] == "5"
         poll = http.get(url.removesuffix("/stream") + "/unread", params={"wait": 1}, headers=own)

@@ -320,75 +320,110 @@ def test_get_unknown_user_is_404(client, user_id):
     assert_not_found(client.get(f"/users/{user_id}"), "User not found")
 
 
-# GET /agents (the directory) ------------------------------------------------
+# GET /agents (the directory) ---------------------------------------------------
+
+DIRECTORY_FIELDS = {"id", "agent_name", "created_at", "unread_count", "last_active_at"}
 
 
 def directory(client, **params: Any) -> list[Item]:
-    """Every entry of the directory for `params`, following the Link headers."""
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    return [item for page in walk(client, f"/agents?{query}") for item in page]
+    response = client.get("/agents", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
-def test_directory_lists_id_name_and_created_at_by_name_then_id(client, agent):
+def test_directory_lists_agents_by_name_then_id_without_their_address(client, agent):
+    prefix = f"dir-{uuid.uuid4().hex[:8]}-"
+    made = [
+        agent(agent_name=prefix + name, ip_address="10.0.0.9", port=9000)
+        for name in ("carol", "alice", "bob", "alice")
+    ]
+    items = directory(client, name=prefix, limit=1000)
+    assert [item["agent_name"] for item in items] == [
+        prefix + n for n in ("alice", "alice", "bob", "carol")
+    ]
+    alices = sorted(a["id"] for a in made if a["agent_name"].endswith("alice"))
+    assert [item["id"] for item in items[:2]] == alices  # same name: by id
+    for item in items:
+        assert set(item) == DIRECTORY_FIELDS  # MAILROOM_AUTH=off: the admin's view
+        assert UTC_TIMESTAMP.match(item["created_at"])
+
+
+def test_directory_orders_names_ignoring_case(client, agent):
+    prefix = f"case-{uuid.uuid4().hex[:8]}-"
+    made = [agent(agent_name=prefix + name) for name in ("Beta", "alpha", "Alpha", "gamma")]
+    items = directory(client, name=prefix, limit=1000)
+    by_lower = sorted(made, key=lambda a: (a["agent_name"].lower(), a["id"]))
+    assert [item["id"] for item in items] == [a["id"] for a in by_lower]
+
+
+def test_directory_name_is_a_case_insensitive_prefix(client, agent):
     tag = uuid.uuid4().hex[:8]
-    made = [agent(agent_name=f"dir{tag} {name}") for name in ("beta", "Alpha", "alpha", "gamma")]
-    found = directory(client, name=f"dir{tag}", limit=2)
-    assert {frozenset(item) for item in found} == {frozenset({"id", "agent_name", "created_at"})}
-    expected = sorted(made, key=lambda a: (a["agent_name"].lower(), a["id"]))
-    assert [item["id"] for item in found] == [a["id"] for a in expected]
-    by_id = {a["id"]: a for a in made}
-    assert all(item == {k: by_id[item["id"]][k] for k in item} for item in found)
-    assert all(UTC_TIMESTAMP.match(item["created_at"]) for item in found)
+    agent(agent_name=f"Scout-{tag}")
+    agent(agent_name=f"scout-{tag}-2")
+    agent(agent_name=f"x-scout-{tag}")
+    names = {item["agent_name"] for item in directory(client, name=f"SCOUT-{tag}")}
+    assert names == {f"Scout-{tag}", f"scout-{tag}-2"}
+    # LIKE's wildcards are plain characters in a prefix.
+    assert directory(client, name=f"scout_{tag}") == []
+    assert directory(client, name="%") == []
 
 
-def test_directory_name_is_a_case_insensitive_prefix_with_no_wildcards(client, agent):
-    tag = uuid.uuid4().hex[:8]
-    percent = agent(agent_name=f"Pre{tag}%x")
-    underscore = agent(agent_name=f"pre{tag}_y")
-    plain = agent(agent_name=f"PRE{tag}zz")
-    assert {a["id"] for a in directory(client, name=f"pre{tag}")} == {
-        percent["id"],
-        underscore["id"],
-        plain["id"],
-    }
-    # % and _ match themselves only, as any other character does.
-    assert [a["id"] for a in directory(client, name=f"pRE{tag}%25")] == [percent["id"]]
-    assert [a["id"] for a in directory(client, name=f"pre{tag}_")] == [underscore["id"]]
-    assert directory(client, name=f"pre{tag}zzz") == []
-
-
-def test_directory_pages_visit_each_agent_once_while_agents_are_added(client, agent):
-    tag = uuid.uuid4().hex[:8]
-    first = {agent(agent_name=f"walk{tag}-{n:02d}")["id"] for n in range(7)}
-    added: list[str] = []
-
-    def register() -> None:
-        added.append(agent(agent_name=f"walk{tag}-{len(added):02d}x")["id"])
-
-    pages = walk(client, f"/agents?name=walk{tag}&limit=3", between=register)
+def test_directory_pages_by_the_link_header_each_agent_once(client, agent):
+    prefix = f"page-{uuid.uuid4().hex[:8]}-"
+    made = {agent(agent_name=f"{prefix}{i % 3}")["id"] for i in range(7)}
+    pages = walk(client, f"/agents?name={prefix}&limit=3")
+    assert [len(page) for page in pages] == [3, 3, 1]
     seen = [item["id"] for page in pages for item in page]
-    assert len(seen) == len(set(seen))
-    assert first <= set(seen)
+    assert sorted(seen) == sorted(made)
+    keys = [(item["agent_name"].lower(), item["id"]) for page in pages for item in page]
+    assert keys == sorted(keys)
+
+
+def test_directory_page_goes_on_after_its_last_agent_is_renamed(client, agent):
+    prefix = f"rename-{uuid.uuid4().hex[:8]}-"
+    made = [agent(agent_name=f"{prefix}{letter}")["id"] for letter in "abcd"]
+    first = client.get("/agents", params={"name": prefix, "limit": 2})
+    assert [item["id"] for item in first.json()] == made[:2]
+    client.put(f"/agents/{made[1]}", json={"agent_name": prefix + "z"})
+    rest = walk(client, next_url(first))
+    assert [item["id"] for page in rest for item in page] == [made[2], made[3], made[1]]
+
+
+def test_directory_activity_is_unread_count_and_last_message(client, agent, message):
+    prefix = f"act-{uuid.uuid4().hex[:8]}-"
+    agent(agent_name=prefix + "a")  # never sent or received anything
+    talker, reader = agent(agent_name=prefix + "b"), agent(agent_name=prefix + "c")
+    message(sender_id=talker["id"], recipient_ids=[reader["id"]])
+    last = message(sender_id=talker["id"], recipient_ids=[reader["id"]])
+    client.put(f"/message_recipients/{last['id']}/{reader['id']}", json={"is_read": True})
+    items = {item["agent_name"][-1]: item for item in directory(client, name=prefix)}
+    assert items["a"]["unread_count"] == 0 and items["a"]["last_active_at"] is None
+    assert items["b"]["unread_count"] == 0
+    assert items["c"]["unread_count"] == 1
+    assert instant(items["b"]["last_active_at"]) == instant(last["sent_at"])
+    assert instant(items["c"]["last_active_at"]) == instant(last["sent_at"])
 
 
 @pytest.mark.parametrize(
-    ("query", "loc"),
+    ("params", "loc"),
     [
-        ("limit=0", ("query", "limit")),
-        ("limit=1001", ("query", "limit")),
-        ("limit=x", ("query", "limit")),
-        ("cursor=bm90LWEtY3Vyc29y", ("query", "cursor")),
-        ("name=" + "a" * 256, ("query", "name")),
-        ("name=a%00b", ("query", "name")),
+        ({"limit": "0"}, ("query", "limit")),
+        ({"limit": "1001"}, ("query", "limit")),
+        ({"limit": "ten"}, ("query", "limit")),
+        ({"cursor": "not-a-cursor"}, ("query", "cursor")),
+        ({"name": "x" * 256}, ("query", "name")),
+        ({"name": "a\x00b"}, ("query", "name")),
     ],
 )
-def test_directory_refuses_bad_parameters(client, query, loc):
-    assert_invalid(client.get(f"/agents?{query}"), *loc)
+def test_directory_invalid_query_is_422(client, params, loc):
+    assert_invalid(client.get("/agents", params=params), *loc)
 
 
-def test_directory_cursor_of_another_list_is_refused(client, conversation):
-    conversation(title="one")
-    conversation(title="two")
-    url = next_url(client.get("/conversations?limit=1"))
-    assert url is not None
-    assert_invalid(client.get(f"/agents?cursor={cursor_of(url)}"), "query", "cursor")
+def test_directory_refuses_a_mailbox_cursor(client, agent, message):
+    """A cursor of another list is not a directory position (each list signs its own)."""
+    sender, receiver = agent(), agent()
+    for _ in range(2):
+        message(sender_id=sender["id"], recipient_ids=[receiver["id"]])
+    mailbox = client.get(f"/agents/{receiver['id']}/messages", params={"limit": 1})
+    cursor = cursor_of(next_url(mailbox))
+    assert_invalid(client.get("/agents", params={"cursor": cursor}), "query", "cursor")

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from httpx_sse import connect_sse
 from starlette.testclient import TestClient
 
 from tests.helpers import assert_invalid, assert_not_found
@@ -273,12 +274,36 @@ def test_an_idle_stream_gets_heartbeats(servers: list[Server]) -> None:
     agent = new_agent(a.base_url)
     stream = Stream(a.base_url, agent)
     try:
+        opening = stream.next(include_comments=True)
+        assert opening.kind == "comment" and opening.data == "connected"
         started = time.monotonic()
         event = stream.next(include_comments=True)
         assert event.kind == "comment" and event.data == "heartbeat"
         assert time.monotonic() - started < float(HEARTBEAT) * 4
     finally:
         stream.close()
+
+
+def test_httpx_sse_gets_json_data_in_every_message_event(servers: list[Server]) -> None:
+    """httpx-sse hands over any block with a field or after an id as an event: neither the
+    opening, the reconnection time nor a heartbeat may come as a `message` without data."""
+    a, b = servers
+    agent = new_agent(a.base_url)
+    timeout = httpx.Timeout(10, read=EVENT_SECONDS)
+    with (
+        httpx.Client(base_url=a.base_url, timeout=10) as http,
+        httpx.Client(base_url=b.base_url, timeout=timeout) as reader,
+    ):
+        first = send(http, agent, "before the stream")
+        with connect_sse(reader, "GET", f"/agents/{agent}/messages/stream") as source:
+            events = source.iter_sse()
+            replayed = next(events)
+            time.sleep(float(HEARTBEAT) * 3)  # heartbeats after an event with an id
+            second = send(http, agent, "live")
+            live = next(events)
+    assert (replayed.event, replayed.retry, replayed.json()["id"]) == ("message", 1000, first["id"])
+    assert (live.event, live.retry, live.json()["id"]) == ("message", None, second["id"])
+    assert live.id and live.id != replayed.id
 
 
 def test_stream_errors_follow_the_pull_endpoints(servers: list[Server]) -> None:

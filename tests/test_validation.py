@@ -286,7 +286,7 @@ def test_missing_required_field_is_422(client, existing, route, body, field):
     [
         (("POST", "/agents"), {"agent_name": 5}, "agent_name"),
         (("POST", "/agents"), {"agent_name": ["x"]}, "agent_name"),
-        (("POST", "/agents"), {"agent_name": "x", "port": 80.0}, "port"),
+        (("POST", "/agents"), {"agent_name": "x", "port": 80.5}, "port"),  # 80.0 is 80
         (("POST", "/agents"), {"agent_name": "x", "port": 99999999999999999999999}, "port"),
         (("POST", "/agents"), {"agent_name": "x", "ip_address": 167772161}, "ip_address"),
         (("POST", "/messages"), {"content": 5}, "content"),
@@ -930,8 +930,9 @@ def test_unknown_route_is_404_with_json_detail(client, existing, method, path):
         ("DELETE", "/agents/{agent}"),
         ("PATCH", "/agents/{agent}"),
         ("POST", "/agents/{agent}"),
-        ("DELETE", "/agents"),
+        ("DELETE", "/agents"),  # GET lists the directory, POST registers
         ("PUT", "/agents"),
+        ("POST", "/console"),
         ("GET", "/messages"),
         ("GET", "/messages/{message}"),
         ("DELETE", "/messages/{message}"),

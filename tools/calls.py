@@ -25,13 +25,13 @@ from starlette.types import Message
 from access.authentication import AGENT, KEY, PRINCIPAL, admit, caller
 from handlers.bodies import DECODED
 from handlers.operation import Operation
+from operations.middleware import SCOPE_KEY as REQUEST_ID
 from validation.errors import InvalidInput
 from validation.responses import FieldError
 
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 # The scope keys an operation's request carries over from the /mcp request.
 CARRIED = ("state", "app", "server", "client", "scheme", AGENT, KEY, PRINCIPAL)
-REQUEST_ID = "mailroom.request_id"
 _CURSOR = re.compile(r"[?&]cursor=([^&>]*)")
 _DECODER = msgspec.json.Decoder()
 
@@ -178,12 +178,10 @@ def failure_text(response: Response, renamed: Mapping[str, str]) -> str:
     if isinstance(detail, list):
         errors = msgspec.convert(detail, list[FieldError])
         return invalid_text(errors, renamed)
-    text = str(detail) if detail else f"The call failed with status {response.status_code}"
-    if not text.endswith((".", "!", "?")):
-        text += "."
+    text = str(detail) if detail else f"The call failed with status {response.status_code}."
     retry = response.headers.get("retry-after")
     if retry is not None:
-        text += f" Retry in {retry} seconds."
+        text += (" " if text.endswith((".", "!", "?")) else ". ") + f"Retry in {retry} seconds."
     return text
 
 

@@ -25,6 +25,7 @@ from access.authentication import principal
 from handlers.operation import Operation
 from operations import metrics
 from operations.logs import REQUEST_LINES, RequestLines
+from operations.middleware import SCOPE_KEY as REQUEST_ID
 from tools.calls import Calls, ExceptionHandler, ToolFailure, arguments_error
 from tools.catalog import TOOLS, Arguments, Tool
 from validation.errors import InvalidInput
@@ -105,7 +106,7 @@ def build(
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         request = ctx.request
-        request_id = request.scope.get("mailroom.request_id")
+        request_id = request.scope.get(REQUEST_ID)
         started = time.perf_counter()
         tool = tools.get(params.name)
         if tool is None:

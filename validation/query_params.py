@@ -57,7 +57,15 @@ class StreamQuery(Query, frozen=True, kw_only=True):
     after: Annotated[str, Meta(description="Resume after this cursor (an event id)")] | None = None
 
 
-class AgentsQuery(Page, frozen=True, kw_only=True):
+class ConversationsQuery(Page, frozen=True, kw_only=True):
+    """GET /conversations."""
+
+    archived: Annotated[bool, Meta(description="Only archived (true) or active (false)")] | None = (
+        None
+    )
+
+
+class DirectoryQuery(Page, frozen=True, kw_only=True):
     """GET /agents."""
 
     name: (
@@ -66,16 +74,8 @@ class AgentsQuery(Page, frozen=True, kw_only=True):
             Meta(
                 max_length=255,
                 pattern="^[^\\x00]*$",
-                description="Only agents whose name starts with this text, ignoring case",
+                description="Only agents whose name starts with this, ignoring case",
             ),
         ]
         | None
     ) = None
-
-
-class ConversationsQuery(Page, frozen=True, kw_only=True):
-    """GET /conversations."""
-
-    archived: Annotated[bool, Meta(description="Only archived (true) or active (false)")] | None = (
-        None
-    )

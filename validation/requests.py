@@ -19,14 +19,31 @@ from msgspec import UNSET, Meta, UnsetType
 
 from validation.errors import InvalidInput
 
-AgentName = Annotated[str, Meta(min_length=1, max_length=255, description="1..255 characters")]
-IpAddress = Annotated[str, Meta(description="A single IPv4 or IPv6 address")]
-Port = Annotated[int, Meta(ge=1, le=65535)]
-Content = Annotated[str, Meta(min_length=1, max_length=65536)]
-Label = Annotated[str, Meta(min_length=1, max_length=50)]
-Importance = Annotated[int, Meta(ge=0, le=10)]
-Title = Annotated[str, Meta(max_length=255)]
-MetadataKey = Annotated[str, Meta(min_length=1, max_length=255)]
+# PostgreSQL cannot store NUL (U+0000) in text: every text field refuses it here, with a
+# 422 naming the field, and the document says so with the same pattern.
+NO_NUL = "^[^\\u0000]*$"
+AgentName = Annotated[
+    str, Meta(min_length=1, max_length=255, pattern=NO_NUL, description="1..255 characters")
+]
+# What canonical_ip accepts, as JSON Schema formats (as in the original, "" is refused).
+# Each branch repeats the type: without it openapi-python-client types the field as Any.
+IpAddress = Annotated[
+    str,
+    Meta(
+        description="A single IPv4 or IPv6 address, returned in canonical form",
+        extra_json_schema={
+            "anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]
+        },
+    ),
+]
+# An int field takes an integral number, 5 or 5.0, as pydantic does (handlers.common.decode).
+Port = Annotated[int, Meta(ge=1, le=65535, description="1..65535; 8080.0 is taken as 8080")]
+Content = Annotated[str, Meta(min_length=1, max_length=65536, pattern=NO_NUL)]
+Label = Annotated[str, Meta(min_length=1, max_length=50, pattern=NO_NUL)]
+Importance = Annotated[int, Meta(ge=0, le=10, description="0..10; 5.0 is taken as 5")]
+Title = Annotated[str, Meta(max_length=255, pattern=NO_NUL)]
+Text = Annotated[str, Meta(pattern=NO_NUL)]
+MetadataKey = Annotated[str, Meta(min_length=1, max_length=255, pattern=NO_NUL)]
 JsonObject = dict[str, Any]
 RecipientIds = Annotated[list[UUID], Meta(max_length=1000)]
 
@@ -130,7 +147,7 @@ class MetadataCreate(Input):
 
     message_id: UUID
     key: MetadataKey
-    value: str | None = None
+    value: Text | None = None
     agent_id: UUID | None = None
 
 
@@ -138,14 +155,14 @@ class MetadataUpdate(Input):
     """Change a metadata item's key or value."""
 
     key: MetadataKey | UnsetType = UNSET
-    value: str | UnsetType | None = UNSET
+    value: Text | UnsetType | None = UNSET
 
 
 class ConversationCreate(Input):
     """Start a conversation."""
 
     title: Title | None = None
-    description: str | None = None
+    description: Text | None = None
     archived: bool = False
     metadata: JsonObject = msgspec.field(default_factory=dict)
 
@@ -154,7 +171,7 @@ class ConversationUpdate(Input):
     """Change a conversation; a metadata object replaces the stored one."""
 
     title: Title | UnsetType | None = UNSET
-    description: str | UnsetType | None = UNSET
+    description: Text | UnsetType | None = UNSET
     archived: bool | UnsetType = UNSET
     metadata: JsonObject | UnsetType = UNSET
 

@@ -8,8 +8,8 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, UnsetType
 
-# Server-set instants, RFC 3339 in UTC with microseconds, as the database layer
-# renders them (queries/database.py: TimestampLoader).
+# Server-set instants, RFC 3339 in UTC with microseconds, as the statements
+# return them (the SQL function rfc3339, queries/migrations/0005_shared_definitions.sql).
 Timestamp = Annotated[
     str,
     msgspec.Meta(
@@ -53,11 +53,15 @@ class Agent(msgspec.Struct, frozen=True):
 
 
 class DirectoryEntry(msgspec.Struct, frozen=True):
-    """An agent a caller may address (GET /agents): who it is, never where it runs."""
+    """An agent a caller may address: who it is, never where it runs. The admin (and an
+    open service) also gets each agent's unread count and the time of the last message
+    it sent or received (null: none yet); an agent's key gets neither field."""
 
     id: UUID
     agent_name: str
     created_at: Timestamp
+    unread_count: int | UnsetType = UNSET
+    last_active_at: Timestamp | UnsetType | None = UNSET
 
 
 class AgentCreated(Agent, frozen=True):
