@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import httpx2
+import psycopg
 import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -543,12 +544,13 @@ def test_each_tool_call_is_one_log_line_and_counted(secured: Server, http: httpx
 
 @pytest.fixture(scope="module")
 def limited(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Two writes a minute and one long-poll per agent key."""
+    """Two writes a minute, one long-poll per agent key, statements cut off after 1 s."""
     server = start(
         database_url,
         tmp_path_factory.mktemp("mcp-limited"),
         MAILROOM_WRITE_RATE_LIMIT="2",
         MAILROOM_WAITS_PER_AGENT="1",
+        MAILROOM_STATEMENT_TIMEOUT="1",
     )
     try:
         yield server
@@ -582,6 +584,29 @@ def test_write_rate_and_wait_slots_apply_to_tool_calls(limited: Server) -> None:
             assert not (await first).is_error
 
     asyncio.run(scenario())
+
+
+def test_statement_timeout_cuts_off_a_tool_call(limited: Server, database_url: str) -> None:
+    """A send blocked by a lock on its recipient's row ends at the 1 s statement_timeout
+    as a tool error (503 by REST), and stores nothing."""
+    with httpx.Client(base_url=limited.base_url, timeout=30) as admin:
+        alice, bob = register(admin), register(admin)
+    with psycopg.connect(database_url) as locker:
+        locker.execute("SELECT 1 FROM agents WHERE id = %s FOR UPDATE", (bob["id"],))
+
+        async def scenario() -> tuple[float, Any]:
+            async with as_agent(limited.base_url, alice) as a:
+                started = time.monotonic()
+                result = await a.call_tool("send_message", {"to": [bob["id"]], "content": "x"})
+                return time.monotonic() - started, result
+
+        elapsed, result = asyncio.run(scenario())
+        locker.rollback()
+    assert result.is_error and "try again shortly" in text_of(result), text_of(result)
+    assert 0.9 <= elapsed < 5, elapsed
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute("SELECT count(*) FROM messages WHERE sender_id = %s", (alice["id"],))
+        assert stored.fetchone() == (0,)
 
 
 # Replicas and the open mode ----------------------------------------------------------
