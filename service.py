@@ -63,7 +63,7 @@ from handlers import (
 )
 from handlers.http_errors import HTTPError
 from handlers.operation import Operation
-from operations import logs
+from operations import forwarded, logs
 from operations.metrics import clean_directory
 from operations.middleware import RequestTelemetry, SecurityHeaders
 from queries.database import DatabaseDown, make_pool, migrate, purge_expired_keys
@@ -317,7 +317,11 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=ROUTES,
         # The telemetry outermost: it times and logs every response, headers included.
-        middleware=[Middleware(RequestTelemetry), Middleware(SecurityHeaders)],
+        middleware=[
+            Middleware(RequestTelemetry),
+            Middleware(forwarded.ForwardedHeaders, trusted=settings.forwarded_allow_ips),
+            Middleware(SecurityHeaders),
+        ],
         lifespan=make_lifespan(settings),
         exception_handlers=EXCEPTION_HANDLERS,
     )
@@ -372,7 +376,9 @@ def main() -> None:
             log_level=settings.log_level.lower(),
             log_config=str(HERE / "operations" / "logging.json"),
             access_log=False,  # the request middleware logs each request once
-            proxy_headers=True,
+            # The app applies X-Forwarded-Proto/-Host from FORWARDED_ALLOW_IPS itself
+            # (operations/forwarded.py); uvicorn's would hide the proxy's address from it.
+            proxy_headers=False,
         )
     finally:
         if own_directory is not None:

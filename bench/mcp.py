@@ -38,8 +38,8 @@ import httpx
 import psycopg
 from psycopg import sql as pgsql
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import ROOT, Replica
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import BENCH_OPTIONS, ROOT, Server
 
 ADMIN = "bench-admin-" + secrets.token_hex(12)
 CONNECTIONS, THREADS = 32, 2
@@ -124,13 +124,13 @@ def tool_errors(http: httpx.Client, tool: str) -> int:
     return int(sum(float(n) for outcome, n in re.findall(pattern, scrape, re.M) if outcome != "ok"))
 
 
-def serve(url: str, log: Path, root: Path = ROOT) -> Replica:
-    replica = Replica(
-        url, log, root=root, MAILROOM_AUTH="required", MAILROOM_ADMIN_TOKEN=ADMIN,
-        MAILROOM_WRITE_RATE_LIMIT="0", LOG_FORMAT="json",
+def serve(url: str, logs: Path, root: Path = ROOT) -> Server:
+    server = Server(
+        url, logs, *BENCH_OPTIONS, root=root, MAILROOM_AUTH="required",
+        MAILROOM_ADMIN_TOKEN=ADMIN, MAILROOM_WRITE_RATE_LIMIT="0", LOG_FORMAT="json",
     )  # fmt: skip
-    replica.wait_ready()
-    return replica
+    server.wait_healthy()
+    return server
 
 
 def main() -> None:
@@ -142,8 +142,8 @@ def main() -> None:
         "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
     url = database(server_url)
-    branch = serve(url, work / "branch.log")
-    baseline = serve(url, work / "baseline.log", baseline_tree(ref, work))
+    branch = serve(url, work / "branch")
+    baseline = serve(url, work / "baseline", baseline_tree(ref, work))
     try:
         http = httpx.Client(base_url=branch.base_url, timeout=30)
         admin = {"Authorization": f"Bearer {ADMIN}"}

@@ -29,7 +29,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, Route, sync_playwright
 
 from tests.helpers import temporary_database
-from tests.test_server import ROOT, Server, clean_env
+from tests.servers import ROOT, Server, clean_env
 
 ADMIN = "console-admin-" + secrets.token_urlsafe(16)
 SETTINGS = {

@@ -553,6 +553,8 @@ def test_the_settings_table_shows_the_settings_defaults() -> None:
         value = getattr(defaults, FIELDS[variable][0])
         if isinstance(value, float) and value.is_integer():
             value = int(value)
+        if isinstance(value, tuple):
+            value = ",".join(value)
         shown = spelled[value] if value is None or isinstance(value, bool) else str(value)
         assert shown == default, variable
         checked += 1

@@ -27,8 +27,9 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.helpers import UNKNOWN
+from tests.servers import Server
 from tests.test_access import ADMIN, bearer, snapshot
-from tests.test_server import Server
 
 TOOLS = {
     "whoami",
@@ -298,7 +299,6 @@ def world(http: httpx.Client) -> dict[str, Any]:
     return {"A": a, "B": b, "C": c, "conv_b": conv.json()["id"], "m_bc": message.json()["id"]}
 
 
-UNKNOWN = "00000000-0000-4000-8000-000000000000"
 # (tool, arguments, the same request by REST as A: method, url, body), ids from world().
 REFUSALS = [
     (
