@@ -187,6 +187,8 @@ ToolFunction = Callable[[Calls, Request, Any], Awaitable[Result]]
 
 
 class Tool(NamedTuple):
+    """One tool: what tools/list shows of it, and the function tools/call runs."""
+
     name: str
     description: str
     arguments: type[Arguments]

@@ -63,6 +63,7 @@ def input_schema(arguments: type[Arguments]) -> dict[str, Any]:
 
 
 def listing(tools: list[Tool]) -> types.ListToolsResult:
+    """The answer of tools/list, built once: names, descriptions, schemas and hints."""
     return types.ListToolsResult(
         tools=[
             types.Tool(
