@@ -17,13 +17,14 @@ import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TypedDict
 
 import msgspec
 import psycopg
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -70,6 +71,8 @@ from operations.middleware import RequestTelemetry, SecurityHeaders
 from queries.database import DatabaseDown, make_pool, migrate, purge_expired_keys
 from queries.listener import Listener
 from settings import Settings, load_settings
+from tools import endpoint as mcp_endpoint
+from tools import server as mcp_server
 from validation import openapi, requests, responses
 from validation.errors import InvalidInput
 from validation.openapi import IDEMPOTENCY_KEY, LAST_EVENT_ID
@@ -178,6 +181,9 @@ OPERATIONS = [
     Operation("GET", "/docs", docs.swagger_ui, "Swagger UI", documented=False),
     Operation("GET", "/redoc", docs.redoc, "ReDoc", documented=False),
     Operation("GET", "/metrics", metrics.metrics, "Prometheus metrics", documented=False),
+    # The MCP endpoint (Streamable HTTP, docs/mcp.md): it authenticates its agent itself
+    # (the admin token is 403 there); each tool call runs an operation above, its rule too.
+    Operation("POST", "/mcp", mcp_endpoint.serve, "MCP tools for agents", documented=False),
     Operation("GET", "/console", console.console, "The operator console", documented=False),
 ]  # fmt: skip
 
@@ -204,6 +210,8 @@ EXCEPTION_HANDLERS = {
     psycopg.InterfaceError: errors.database_unavailable,
     Exception: errors.unexpected_error,
 }
+# The tools of /mcp run the operations above, their errors mapped as above.
+MCP_SERVER = mcp_server.build(OPERATIONS, EXCEPTION_HANDLERS)
 
 # Lifespan ---------------------------------------------------------------------
 
@@ -219,6 +227,7 @@ class State(TypedDict):
     admin_digest: bytes
     rate_limits: RateLimits
     echo_slots: asyncio.Semaphore
+    mcp: StreamableHTTPSessionManager
 
 
 def make_lifespan(settings: Settings):
@@ -255,6 +264,8 @@ def make_lifespan(settings: Settings):
         # before it runs the lifespan's shutdown.
         call_on_termination(listener.shutting_down)
         purge = asyncio.create_task(purge_expired_keys(pool, PURGE_INTERVAL), name="purge")
+        tools = AsyncExitStack()
+        mcp = await tools.enter_async_context(mcp_endpoint.session_manager(MCP_SERVER, settings))
         log.info("mailroom %s ready", VERSION, extra=logs.event("startup", version=VERSION))
         try:
             yield State(
@@ -268,8 +279,10 @@ def make_lifespan(settings: Settings):
                     {"write": settings.write_rate_limit, "echo": settings.echo_rate_limit}
                 ),
                 echo_slots=asyncio.Semaphore(settings.echo_concurrency),
+                mcp=mcp,
             )
         finally:
+            await tools.aclose()
             purge.cancel()
             await listener.close()
             await pool.close()

@@ -414,7 +414,7 @@ def test_image_is_the_containerfiles_built_on_a_labelled_stand_in(image: Image):
     assert not names & {"pgserver", "pytest", "ruff", "httpx"}, "runtime dependencies only"
     assert sorted(p.name for p in (root / "app").iterdir()) == [
         ".venv", "access", "embedded.py", "handlers", "operations", "queries", "service.py",
-        "settings.py", "static", "validation",
+        "settings.py", "static", "tools", "validation",
     ]  # fmt: skip
     passwd = (root / "etc" / "passwd").read_text()
     assert "appuser:x:1000:1000::/app:/usr/sbin/nologin" in passwd
