@@ -16,10 +16,11 @@ ALTER TABLE agents
 -- the same on every attempt. status: pending (next_attempt_at says when; a claimed
 -- row's next_attempt_at is pushed past the attempt's deadline, its lease), delivered
 -- or dead. attempts counts the attempts begun since the row was made or retried.
+-- A delivery goes with its message and its agent when either is erased.
 CREATE TABLE webhook_deliveries (
     id               uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
-    agent_id         uuid        NOT NULL REFERENCES agents (id),
-    message_id       uuid        NOT NULL REFERENCES messages (id),
+    agent_id         uuid        NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
+    message_id       uuid        NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
     status           text        NOT NULL DEFAULT 'pending'
                                  CHECK (status IN ('pending', 'delivered', 'dead')),
     attempts         integer     NOT NULL DEFAULT 0,
