@@ -56,6 +56,7 @@ from handlers import (
     mailbox,
     messages,
     metrics,
+    search,
     stream,
     users,
 )
@@ -73,6 +74,7 @@ from validation.openapi import IDEMPOTENCY_KEY, LAST_EVENT_ID
 from validation.query_params import (
     ConversationsQuery,
     MailboxQuery,
+    SearchQuery,
     StreamQuery,
     UnreadQuery,
 )
@@ -113,6 +115,9 @@ OPERATIONS = [
     Operation("GET", "/agents/{agent_id}/messages/unread", mailbox.list_unread,
               "Unread received messages", SELF, list[responses.MailboxItem],
               query=UnreadQuery, errors=(404, 422), tag="mailbox"),
+    Operation("GET", "/agents/{agent_id}/messages/search", search.search_messages,
+              "Search the messages an agent sent or received, best match first", SELF,
+              list[responses.SearchItem], query=SearchQuery, errors=(404, 422), tag="mailbox"),
     Operation("GET", "/agents/{agent_id}/messages/stream", stream.stream_messages,
               "Unread received messages as Server-Sent Events: missed ones, then live", SELF,
               responses.MailboxItem, query=StreamQuery, headers=(LAST_EVENT_ID,),

@@ -1,8 +1,9 @@
 """Keyset pagination: signed, opaque cursors and the RFC 8288 `Link` header.
 
 A cursor names the last item of a page by its sort key (a timestamp and an
-id). It is signed with a key every replica shares (stored in the database),
-so a cursor that the service did not issue is refused with 422.
+id; for search results by relevance, the rank before them). It is signed with
+a key every replica shares (stored in the database), so a cursor that the
+service did not issue is refused with 422.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEWEST = (datetime(9999, 12, 31, tzinfo=UTC), UUID(int=(1 << 128) - 1))
 OLDEST = (datetime(1, 1, 2, tzinfo=UTC), UUID(int=0))
 _PAYLOAD = struct.Struct(">1sq16s")
+# Results by relevance: the rank (a float4 in PostgreSQL, so exact in 4 bytes) goes first.
+_RANKED = struct.Struct(">1sfq16s")
 _SIG_BYTES = 16
 
 
@@ -34,31 +37,58 @@ def _sign(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, payload, hashlib.sha256).digest()[:_SIG_BYTES]
 
 
+def _seal(key: bytes, payload: bytes) -> str:
+    return base64.urlsafe_b64encode(payload + _sign(key, payload)).rstrip(b"=").decode()
+
+
+def _unseal(
+    key: bytes, cursor: str, layout: struct.Struct, scope: bytes, loc: tuple[str, str]
+) -> tuple:
+    """The fields of a cursor this service signed with `layout` for `scope`, or 422 at `loc`."""
+    invalid = InvalidInput.at(list(loc), "Not a cursor this service issued")
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid from None
+    payload, signature = raw[: layout.size], raw[layout.size :]
+    if len(raw) != layout.size + _SIG_BYTES or not hmac.compare_digest(
+        signature, _sign(key, payload)
+    ):
+        raise invalid
+    fields = layout.unpack(payload)
+    if fields[0] != scope:
+        raise invalid
+    return fields[1:]
+
+
+def _micros(at: datetime) -> int:
+    return (at - EPOCH) // timedelta(microseconds=1)
+
+
 def encode_cursor(key: bytes, scope: bytes, at: datetime, item_id: UUID) -> str:
     """An opaque cursor for the item sorted at (`at`, `item_id`)."""
-    micros = (at - EPOCH) // timedelta(microseconds=1)
-    payload = _PAYLOAD.pack(scope, micros, item_id.bytes)
-    return base64.urlsafe_b64encode(payload + _sign(key, payload)).rstrip(b"=").decode()
+    return _seal(key, _PAYLOAD.pack(scope, _micros(at), item_id.bytes))
 
 
 def decode_cursor(
     key: bytes, scope: bytes, cursor: str, loc: tuple[str, str] = ("query", "cursor")
 ) -> tuple[datetime, UUID]:
     """The sort key inside a cursor this service issued for `scope`, or 422 at `loc`."""
-    invalid = InvalidInput.at(list(loc), "Not a cursor this service issued")
-    try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid from None
-    payload, signature = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
-    if len(raw) != _PAYLOAD.size + _SIG_BYTES or not hmac.compare_digest(
-        signature, _sign(key, payload)
-    ):
-        raise invalid
-    found_scope, micros, id_bytes = _PAYLOAD.unpack(payload)
-    if found_scope != scope:
-        raise invalid
+    micros, id_bytes = _unseal(key, cursor, _PAYLOAD, scope, loc)
     return EPOCH + timedelta(microseconds=micros), UUID(bytes=id_bytes)
+
+
+def encode_ranked_cursor(key: bytes, scope: bytes, rank: float, at: datetime, item_id: UUID) -> str:
+    """An opaque cursor for the item sorted at (`rank`, `at`, `item_id`)."""
+    return _seal(key, _RANKED.pack(scope, rank, _micros(at), item_id.bytes))
+
+
+def decode_ranked_cursor(
+    key: bytes, scope: bytes, cursor: str, loc: tuple[str, str] = ("query", "cursor")
+) -> tuple[float, datetime, UUID]:
+    """The (rank, time, id) inside a ranked cursor this service issued for `scope`, or 422."""
+    rank, micros, id_bytes = _unseal(key, cursor, _RANKED, scope, loc)
+    return rank, EPOCH + timedelta(microseconds=micros), UUID(bytes=id_bytes)
 
 
 def page_start(
@@ -82,5 +112,10 @@ def cut_page(
     del rows[limit:]
     at, item_id = key(rows[-1])
     cursor = encode_cursor(request.state.cursor_key, scope, datetime.fromisoformat(at), item_id)
+    return next_link(request, cursor)
+
+
+def next_link(request: Request, cursor: str) -> dict[str, str]:
+    """The Link header pointing at the page after `cursor`."""
     url = request.url.include_query_params(cursor=cursor)
     return {"Link": f'<{url}>; rel="next"'}
