@@ -56,9 +56,12 @@ async def search_messages(request: Request) -> Response:
     async with request.state.pool.connection() as conn:
         if not await sql.count_search_terms.value(conn, q=page.q):
             raise InvalidInput.at(["query", "q"], NO_TERMS)
+        # Planned for each search's own words: a generic plan cannot tell a rare word (read
+        # the GIN index) from a common one (read the agent's mailbox instead).
         hits = await statement.all(
             conn,
             _Hit,
+            prepare=False,
             q=page.q,
             agent_id=agent_id,
             sent=sent,
