@@ -40,6 +40,7 @@ from access.rules import (
     any_principal,
     itself,
     owner_of_metadata,
+    retires_itself,
     sender_of_message,
     sends_as_itself,
     starter_of_conversation,
@@ -74,6 +75,7 @@ from validation.openapi import IDEMPOTENCY_KEY, LAST_EVENT_ID
 from validation.query_params import (
     ConversationsQuery,
     MailboxQuery,
+    RetireQuery,
     SearchQuery,
     StreamQuery,
     UnreadQuery,
@@ -106,6 +108,10 @@ OPERATIONS = [
               responses.Agent, errors=(404, 422), tag="agents"),
     Operation("PUT", "/agents/{agent_id}", agents.update_agent, "Update an agent", SELF,
               responses.Agent, body=requests.AgentUpdate, errors=(404, 422), tag="agents"),
+    Operation("DELETE", "/agents/{agent_id}", agents.retire_agent,
+              "Retire an agent (its key stops working, nothing new reaches it); "
+              "?purge=true (admin) also erases what only it held", retires_itself, None, 204,
+              query=RetireQuery, errors=(404, 422), tag="agents"),
     Operation("POST", "/agents/{agent_id}/api-key", agents.rotate_key,
               "Replace an agent's API key; the old one stops working", SELF,
               responses.ApiKey, errors=(404, 422), tag="agents"),

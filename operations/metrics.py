@@ -71,6 +71,9 @@ RECIPIENTS = Counter(
 MARKED_READ = Counter(
     "mailroom_messages_marked_read", "Recipient rows marked read by PUT .../messages/mark-read"
 )
+AGENTS_RETIRED = Counter(
+    "mailroom_agents_retired", "Agents retired by DELETE /agents/{id}, by purge", ["purged"]
+)
 ECHO_RUNS = Counter("mailroom_echo_runs", "Runs of echo by POST /cli/echo")
 ECHO_FAILURES = Counter("mailroom_echo_failures", "Runs of echo that exited non-zero or timed out")
 

@@ -59,6 +59,20 @@ class StreamQuery(Query, frozen=True, kw_only=True):
     after: Annotated[str, Meta(description="Resume after this cursor (an event id)")] | None = None
 
 
+class RetireQuery(Query, frozen=True, kw_only=True):
+    """DELETE /agents/{agent_id}."""
+
+    purge: Annotated[
+        bool,
+        Meta(
+            description=(
+                "Also erase what only this agent held (admin only): its received copies, "
+                "metadata, keys and row; what it sent stays with its recipients, sender null"
+            )
+        ),
+    ] = False
+
+
 class ConversationsQuery(Page, frozen=True, kw_only=True):
     """GET /conversations."""
 
