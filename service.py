@@ -66,6 +66,7 @@ from handlers.operation import Operation
 from operations import logs
 from operations.metrics import clean_directory
 from operations.middleware import RequestTelemetry, SecurityHeaders
+from operations.retention import run_retention
 from queries.database import DatabaseDown, make_pool, migrate, purge_expired_keys
 from queries.listener import Listener
 from settings import Settings, load_settings
@@ -255,6 +256,17 @@ def make_lifespan(settings: Settings):
         # before it runs the lifespan's shutdown.
         call_on_termination(listener.shutting_down)
         purge = asyncio.create_task(purge_expired_keys(pool, PURGE_INTERVAL), name="purge")
+        retention = None
+        if settings.retention_days is not None:
+            retention = asyncio.create_task(
+                run_retention(
+                    pool,
+                    settings.retention_days,
+                    settings.retention_batch,
+                    settings.retention_interval,
+                ),
+                name="retention",
+            )
         log.info("mailroom %s ready", VERSION, extra=logs.event("startup", version=VERSION))
         try:
             yield State(
@@ -271,6 +283,8 @@ def make_lifespan(settings: Settings):
             )
         finally:
             purge.cancel()
+            if retention is not None:
+                retention.cancel()
             await listener.close()
             await pool.close()
             logs.REQUEST_LINES.flush()

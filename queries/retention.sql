@@ -1,0 +1,39 @@
+-- name: take_retention_turn
+-- Whether this replica runs the next retention batch: one replica at a time, held until
+-- the batch's transaction ends (a transaction lock, so it also holds behind PgBouncer).
+SELECT pg_try_advisory_xact_lock(7265636576);
+
+-- name: delete_expired_messages
+-- One batch of the oldest messages sent before the cutoff, with their recipient rows and
+-- metadata; replies to them lose their parent. Rows another transaction has locked (an
+-- edit in flight) are skipped and taken by a later batch.
+WITH doomed AS (
+    SELECT id
+      FROM messages
+     WHERE sent_at < now() - make_interval(days => %(days)s)
+     ORDER BY sent_at
+     LIMIT %(batch)s
+       FOR UPDATE SKIP LOCKED
+), unlinked AS (
+    UPDATE messages
+       SET parent_message_id = NULL
+     WHERE parent_message_id IN (SELECT id FROM doomed)
+       AND id NOT IN (SELECT id FROM doomed)
+    RETURNING id
+), notes AS (
+    DELETE FROM agent_message_metadata
+     WHERE message_id IN (SELECT id FROM doomed)
+    RETURNING id
+), copies AS (
+    DELETE FROM message_recipients
+     WHERE message_id IN (SELECT id FROM doomed)
+    RETURNING message_id
+), erased AS (
+    DELETE FROM messages
+     WHERE id IN (SELECT id FROM doomed)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM erased) AS messages,
+       (SELECT count(*) FROM copies) AS recipients,
+       (SELECT count(*) FROM notes) AS metadata,
+       (SELECT count(*) FROM unlinked) AS replies_unlinked;
