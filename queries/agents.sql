@@ -58,9 +58,15 @@ WITH held AS (
      WHERE parent_message_id IN (SELECT id FROM only_held)
        AND id NOT IN (SELECT id FROM only_held)
     RETURNING id
-), notes AS (
+), own_notes AS (
     DELETE FROM agent_message_metadata
-     WHERE agent_id = %(agent_id)s OR message_id IN (SELECT id FROM only_held)
+     WHERE agent_id = %(agent_id)s
+    RETURNING id
+), other_notes AS (
+    -- Apart from own_notes (each by its own index): no row is deleted twice.
+    DELETE FROM agent_message_metadata
+     WHERE message_id IN (SELECT id FROM only_held)
+       AND agent_id IS DISTINCT FROM %(agent_id)s
     RETURNING id
 ), copies AS (
     DELETE FROM message_recipients
@@ -83,6 +89,6 @@ WITH held AS (
 SELECT (SELECT count(*) FROM agent) AS agents,
        (SELECT count(*) FROM copies) AS received_copies,
        (SELECT count(*) FROM erased) AS messages,
-       (SELECT count(*) FROM notes) AS metadata,
+       (SELECT count(*) FROM own_notes) + (SELECT count(*) FROM other_notes) AS metadata,
        (SELECT count(*) FROM replays) AS idempotency_keys,
        (SELECT count(*) FROM unlinked) AS replies_unlinked;
