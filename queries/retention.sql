@@ -6,31 +6,38 @@ SELECT pg_try_advisory_xact_lock(7265636576);
 -- name: delete_expired_messages
 -- One batch of the oldest messages sent before the cutoff, with their recipient rows and
 -- metadata; replies to them lose their parent. Rows another transaction has locked (an
--- edit in flight) are skipped and taken by a later batch.
+-- edit in flight) are skipped and taken by a later batch. The batch's ids are one array,
+-- so that every part reads its table by index (= ANY) whatever the batch size.
 WITH doomed AS (
-    SELECT id
-      FROM messages
-     WHERE sent_at < now() - make_interval(days => %(days)s)
-     ORDER BY sent_at
-     LIMIT %(batch)s
-       FOR UPDATE SKIP LOCKED
+    SELECT ARRAY(
+        SELECT id
+          FROM messages
+         WHERE sent_at < now() - make_interval(days => %(days)s)
+         ORDER BY sent_at
+         LIMIT %(batch)s
+           FOR UPDATE SKIP LOCKED
+    ) AS ids
 ), unlinked AS (
     UPDATE messages
        SET parent_message_id = NULL
-     WHERE parent_message_id IN (SELECT id FROM doomed)
-       AND id NOT IN (SELECT id FROM doomed)
+      FROM doomed
+     WHERE parent_message_id = ANY (doomed.ids)
+       AND NOT id = ANY (doomed.ids)
     RETURNING id
 ), notes AS (
     DELETE FROM agent_message_metadata
-     WHERE message_id IN (SELECT id FROM doomed)
+     USING doomed
+     WHERE message_id = ANY (doomed.ids)
     RETURNING id
 ), copies AS (
     DELETE FROM message_recipients
-     WHERE message_id IN (SELECT id FROM doomed)
+     USING doomed
+     WHERE message_id = ANY (doomed.ids)
     RETURNING message_id
 ), erased AS (
     DELETE FROM messages
-     WHERE id IN (SELECT id FROM doomed)
+     USING doomed
+     WHERE id = ANY (doomed.ids)
     RETURNING id
 )
 SELECT (SELECT count(*) FROM erased) AS messages,

@@ -131,7 +131,7 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
         *searches,
         ("mark_read", {"agent_id": agent_id, "read_up_to_date": OLDEST[0]}),
         # The retention batch and an agent's purge (planned, not run).
-        ("delete_expired_messages", {"days": 1, "batch": 500}),
+        ("delete_expired_messages", {"days": 0, "batch": 500}),  # every row is older
         ("retire_agent", {"agent_id": agent_id}),
         ("purge_agent", {"agent_id": agent_id}),
         ("agent_exists", {"agent_id": agent_id}),
