@@ -49,6 +49,7 @@ from access.rules import (
 from embedded import embedded_admin_token, start_embedded, stop_embedded
 from handlers import (
     agents,
+    console,
     conversations,
     docs,
     echo,
@@ -63,7 +64,7 @@ from handlers import (
 )
 from handlers.http_errors import HTTPError
 from handlers.operation import Operation
-from operations import logs
+from operations import forwarded, logs
 from operations.metrics import clean_directory
 from operations.middleware import RequestTelemetry, SecurityHeaders
 from operations.retention import run_retention
@@ -75,6 +76,7 @@ from validation.errors import InvalidInput
 from validation.openapi import IDEMPOTENCY_KEY, LAST_EVENT_ID
 from validation.query_params import (
     ConversationsQuery,
+    DirectoryQuery,
     MailboxQuery,
     RetireQuery,
     SearchQuery,
@@ -102,6 +104,10 @@ OPERATIONS = [
               response=responses.Health, database=False),
     Operation("GET", "/users/{user_id}", users.get_user, "A sample user", admin_only,
               responses.User, errors=(404, 422)),
+    Operation("GET", "/agents", agents.list_agents,
+              "The agent directory, by name: the agents a caller may address (the admin also "
+              "sees each one's unread count and last activity)", any_principal,
+              list[responses.DirectoryEntry], query=DirectoryQuery, errors=(422,), tag="agents"),
     Operation("POST", "/agents", agents.create_agent, "Register an agent", admin_only,
               responses.AgentCreated, 201, requests.AgentCreate, headers=(IDEMPOTENCY_KEY,),
               errors=(409, 422), tag="agents", creates="agent_id"),
@@ -181,6 +187,7 @@ OPERATIONS = [
     Operation("GET", "/docs", docs.swagger_ui, "Swagger UI", documented=False),
     Operation("GET", "/redoc", docs.redoc, "ReDoc", documented=False),
     Operation("GET", "/metrics", metrics.metrics, "Prometheus metrics", documented=False),
+    Operation("GET", "/console", console.console, "The operator console", documented=False),
 ]  # fmt: skip
 
 ROUTES = [
@@ -322,7 +329,11 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=ROUTES,
         # The telemetry outermost: it times and logs every response, headers included.
-        middleware=[Middleware(RequestTelemetry), Middleware(SecurityHeaders)],
+        middleware=[
+            Middleware(RequestTelemetry),
+            Middleware(forwarded.ForwardedHeaders, trusted=settings.forwarded_allow_ips),
+            Middleware(SecurityHeaders),
+        ],
         lifespan=make_lifespan(settings),
         exception_handlers=EXCEPTION_HANDLERS,
     )
@@ -377,7 +388,9 @@ def main() -> None:
             log_level=settings.log_level.lower(),
             log_config=str(HERE / "operations" / "logging.json"),
             access_log=False,  # the request middleware logs each request once
-            proxy_headers=True,
+            # The app applies X-Forwarded-Proto/-Host from FORWARDED_ALLOW_IPS itself
+            # (operations/forwarded.py); uvicorn's would hide the proxy's address from it.
+            proxy_headers=False,
         )
     finally:
         if own_directory is not None:

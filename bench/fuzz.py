@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import Cluster, Replica
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import BENCH_OPTIONS, Cluster, Server
 
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
 HOOKS = Path(__file__).resolve().parent / "schemathesis_hooks.py"
@@ -54,9 +54,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mailroom-fuzz-"))
     token = os.environ.get("MAILROOM_ADMIN_TOKEN") or secrets.token_urlsafe(32)
     url = os.environ.get("FUZZ_DATABASE_URL") or Cluster(work / "pgdata").url
-    service = Replica(
+    service = Server(
         url,
-        work / "service.log",
+        work / "service",
+        *BENCH_OPTIONS,
         MAILROOM_AUTH="required",
         MAILROOM_ADMIN_TOKEN=token,
         MAILROOM_STREAM_HEARTBEAT="0.2",
@@ -68,7 +69,7 @@ def main() -> int:
     argv += ["--workers", "2", "--seed", os.environ.get("FUZZ_SEED", str(secrets.randbelow(2**31)))]
     argv += ["--report", "junit,pytest", "--report-dir", str(work / "report")]
     try:
-        service.wait_ready()
+        service.wait_healthy()
         started = time.monotonic()
         # schemathesis filters the token out of what it prints ("[Filtered]"). It keeps
         # its caches in the working directory: the run's own, not the checkout.
@@ -78,7 +79,7 @@ def main() -> int:
     finally:
         service.stop()
     print(f"service log and reports: {work}")
-    if "Traceback" in (work / "service.log").read_text(errors="replace"):
+    if "Traceback" in service.output():
         print("FAIL: the service logged a traceback (an unexpected error)")
         return 1
     return code

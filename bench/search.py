@@ -39,11 +39,12 @@ import psycopg
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from processes import Replica  # noqa: E402
+sys.path.insert(0, str(HERE.parent))
 from seed_scale import fill  # noqa: E402
 
 from operations import retention  # noqa: E402
 from queries.database import make_pool, migrate  # noqa: E402
+from tests.servers import BENCH_OPTIONS, Server  # noqa: E402
 
 DATABASE = "mailroom_search_bench"
 MIXED_SECONDS = 15.0
@@ -222,13 +223,13 @@ def main() -> None:
     print(f"seeded {messages:,} messages in {time.monotonic() - started:.0f} s", file=sys.stderr)
     token = "bench-admin-" + secrets.token_hex(16)
     work = Path(tempfile.mkdtemp(prefix="mailroom-search-"))
-    replica = Replica(url, work / "replica.log", MAILROOM_AUTH="required",
-                      MAILROOM_ADMIN_TOKEN=token, MAILROOM_WRITE_RATE_LIMIT="0")  # fmt: skip
+    replica = Server(url, work / "replica", *BENCH_OPTIONS, MAILROOM_AUTH="required",
+                     MAILROOM_ADMIN_TOKEN=token, MAILROOM_WRITE_RATE_LIMIT="0")  # fmt: skip
     try:
-        replica.wait_ready()
+        replica.wait_healthy()
         admin = {"Authorization": f"Bearer {token}"}
         asyncio.run(measure(url, replica.base_url, admin, probe, messages, count))
-        print(f"replica log: {work / 'replica.log'}", file=sys.stderr)
+        print(f"replica log: {replica.stdout_path}", file=sys.stderr)
     finally:
         replica.stop()
         with psycopg.connect(f"{server.rstrip('/')}/postgres", autocommit=True) as conn:

@@ -10,20 +10,34 @@ from msgspec.structs import astuple
 from starlette.requests import Request
 from starlette.responses import Response
 
+from access.authentication import caller
 from access.keys import key_digest, new_api_key
-from handlers.bodies import decode, decode_update, json_response
+from handlers.bodies import decode, json_response
 from handlers.http_errors import NotFound
 from handlers.idempotency import REPLAYED, create_once
+from handlers.pagination import encode_name_cursor, name_page_start, next_link
 from handlers.params import path_uuid, query
-from handlers.rows import one_or_404
+from handlers.rows import one_or_404, read_one, update_one
 from operations import metrics
 from queries import sql
-from queries.params import create_params, update_params
-from validation.query_params import RetireQuery
+from queries.params import create_params
+from validation.query_params import DirectoryQuery, RetireQuery
 from validation.requests import AgentCreate, AgentUpdate
-from validation.responses import Agent, AgentCreated, ApiKey
+from validation.responses import Agent, AgentCreated, ApiKey, DirectoryEntry
 
+SCOPE = b"a"
+MISSING = "Agent not found"
 log = logging.getLogger("mailroom.agents")
+
+
+class _DirectoryRow(msgspec.Struct, frozen=True):
+    """Row of list_directory; the activity columns are NULL unless asked for."""
+
+    id: UUID
+    agent_name: str
+    created_at: str
+    unread_count: int | None
+    last_active_at: str | None
 
 
 class _KeyHolder(msgspec.Struct, frozen=True):
@@ -57,22 +71,47 @@ async def create_agent(request: Request) -> Response:
     return json_response(created, 201, {REPLAYED: "true"} if replayed else None)
 
 
-async def get_agent(request: Request) -> Response:
-    agent_id = path_uuid(request, "agent_id")
+async def list_agents(request: Request) -> Response:
+    """The directory: agents by name then id, `?name=` a case-insensitive prefix.
+
+    The admin's items carry each agent's unread count and last activity (three
+    index reads per agent of the page); an agent's key sees names only.
+    """
+    page = query(request, DirectoryQuery)
+    limit, name = page.limit, page.name
+    after_name, after_id = name_page_start(request, SCOPE, page.cursor)
+    activity = caller(request) is None
     async with request.state.pool.connection() as conn:
-        agent = await one_or_404(sql.get_agent, conn, Agent, "Agent not found", agent_id=agent_id)
-    return json_response(agent)
+        rows = await sql.list_directory.all(
+            conn,
+            _DirectoryRow,
+            name=name or None,
+            after_name=after_name,
+            after_id=after_id,
+            activity=activity,
+            limit=limit + 1,
+        )
+    headers = None
+    if len(rows) > limit:
+        del rows[limit:]
+        last = rows[-1]
+        cursor = encode_name_cursor(request.state.cursor_key, SCOPE, last.agent_name, last.id)
+        headers = next_link(request, cursor)
+    items = [
+        DirectoryEntry(row.id, row.agent_name, row.created_at, row.unread_count, row.last_active_at)
+        if activity
+        else DirectoryEntry(row.id, row.agent_name, row.created_at)
+        for row in rows
+    ]
+    return json_response(items, headers=headers)
+
+
+async def get_agent(request: Request) -> Response:
+    return json_response(await read_one(request, sql.get_agent, Agent, MISSING, "agent_id"))
 
 
 async def update_agent(request: Request) -> Response:
-    agent_id = path_uuid(request, "agent_id")
-    body = await decode_update(request, AgentUpdate)
-    params = update_params(body)
-    async with request.state.pool.connection() as conn:
-        agent = await one_or_404(
-            sql.update_agent, conn, Agent, "Agent not found", agent_id=agent_id, **params
-        )
-    return json_response(agent)
+    return await update_one(request, AgentUpdate, sql.update_agent, Agent, MISSING, "agent_id")
 
 
 async def rotate_key(request: Request) -> Response:
@@ -116,7 +155,7 @@ async def retire_agent(request: Request) -> Response:
     purged = None
     async with request.state.pool.connection() as conn, conn.transaction():
         if not await sql.retire_agent.value(conn, agent_id=agent_id):
-            raise NotFound("Agent not found")
+            raise NotFound(MISSING)
         if purge:
             purged = await sql.purge_agent.one(conn, _Purged, agent_id=agent_id)
     # The other replicas hear it from the database at commit; this one ends its own at once.

@@ -10,18 +10,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from access.authentication import caller
-from handlers.bodies import decode, decode_update, json_response
+from handlers.bodies import decode, json_response
 from handlers.idempotency import create_once
 from handlers.pagination import cut_page, page_start
 from handlers.params import path_uuid, query
-from handlers.rows import one_or_404
+from handlers.rows import one_or_404, read_one, update_one
 from queries import sql
-from queries.params import create_params, update_params
+from queries.params import create_params
 from validation.query_params import ConversationsQuery
 from validation.requests import ConversationCreate, ConversationUpdate
 from validation.responses import Agent, Conversation
 
 SCOPE = b"c"
+ID, MISSING = "conversation_id", "Conversation not found"
 
 
 async def create_conversation(request: Request) -> Response:
@@ -56,32 +57,15 @@ async def list_conversations(request: Request) -> Response:
 
 
 async def get_conversation(request: Request) -> Response:
-    conversation_id = path_uuid(request, "conversation_id")
-    async with request.state.pool.connection() as conn:
-        conversation = await one_or_404(
-            sql.get_conversation,
-            conn,
-            Conversation,
-            "Conversation not found",
-            conversation_id=conversation_id,
-        )
-    return json_response(conversation)
+    found = await read_one(request, sql.get_conversation, Conversation, MISSING, ID)
+    return json_response(found)
 
 
 async def update_conversation(request: Request) -> Response:
-    conversation_id = path_uuid(request, "conversation_id")
-    body = await decode_update(request, ConversationUpdate)
-    params = update_params(body, json_fields=("metadata",))
-    async with request.state.pool.connection() as conn:
-        conversation = await one_or_404(
-            sql.update_conversation,
-            conn,
-            Conversation,
-            "Conversation not found",
-            conversation_id=conversation_id,
-            **params,
-        )
-    return json_response(conversation)
+    return await update_one(
+        request, ConversationUpdate, sql.update_conversation, Conversation, MISSING, ID,
+        json_fields=("metadata",),
+    )  # fmt: skip
 
 
 class _Messages(msgspec.Struct, frozen=True):

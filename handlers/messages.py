@@ -6,14 +6,14 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.bodies import decode, decode_update, json_response
+from handlers.bodies import decode, json_response
 from handlers.http_errors import Conflict, Forbidden, NotFound
 from handlers.idempotency import REPLAYED, create_once
 from handlers.params import path_uuid
-from handlers.rows import one_or_404
+from handlers.rows import one_or_404, update_one
 from operations import metrics
 from queries import sql
-from queries.params import create_params, update_params
+from queries.params import create_params
 from validation.requests import (
     MessageCreate,
     MessageUpdate,
@@ -39,14 +39,10 @@ async def create_message(request: Request) -> Response:
 
 
 async def update_message(request: Request) -> Response:
-    message_id = path_uuid(request, "message_id")
-    body = await decode_update(request, MessageUpdate)
-    params = update_params(body, json_fields=("msg_metadata",))
-    async with request.state.pool.connection() as conn:
-        message = await one_or_404(
-            sql.update_message, conn, Message, "Message not found", message_id=message_id, **params
-        )
-    return json_response(message)
+    return await update_one(
+        request, MessageUpdate, sql.update_message, Message, "Message not found", "message_id",
+        json_fields=("msg_metadata",),
+    )  # fmt: skip
 
 
 async def create_recipient(request: Request) -> Response:
@@ -84,19 +80,9 @@ async def create_metadata(request: Request) -> Response:
 
 
 async def update_metadata(request: Request) -> Response:
-    metadata_id = path_uuid(request, "metadata_id")
-    body = await decode_update(request, MetadataUpdate)
-    params = update_params(body)
-    async with request.state.pool.connection() as conn:
-        item = await one_or_404(
-            sql.update_metadata,
-            conn,
-            Metadata,
-            "Metadata not found",
-            metadata_id=metadata_id,
-            **params,
-        )
-    return json_response(item)
+    return await update_one(
+        request, MetadataUpdate, sql.update_metadata, Metadata, "Metadata not found", "metadata_id"
+    )
 
 
 class _Access(msgspec.Struct, frozen=True):

@@ -1,9 +1,9 @@
 """Keyset pagination: signed, opaque cursors and the RFC 8288 `Link` header.
 
-A cursor names the last item of a page by its sort key (a timestamp and an
-id; for search results by relevance, the rank before them). It is signed with
-a key every replica shares (stored in the database), so a cursor that the
-service did not issue is refused with 422.
+A cursor names the last item of a page by its sort key (a timestamp or a
+name, and an id; for search results by relevance, the rank before them). It
+is signed with a key every replica shares (stored in the database), so a
+cursor that the service did not issue is refused with 422.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEWEST = (datetime(9999, 12, 31, tzinfo=UTC), UUID(int=(1 << 128) - 1))
 OLDEST = (datetime(1, 1, 2, tzinfo=UTC), UUID(int=0))
 _PAYLOAD = struct.Struct(">1sq16s")
-# Results by relevance: the rank (a float4 in PostgreSQL, so exact in 4 bytes) goes first.
+# Search results by relevance: the rank (a float4 in PostgreSQL, exact in 4 bytes) first.
 _RANKED = struct.Struct(">1sfq16s")
 _SIG_BYTES = 16
+_NAME_AT = 17  # a name cursor's payload: the scope byte, the id's 16 bytes, then the name
 
 
 def _sign(key: bytes, payload: bytes) -> bytes:
@@ -38,57 +39,74 @@ def _sign(key: bytes, payload: bytes) -> bytes:
 
 
 def _seal(key: bytes, payload: bytes) -> str:
+    """The payload and its signature, as URL-safe base64 without padding."""
     return base64.urlsafe_b64encode(payload + _sign(key, payload)).rstrip(b"=").decode()
 
 
-def _unseal(
-    key: bytes, cursor: str, layout: struct.Struct, scope: bytes, loc: tuple[str, str]
-) -> tuple:
-    """The fields of a cursor this service signed with `layout` for `scope`, or 422 at `loc`."""
+def _unseal(key: bytes, scope: bytes, cursor: str, loc: tuple[str, str]) -> bytes:
+    """The payload of a cursor this service sealed for `scope` (scope byte included), or 422."""
     invalid = InvalidInput.at(list(loc), "Not a cursor this service issued")
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise invalid from None
-    payload, signature = raw[: layout.size], raw[layout.size :]
-    if len(raw) != layout.size + _SIG_BYTES or not hmac.compare_digest(
-        signature, _sign(key, payload)
-    ):
+    payload, signature = raw[:-_SIG_BYTES], raw[-_SIG_BYTES:]
+    if len(raw) <= _SIG_BYTES or not hmac.compare_digest(signature, _sign(key, payload)):
         raise invalid
-    fields = layout.unpack(payload)
-    if fields[0] != scope:
+    if payload[:1] != scope:
         raise invalid
-    return fields[1:]
-
-
-def _micros(at: datetime) -> int:
-    return (at - EPOCH) // timedelta(microseconds=1)
+    return payload
 
 
 def encode_cursor(key: bytes, scope: bytes, at: datetime, item_id: UUID) -> str:
     """An opaque cursor for the item sorted at (`at`, `item_id`)."""
-    return _seal(key, _PAYLOAD.pack(scope, _micros(at), item_id.bytes))
+    micros = (at - EPOCH) // timedelta(microseconds=1)
+    return _seal(key, _PAYLOAD.pack(scope, micros, item_id.bytes))
 
 
 def decode_cursor(
     key: bytes, scope: bytes, cursor: str, loc: tuple[str, str] = ("query", "cursor")
 ) -> tuple[datetime, UUID]:
     """The sort key inside a cursor this service issued for `scope`, or 422 at `loc`."""
-    micros, id_bytes = _unseal(key, cursor, _PAYLOAD, scope, loc)
+    payload = _unseal(key, scope, cursor, loc)
+    if len(payload) != _PAYLOAD.size:
+        raise InvalidInput.at(list(loc), "Not a cursor this service issued")
+    _, micros, id_bytes = _PAYLOAD.unpack(payload)
     return EPOCH + timedelta(microseconds=micros), UUID(bytes=id_bytes)
 
 
 def encode_ranked_cursor(key: bytes, scope: bytes, rank: float, at: datetime, item_id: UUID) -> str:
     """An opaque cursor for the item sorted at (`rank`, `at`, `item_id`)."""
-    return _seal(key, _RANKED.pack(scope, rank, _micros(at), item_id.bytes))
+    micros = (at - EPOCH) // timedelta(microseconds=1)
+    return _seal(key, _RANKED.pack(scope, rank, micros, item_id.bytes))
 
 
 def decode_ranked_cursor(
     key: bytes, scope: bytes, cursor: str, loc: tuple[str, str] = ("query", "cursor")
 ) -> tuple[float, datetime, UUID]:
     """The (rank, time, id) inside a ranked cursor this service issued for `scope`, or 422."""
-    rank, micros, id_bytes = _unseal(key, cursor, _RANKED, scope, loc)
+    payload = _unseal(key, scope, cursor, loc)
+    if len(payload) != _RANKED.size:
+        raise InvalidInput.at(list(loc), "Not a cursor this service issued")
+    _, rank, micros, id_bytes = _RANKED.unpack(payload)
     return rank, EPOCH + timedelta(microseconds=micros), UUID(bytes=id_bytes)
+
+
+def encode_name_cursor(key: bytes, scope: bytes, name: str, item_id: UUID) -> str:
+    """An opaque cursor for the item sorted at (`name`, `item_id`): the name travels in it,
+    so a page goes on from where the last one ended even if that agent is renamed since."""
+    return _seal(key, scope + item_id.bytes + name.encode())
+
+
+def name_page_start(request: Request, scope: bytes, cursor: str | None) -> tuple[str, UUID]:
+    """Where a page sorted by name starts: after the cursor, or before every name (a name
+    is never empty)."""
+    if cursor is None:
+        return "", OLDEST[1]
+    payload = _unseal(request.state.cursor_key, scope, cursor, ("query", "cursor"))
+    if len(payload) < _NAME_AT:
+        raise InvalidInput.at(["query", "cursor"], "Not a cursor this service issued")
+    return payload[_NAME_AT:].decode(), UUID(bytes=payload[1:_NAME_AT])
 
 
 def page_start(
@@ -111,11 +129,12 @@ def cut_page(
         return None
     del rows[limit:]
     at, item_id = key(rows[-1])
-    cursor = encode_cursor(request.state.cursor_key, scope, datetime.fromisoformat(at), item_id)
-    return next_link(request, cursor)
+    return next_link(
+        request, encode_cursor(request.state.cursor_key, scope, datetime.fromisoformat(at), item_id)
+    )
 
 
 def next_link(request: Request, cursor: str) -> dict[str, str]:
-    """The Link header pointing at the page after `cursor`."""
+    """The RFC 8288 header naming the next page: this request's URL with `cursor`."""
     url = request.url.include_query_params(cursor=cursor)
     return {"Link": f'<{url}>; rel="next"'}

@@ -25,6 +25,28 @@ UPDATE agents
 RETURNING id, agent_name, ip_address, port,
           rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;
 
+-- name: list_directory
+-- A page of agents by name then id, after a sort key, optionally by case-insensitive name
+-- prefix; with activity (the admin's view), each one's unread count and last message time.
+-- A retired agent is not listed (docs/lifecycle.md).
+SELECT a.id, a.agent_name, rfc3339(a.created_at) AS created_at,
+       CASE WHEN %(activity)s THEN
+           (SELECT count(*)::integer
+              FROM message_recipients r
+             WHERE r.recipient_id = a.id AND NOT r.is_read)
+       END AS unread_count,
+       CASE WHEN %(activity)s THEN
+           rfc3339(greatest(
+               (SELECT max(r.sent_at) FROM message_recipients r WHERE r.recipient_id = a.id),
+               (SELECT max(m.sent_at) FROM messages m WHERE m.sender_id = a.id)))
+       END AS last_active_at
+  FROM agents a
+ WHERE a.retired_at IS NULL
+   AND (a.agent_name, a.id) > (%(after_name)s, %(after_id)s)
+   AND (%(name)s::text IS NULL OR starts_with(lower(a.agent_name), lower(%(name)s::text)))
+ ORDER BY a.agent_name, a.id
+ LIMIT %(limit)s;
+
 -- name: retire_agent
 -- Retire an agent: its key is cleared (it stops working at once), retired_at stamped
 -- (kept from the first time), and every replica told to end its streams; 0: no such agent.

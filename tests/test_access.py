@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import psycopg
@@ -31,7 +32,8 @@ from starlette.testclient import TestClient
 from embedded import ADMIN_TOKEN_FILE, embedded_admin_token
 from service import create_app
 from settings import Settings, load_settings
-from tests.test_server import Server, clean_env, free_port, run_to_exit
+from tests.helpers import UNKNOWN
+from tests.servers import Server, clean_env, free_port, run_to_exit
 
 ADMIN = "admin-" + secrets.token_urlsafe(24)
 SCRAPER = "scrape-" + secrets.token_urlsafe(24)
@@ -53,7 +55,7 @@ def secured(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         server.wait_healthy()
         yield server
     finally:
-        server.stop()
+        server.kill()
 
 
 @pytest.fixture
@@ -133,6 +135,8 @@ MATRIX: list[tuple[str, str, str, Callable[[dict[str, str]], Any] | None, tuple[
     ("redoc", "GET", "/redoc", None, (200, 200, 200, 200, 200)),
     ("metrics", "GET", "/metrics", None, (*DENIED_AGENT, 200)),
     ("user", "GET", "/users/1", None, (*DENIED_AGENT, 200)),
+    ("console", "GET", "/console", None, (200, 200, 200, 200, 200)),
+    ("directory", "GET", "/agents", None, (401, 401, 200, 200, 200)),
     ("create agent", "POST", "/agents", lambda i: {"agent_name": "new"}, (*DENIED_AGENT, 201)),
     ("get agent", "GET", "/agents/{A}", None, (*OWN_ONLY, 200, 200)),
     ("update agent", "PUT", "/agents/{A}", lambda i: {"agent_name": "z"}, (*OWN_ONLY, 200, 200)),
@@ -258,6 +262,22 @@ def test_an_agent_lists_only_the_conversations_it_takes_part_in(http: httpx.Clie
     assert http.get(f"/conversations/{world.ids['conv_a']}/details", headers=c_key).is_success
 
 
+def test_the_directory_shows_activity_to_the_admin_only(http: httpx.Client) -> None:
+    """Every agent may find every other by name; how much mail each has is the operator's."""
+    world = build_world(http)
+    name = http.get(f"/agents/{world.ids['C']}", headers=bearer(ADMIN)).json()["agent_name"]
+    for caller in ("own", "other", "admin"):
+        response = http.get("/agents", params={"name": name}, headers=world.headers(caller))
+        assert response.status_code == 200, response.text
+        (item,) = response.json()
+        assert item["id"] == world.ids["C"]
+        fields = {"id", "agent_name", "created_at"}
+        if caller == "admin":
+            fields |= {"unread_count", "last_active_at"}
+            assert item["unread_count"] == 2  # m_ac and m_bc
+        assert set(item) == fields, caller
+
+
 def test_links_to_things_an_agent_cannot_see_are_refused(http: httpx.Client) -> None:
     world = build_world(http)
     ids, b = world.ids, world.headers("other")
@@ -279,7 +299,7 @@ def test_links_to_things_an_agent_cannot_see_are_refused(http: httpx.Client) -> 
 
 def test_a_missing_resource_is_404_for_its_would_be_owner_too(http: httpx.Client) -> None:
     world = build_world(http)
-    missing = "00000000-0000-4000-8000-000000000000"
+    missing = UNKNOWN
     a = world.headers("own")
     assert http.put(f"/messages/{missing}", json={"content": "x"}, headers=a).status_code == 404
     assert http.get(f"/conversations/{missing}", headers=a).status_code == 404
@@ -301,7 +321,7 @@ def test_rotation_retires_the_old_key_at_once(http: httpx.Client) -> None:
     by_admin = http.post(f"/agents/{a_id}/api-key", headers=bearer(ADMIN)).json()["api_key"]
     assert http.get(f"/agents/{a_id}", headers=bearer(new)).status_code == 401
     assert http.get(f"/agents/{a_id}", headers=bearer(by_admin)).status_code == 200
-    missing = "00000000-0000-4000-8000-000000000000"
+    missing = UNKNOWN
     unknown = http.post(f"/agents/{missing}/api-key", headers=bearer(ADMIN))
     assert (unknown.status_code, unknown.json()) == (404, {"detail": "Agent not found"})
 
@@ -441,7 +461,7 @@ def test_admin_token_from_a_file(database_url: str, tmp_path: Path) -> None:
             assert http.get("/users/1", headers=bearer(token)).status_code == 200
             assert http.get("/users/1", headers=bearer(ADMIN)).status_code == 401
     finally:
-        server.stop()
+        server.kill()
 
 
 # Limits, on an in-process app with small ones -------------------------------
@@ -704,18 +724,25 @@ def test_a_stream_opened_with_a_replaced_key_ends(http: httpx.Client) -> None:
     assert not any("after rotation" in line for line in rest)
 
 
-def test_a_long_poll_whose_key_was_replaced_meanwhile_is_401(http: httpx.Client) -> None:
-    world = build_world(http)
-    c_id, c_key = world.ids["C"], bearer(world.keys["C"])
-    http.put(f"/agents/{c_id}/messages/mark-read", json={"read_up_to_date": now()}, headers=c_key)
+def test_a_long_poll_whose_key_was_replaced_meanwhile_is_401(limited: TestClient) -> None:
+    # In process, so that the test sees the poll waiting (subscribed to the listener)
+    # before it replaces the key: replaced any earlier, the guard would refuse the poll
+    # at the door and the test would pass without a poll ever having waited.
+    agent_id, key = new_agent(limited)  # nothing unread: the poll waits
+    waiters = limited.app_state["listener"].waiters
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(
-            http.get, f"/agents/{c_id}/messages/unread", params={"wait": 3}, headers=c_key
+            limited.get, f"/agents/{agent_id}/messages/unread", params={"wait": 3}, headers=key
         )
-        time.sleep(0.5)
-        assert http.post(f"/agents/{c_id}/api-key", headers=c_key).status_code == 200
+        deadline = time.monotonic() + 5
+        while not waiters.get(UUID(agent_id)):
+            assert not waiting.done(), f"the poll ended before it waited: {waiting.result().text}"
+            assert time.monotonic() < deadline, "the poll never started waiting"
+            time.sleep(0.01)
+        assert limited.post(f"/agents/{agent_id}/api-key", headers=key).status_code == 200
         answer = waiting.result(timeout=10)
     assert answer.status_code == 401, answer.text
+    assert answer.json() == {"detail": "This API key was replaced while the request waited"}
 
 
 def test_an_agent_sees_only_its_own_mail_in_a_conversations_details(
@@ -745,7 +772,7 @@ def test_an_agent_sees_only_its_own_mail_in_a_conversations_details(
 
 def test_a_bad_body_is_422_before_an_unknown_id_for_agents_too(http: httpx.Client) -> None:
     world = build_world(http)
-    missing = "00000000-0000-4000-8000-000000000000"
+    missing = UNKNOWN
     for path, body in (
         (f"/messages/{missing}", {"content": 5}),
         (f"/agent_message_metadata/{missing}", {"key": 5}),

@@ -24,8 +24,9 @@ from validation import requests
 
 DOCUMENTED = [op for op in service.OPERATIONS if op.documented]
 DOC_ROUTES = {"/openapi.json", "/docs", "/redoc"}
-# Routes outside the API document: the documentation itself and the Prometheus scrape.
-UNDOCUMENTED = {*DOC_ROUTES, "/metrics"}
+# Routes outside the API document: the documentation itself, the Prometheus scrape and the
+# operator console (a page, not an API).
+UNDOCUMENTED = {*DOC_ROUTES, "/metrics", "/console"}
 # The one write without a body: a new API key.
 ROTATION = ("POST", "/agents/{agent_id}/api-key")
 PUBLIC = {("GET", "/"), ("GET", "/health"), ("GET", "/health/ready"), ("GET", "/health/live")}
@@ -114,6 +115,7 @@ def test_served_routes_cover_the_contract() -> None:
         ("GET", "/health/live"),
         ("GET", "/users/{user_id}"),
         ("POST", "/agents"),
+        ("GET", "/agents"),  # issue 13: the agent directory
         ("GET", "/agents/{agent_id}"),
         ("PUT", "/agents/{agent_id}"),
         ("GET", "/agents/{agent_id}/messages"),
@@ -554,6 +556,8 @@ def test_the_settings_table_shows_the_settings_defaults() -> None:
         value = getattr(defaults, FIELDS[variable][0])
         if isinstance(value, float) and value.is_integer():
             value = int(value)
+        if isinstance(value, tuple):
+            value = ",".join(value)
         shown = spelled[value] if value is None or isinstance(value, bool) else str(value)
         assert shown == default, variable
         checked += 1
@@ -818,6 +822,7 @@ def test_every_paginated_list_declares_the_link_header(
             link = success["headers"]["Link"]
             assert link["required"] is False  # not on the last page
     assert paginated == {
+        ("GET", "/agents"),
         ("GET", "/agents/{agent_id}/messages"),
         ("GET", "/agents/{agent_id}/messages/unread"),
         ("GET", "/agents/{agent_id}/messages/search"),

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 import service
-from tests.test_server import Server
+from tests.servers import Server
 
 PACKAGE = "mailroom_client"
 GENERATOR = Path(sys.executable).with_name("openapi-python-client")

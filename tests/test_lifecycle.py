@@ -18,12 +18,8 @@ import pytest
 from psycopg import sql as pgsql
 from starlette.testclient import TestClient
 
-from tests.helpers import assert_invalid, assert_not_found, ids
-from tests.test_server import Server
-from tests.test_stream import Stream, new_agent
-
-Item = dict[str, Any]
-UNKNOWN_AGENT = "00000000-0000-4000-8000-000000000000"
+from tests.helpers import UNKNOWN, Item, Stream, assert_invalid, assert_not_found, ids
+from tests.servers import Server
 
 
 @pytest.fixture
@@ -44,11 +40,13 @@ def retire(client: TestClient, agent: Item, **params: str) -> None:
 def test_a_retired_agent_is_gone_but_its_history_stays_with_the_others(
     client: TestClient, agent: Callable[..., Item], send: Callable[..., Item]
 ) -> None:
-    a, b = agent(), agent()
+    a, b = agent(agent_name="kumquat-a"), agent(agent_name="kumquat-b")
     to_b = send(a, b, content="before retirement kumquat")
     to_a = send(b, a, content="a reply kumquat")
     retire(client, a)
     assert_not_found(client.get(f"/agents/{a['id']}"), "Agent not found")
+    directory = client.get("/agents", params={"name": "kumquat-", "limit": 1000}).json()
+    assert a["id"] not in ids(directory) and b["id"] in ids(directory)
     assert_not_found(client.put(f"/agents/{a['id']}", json={"port": 80}), "Agent not found")
     # The other party's history is whole: both messages, the sender still named.
     mailbox = client.get(f"/agents/{b['id']}/messages").json()
@@ -82,8 +80,8 @@ def test_retiring_twice_is_204_and_an_unknown_agent_404(
     retire(client, a)
     assert db.execute(query, (a["id"],)).fetchone() == first
     assert first["retired_at"] is not None and first["api_key_digest"] is None
-    assert_not_found(client.delete(f"/agents/{UNKNOWN_AGENT}"), "Agent not found")
-    assert_not_found(client.delete(f"/agents/{UNKNOWN_AGENT}?purge=true"), "Agent not found")
+    assert_not_found(client.delete(f"/agents/{UNKNOWN}"), "Agent not found")
+    assert_not_found(client.delete(f"/agents/{UNKNOWN}?purge=true"), "Agent not found")
     assert_invalid(client.delete(f"/agents/{a['id']}", params={"purge": "yes"}), "query", "purge")
     assert_invalid(client.delete("/agents/not-an-id"), "path", "agent_id")
 
@@ -160,7 +158,8 @@ def test_purge_leaves_no_row_of_the_agent_and_the_others_history_intact(
 
 def test_retirement_ends_streams_and_long_polls_on_every_replica(servers: list[Server]) -> None:
     a, b = servers
-    agent = new_agent(a.base_url)
+    created = httpx.post(f"{a.base_url}/agents", json={"agent_name": "retiring"}, timeout=10)
+    agent = created.json()["id"]
     streams = [Stream(server.base_url, agent) for server in (a, b)]
     polled: dict[str, httpx.Response] = {}
 

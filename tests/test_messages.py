@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
-from tests.helpers import MESSAGE_FIELDS, UTC_TIMESTAMP, assert_invalid, assert_not_found, instant
-
-Item = dict[str, Any]
-Db = psycopg.Connection[dict[str, Any]]
+from tests.helpers import (
+    MESSAGE_FIELDS,
+    UNKNOWN,
+    UTC_TIMESTAMP,
+    Db,
+    Item,
+    assert_invalid,
+    assert_not_found,
+    db_now,
+    instant,
+)
 
 OPTIONAL_MESSAGE_FIELDS = [
     "sender_id",
@@ -31,7 +37,6 @@ OPTIONAL_MESSAGE_FIELDS = [
 ]
 RECIPIENT_FIELDS = {"message_id", "recipient_id", "is_read", "read_at"}
 METADATA_FIELDS = {"id", "message_id", "key", "value", "agent_id", "created_at"}
-UNKNOWN = "00000000-0000-4000-8000-000000000000"
 MSG_METADATA = {
     "task": "summarise",
     "tags": ["a", "b"],
@@ -61,10 +66,6 @@ def message_row(db: Db, message_id: str) -> Item:
     ).fetchone()
     assert row is not None
     return row
-
-
-def db_now(db: Db) -> datetime:
-    return db.execute("SELECT clock_timestamp() AS now").fetchone()["now"]
 
 
 def messages_with_content(db: Db, content: str) -> int:
@@ -162,13 +163,14 @@ def test_create_without_optional_fields_stores_nulls(client, db):
     assert row == {"content": "just text", **dict.fromkeys(OPTIONAL_MESSAGE_FIELDS)}
 
 
-def test_create_with_explicit_nulls_stores_nulls(client):
+def test_create_with_explicit_nulls_stores_nulls(client, db):
     sent = {"content": "nulls", **dict.fromkeys(OPTIONAL_MESSAGE_FIELDS)}
 
     response = client.post("/messages", json=sent)
 
     assert response.status_code == 201, response.text
     assert {field: response.json()[field] for field in sent} == sent
+    assert message_row(db, response.json()["id"]) == sent
 
 
 def test_create_gives_each_message_a_new_id(message):

@@ -22,9 +22,9 @@ from psycopg import sql as pgsql
 
 from operations.retention import delete_expired
 from queries.database import make_pool
-from tests.test_server import Server
+from tests.helpers import Item
+from tests.servers import Server
 
-Item = dict[str, Any]
 DAYS = 30
 
 # `count` messages sent `age` ago by %(sender)s to %(recipients)s, each with a metadata

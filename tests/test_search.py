@@ -13,11 +13,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from tests.helpers import assert_invalid, assert_not_found, ids, next_url, walk
+from tests.helpers import UNKNOWN, Item, assert_invalid, assert_not_found, ids, next_url, walk
 
-Item = dict[str, Any]
 START, STOP = "\ue000", "\ue001"
-UNKNOWN_AGENT = "00000000-0000-4000-8000-000000000000"
 
 
 @pytest.fixture
@@ -250,7 +248,7 @@ def test_cursors_are_signed_and_belong_to_their_order(
 
 def test_unknown_and_malformed_agents(client: TestClient) -> None:
     assert_not_found(
-        client.get(f"/agents/{UNKNOWN_AGENT}/messages/search", params={"q": "x"}),
+        client.get(f"/agents/{UNKNOWN}/messages/search", params={"q": "x"}),
         "Agent not found",
     )
     assert_invalid(client.get("/agents/nope/messages/search", params={"q": "x"}), "path")

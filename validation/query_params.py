@@ -22,9 +22,14 @@ Direction = Annotated[
     Literal["all", "sent", "received"],
     Meta(description="Which messages: sent, received, or both"),
 ]
+MAX_WAIT = 60  # seconds: the longest long-poll (proxies in front must wait longer)
 Wait = Annotated[
     int,
-    Meta(ge=0, le=60, description="Seconds to wait for a message when none is there (long-poll)"),
+    Meta(
+        ge=0,
+        le=MAX_WAIT,
+        description="Seconds to wait for a message when none is there (long-poll)",
+    ),
 ]
 
 
@@ -117,3 +122,19 @@ class SearchQuery(Page, frozen=True, kw_only=True):
 
 def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+class DirectoryQuery(Page, frozen=True, kw_only=True):
+    """GET /agents."""
+
+    name: (
+        Annotated[
+            str,
+            Meta(
+                max_length=255,
+                pattern="^[^\\x00]*$",
+                description="Only agents whose name starts with this, ignoring case",
+            ),
+        ]
+        | None
+    ) = None

@@ -52,6 +52,18 @@ class Agent(msgspec.Struct, frozen=True):
     updated_at: Timestamp
 
 
+class DirectoryEntry(msgspec.Struct, frozen=True):
+    """An agent a caller may address: who it is, never where it runs. The admin (and an
+    open service) also gets each agent's unread count and the time of the last message
+    it sent or received (null: none yet); an agent's key gets neither field."""
+
+    id: UUID
+    agent_name: str
+    created_at: Timestamp
+    unread_count: int | UnsetType = UNSET
+    last_active_at: Timestamp | UnsetType | None = UNSET
+
+
 class AgentCreated(Agent, frozen=True):
     """A registered agent and, with authentication on, its API key: shown this once."""
 
