@@ -42,6 +42,7 @@ from access.rules import (
     any_principal,
     itself,
     owner_of_metadata,
+    retires_itself,
     sender_of_message,
     sends_as_itself,
     starter_of_conversation,
@@ -59,6 +60,7 @@ from handlers import (
     mailbox,
     messages,
     metrics,
+    search,
     stream,
     users,
 )
@@ -68,6 +70,7 @@ from operations import forwarded, logs
 from operations.http_limits import BoundedHttpToolsProtocol, Limits
 from operations.metrics import clean_directory
 from operations.middleware import RequestTelemetry, SecurityHeaders
+from operations.retention import run_retention
 from queries.database import DatabaseDown, make_pool, migrate, purge_expired_keys
 from queries.listener import Listener
 from settings import Settings, load_settings
@@ -80,6 +83,8 @@ from validation.query_params import (
     ConversationsQuery,
     DirectoryQuery,
     MailboxQuery,
+    RetireQuery,
+    SearchQuery,
     StreamQuery,
     UnreadQuery,
 )
@@ -116,6 +121,10 @@ OPERATIONS = [
               responses.Agent, errors=(404, 422), tag="agents"),
     Operation("PUT", "/agents/{agent_id}", agents.update_agent, "Update an agent", SELF,
               responses.Agent, body=requests.AgentUpdate, errors=(404, 422), tag="agents"),
+    Operation("DELETE", "/agents/{agent_id}", agents.retire_agent,
+              "Retire an agent (its key stops working, nothing new reaches it); "
+              "?purge=true (admin) also erases what only it held", retires_itself, None, 204,
+              query=RetireQuery, errors=(404, 422), tag="agents"),
     Operation("POST", "/agents/{agent_id}/api-key", agents.rotate_key,
               "Replace an agent's API key; the old one stops working", SELF,
               responses.ApiKey, errors=(404, 422), tag="agents"),
@@ -125,6 +134,9 @@ OPERATIONS = [
     Operation("GET", "/agents/{agent_id}/messages/unread", mailbox.list_unread,
               "Unread received messages", SELF, list[responses.MailboxItem],
               query=UnreadQuery, errors=(404, 422), tag="mailbox"),
+    Operation("GET", "/agents/{agent_id}/messages/search", search.search_messages,
+              "Search the messages an agent sent or received, best match first", SELF,
+              list[responses.SearchItem], query=SearchQuery, errors=(404, 422), tag="mailbox"),
     Operation("GET", "/agents/{agent_id}/messages/stream", stream.stream_messages,
               "Unread received messages as Server-Sent Events: missed ones, then live", SELF,
               responses.MailboxItem, query=StreamQuery, headers=(LAST_EVENT_ID,),
@@ -266,6 +278,17 @@ def make_lifespan(settings: Settings):
         purge = asyncio.create_task(purge_expired_keys(pool, PURGE_INTERVAL), name="purge")
         tools = AsyncExitStack()
         mcp = await tools.enter_async_context(mcp_endpoint.session_manager(MCP_SERVER, settings))
+        retention = None
+        if settings.retention_days is not None:
+            retention = asyncio.create_task(
+                run_retention(
+                    pool,
+                    settings.retention_days,
+                    settings.retention_batch,
+                    settings.retention_interval,
+                ),
+                name="retention",
+            )
         log.info("mailroom %s ready", VERSION, extra=logs.event("startup", version=VERSION))
         try:
             yield State(
@@ -284,6 +307,8 @@ def make_lifespan(settings: Settings):
         finally:
             await tools.aclose()
             purge.cancel()
+            if retention is not None:
+                retention.cancel()
             await listener.close()
             await pool.close()
             logs.REQUEST_LINES.flush()

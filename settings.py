@@ -178,6 +178,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ]
         | None
     ) = 10.0
+    retention_days: (
+        Annotated[
+            int,
+            _env(
+                "MAILROOM_RETENTION_DAYS",
+                "Days a message is kept, then deleted with its recipients and metadata",
+                ge=1,
+                le=36500,
+            ),
+        ]
+        | None
+    ) = None
+    retention_batch: Annotated[
+        int,
+        _env(
+            "MAILROOM_RETENTION_BATCH",
+            "Messages the retention job deletes per transaction",
+            ge=1,
+            le=10000,
+        ),
+    ] = 500
+    retention_interval: Annotated[
+        Seconds,
+        _env(
+            "MAILROOM_RETENTION_INTERVAL",
+            "Seconds between two rounds of the retention job",
+            ge=0.01,
+        ),
+    ] = 300.0
 
     max_header_bytes: Annotated[
         int,
@@ -270,6 +299,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "MAILROOM_ADMIN_TOKEN": _admin_token,
     "MAILROOM_PREPARE_THRESHOLD": _optional(int),
     "MAILROOM_STATEMENT_TIMEOUT": _optional(float, (*OFF, "0")),
+    "MAILROOM_RETENTION_DAYS": _optional(int),
     "FORWARDED_ALLOW_IPS": forwarded.trusted_proxies,
 }
 # Variables that name a file holding the value of another (a mounted Secret). The

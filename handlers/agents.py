@@ -1,7 +1,8 @@
-"""Agents: register, read and update, and issue API keys."""
+"""Agents: register, read and update, issue API keys, and retire them."""
 
 from __future__ import annotations
 
+import logging
 from uuid import UUID
 
 import msgspec
@@ -17,14 +18,16 @@ from handlers.idempotency import REPLAYED, create_once
 from handlers.pagination import encode_name_cursor, name_page_start, next_link
 from handlers.params import path_uuid, query
 from handlers.rows import one_or_404, read_one, update_one
+from operations import metrics
 from queries import sql
 from queries.params import create_params
-from validation.query_params import DirectoryQuery
+from validation.query_params import DirectoryQuery, RetireQuery
 from validation.requests import AgentCreate, AgentUpdate
 from validation.responses import Agent, AgentCreated, ApiKey, DirectoryEntry
 
 SCOPE = b"a"
 MISSING = "Agent not found"
+log = logging.getLogger("mailroom.agents")
 
 
 class _DirectoryRow(msgspec.Struct, frozen=True):
@@ -128,3 +131,39 @@ async def rotate_key(request: Request) -> Response:
             sql.set_api_key, conn, _KeyHolder, "Agent not found", agent_id=agent_id, digest=digest
         )
     return json_response(ApiKey(agent_id=agent_id, api_key=key))
+
+
+class _Purged(msgspec.Struct, frozen=True):
+    """Row of purge_agent: how many rows of each kind were erased or changed."""
+
+    agents: int
+    received_copies: int
+    messages: int
+    metadata: int
+    idempotency_keys: int
+    replies_unlinked: int
+
+
+async def retire_agent(request: Request) -> Response:
+    """Retire an agent (204): its key stops working, its streams and long-polls end, nothing
+    new reaches it; its history stays with the other parties. Again: 204, nothing changes.
+
+    With `?purge=true` (the admin) also erase what only it held, and its row: a later call
+    is 404. docs/lifecycle.md has the whole rule.
+    """
+    agent_id = path_uuid(request, "agent_id")
+    purge = query(request, RetireQuery).purge
+    purged = None
+    async with request.state.pool.connection() as conn, conn.transaction():
+        if not await sql.retire_agent.value(conn, agent_id=agent_id):
+            raise NotFound(MISSING)
+        if purge:
+            purged = await sql.purge_agent.one(conn, _Purged, agent_id=agent_id)
+    # The other replicas hear it from the database at commit; this one ends its own at once.
+    request.state.listener.retire(agent_id)
+    metrics.AGENTS_RETIRED.labels(purged=str(purge).lower()).inc()
+    if purged is None:
+        log.info("retired agent %s", agent_id)
+    else:
+        log.info("retired and purged agent %s: %s", agent_id, msgspec.structs.asdict(purged))
+    return Response(status_code=204)

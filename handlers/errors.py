@@ -87,6 +87,8 @@ async def integrity_error(request: Request, exc: Exception) -> Response:
     """Unique and foreign-key violations: 409 naming the field."""
     assert isinstance(exc, psycopg.IntegrityError)
     diag = exc.diag
+    if diag.constraint_name == "agent_retired":  # refuse_retired_agent(), migration 0021
+        return _error(409, diag.message_primary or "This agent is retired")
     key = _KEY.search(diag.message_detail or "")
     if isinstance(exc, pg.ForeignKeyViolation) and key:
         column, value = key["columns"], key["values"]

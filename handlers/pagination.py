@@ -1,8 +1,9 @@
 """Keyset pagination: signed, opaque cursors and the RFC 8288 `Link` header.
 
 A cursor names the last item of a page by its sort key (a timestamp or a
-name, and an id). It is signed with a key every replica shares (stored in
-the database), so a cursor that the service did not issue is refused with 422.
+name, and an id; for search results by relevance, the rank before them). It
+is signed with a key every replica shares (stored in the database), so a
+cursor that the service did not issue is refused with 422.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEWEST = (datetime(9999, 12, 31, tzinfo=UTC), UUID(int=(1 << 128) - 1))
 OLDEST = (datetime(1, 1, 2, tzinfo=UTC), UUID(int=0))
 _PAYLOAD = struct.Struct(">1sq16s")
+# Search results by relevance: the rank (a float4 in PostgreSQL, exact in 4 bytes) first.
+_RANKED = struct.Struct(">1sfq16s")
 _SIG_BYTES = 16
 _NAME_AT = 17  # a name cursor's payload: the scope byte, the id's 16 bytes, then the name
 
@@ -70,6 +73,23 @@ def decode_cursor(
         raise InvalidInput.at(list(loc), "Not a cursor this service issued")
     _, micros, id_bytes = _PAYLOAD.unpack(payload)
     return EPOCH + timedelta(microseconds=micros), UUID(bytes=id_bytes)
+
+
+def encode_ranked_cursor(key: bytes, scope: bytes, rank: float, at: datetime, item_id: UUID) -> str:
+    """An opaque cursor for the item sorted at (`rank`, `at`, `item_id`)."""
+    micros = (at - EPOCH) // timedelta(microseconds=1)
+    return _seal(key, _RANKED.pack(scope, rank, micros, item_id.bytes))
+
+
+def decode_ranked_cursor(
+    key: bytes, scope: bytes, cursor: str, loc: tuple[str, str] = ("query", "cursor")
+) -> tuple[float, datetime, UUID]:
+    """The (rank, time, id) inside a ranked cursor this service issued for `scope`, or 422."""
+    payload = _unseal(key, scope, cursor, loc)
+    if len(payload) != _RANKED.size:
+        raise InvalidInput.at(list(loc), "Not a cursor this service issued")
+    _, rank, micros, id_bytes = _RANKED.unpack(payload)
+    return rank, EPOCH + timedelta(microseconds=micros), UUID(bytes=id_bytes)
 
 
 def encode_name_cursor(key: bytes, scope: bytes, name: str, item_id: UUID) -> str:

@@ -25,7 +25,7 @@ from access.authentication import caller_key, key_is_current
 from access.limits import hold_wait_slot
 from handlers.bodies import ENCODER
 from handlers.http_errors import NotFound
-from handlers.mailbox import SCOPE
+from handlers.mailbox import RETIRED_AGENT, SCOPE
 from handlers.pagination import EPOCH, OLDEST, decode_cursor, encode_cursor
 from handlers.params import path_uuid, query
 from queries import sql
@@ -49,6 +49,7 @@ REVOKED = b'event: revoked\ndata: {"detail": "This API key was replaced"}\n\n'
 SHUTDOWN = (
     b'event: shutdown\ndata: {"detail": "Server shutting down, reconnect with Last-Event-ID"}\n\n'
 )
+RETIRED = b'event: retired\ndata: {"detail": "This agent was retired; its stream has ended"}\n\n'
 Position = tuple[datetime, UUID]
 
 
@@ -87,8 +88,11 @@ async def stream_messages(request: Request) -> Response:
     subscription = hold_wait_slot(request, agent_id)
     try:
         async with state.pool.connection() as conn:
-            if not await sql.agent_exists.value(conn, agent_id=agent_id):
-                raise NotFound("Agent not found")
+            active = await sql.agent_is_active.value(conn, agent_id=agent_id)
+        if active is None:
+            raise NotFound("Agent not found")
+        if not active:
+            raise NotFound(RETIRED_AGENT)
     except BaseException:
         subscription.release()
         raise
@@ -207,4 +211,4 @@ async def _events(
                 continue
             if not await waiter.wait(heartbeat) and not waiter.closed:
                 yield HEARTBEAT
-        yield retry + SHUTDOWN
+        yield retry + (RETIRED if waiter.retired else SHUTDOWN)

@@ -62,10 +62,13 @@ class Query:
             await cur.execute(self.text, params)
             return await cur.fetchone()
 
-    async def all(self, conn: AsyncConnection, row: type[T], **params: Any) -> list[T]:
-        """Every row as a `row` Struct."""
+    async def all(
+        self, conn: AsyncConnection, row: type[T], *, prepare: bool | None = None, **params: Any
+    ) -> list[T]:
+        """Every row as a `row` Struct. `prepare=False` keeps the statement from ever being
+        prepared on the server, so each run is planned for its own values (no generic plan)."""
         async with conn.cursor(row_factory=self._rows(row)) as cur:
-            await cur.execute(self.text, params)
+            await cur.execute(self.text, params, prepare=prepare)
             return await cur.fetchall()
 
     async def value(self, conn: AsyncConnection, **params: Any) -> Any:

@@ -9,6 +9,9 @@ new from the table, never from the notification, so a notification lost while
 the connection was down costs nothing: on every (re)connection all waiters are
 woken to read the table again.
 
+The same channel carries `'retired <agent_id>'` (notify_retired(), migration 0021):
+every replica then ends that agent's streams and long-polls.
+
 The listening connection doubles as the process's view of the database: when
 it is lost it reconnects at once, and when that fails, `up` is false and the
 pool refuses requests at once (503) instead of making each wait for its
@@ -92,12 +95,13 @@ class LoopLag:
 class Waiter:
     """One stream or long-poll waiting for an agent's new messages."""
 
-    __slots__ = ("closed", "event", "pending")
+    __slots__ = ("closed", "event", "pending", "retired")
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.pending: list[Key] = []
         self.closed = False
+        self.retired = False  # closed because its agent was retired, not for a shutdown
 
     def notify(self, key: Key | None) -> None:
         """Wake the waiter; `key` (None: just read the table again) is kept for take()."""
@@ -105,8 +109,9 @@ class Waiter:
             self.pending.append(key)
         self.event.set()
 
-    def close(self) -> None:
+    def close(self, retired: bool = False) -> None:
         self.closed = True
+        self.retired = self.retired or retired
         self.event.set()
 
     async def wait(self, seconds: float) -> bool:
@@ -203,7 +208,19 @@ class Listener:
         self.waiters.setdefault(agent_id, set()).add(waiter)
         return Subscription(self.waiters, agent_id, waiter)
 
+    def retire(self, agent_id: UUID) -> None:
+        """End the streams and long-polls of an agent that was retired."""
+        for waiter in self.waiters.get(agent_id, ()):
+            waiter.close(retired=True)
+
     def _dispatch(self, payload: str) -> None:
+        kind, _, retired = payload.partition(" ")
+        if kind == "retired":
+            try:
+                self.retire(UUID(retired))
+            except ValueError:
+                log.warning("ignoring a malformed notification %r", payload)
+            return
         try:
             recipient, micros, message = payload.split(" ")
             agent_id, key = UUID(recipient), (int(micros), UUID(message))

@@ -111,8 +111,13 @@ SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
  ORDER BY p.sent_at, p.message_id;
 
 -- name: agent_exists
--- Whether an agent id names a registered agent.
+-- Whether an agent id names a registered agent (retired or not: its history stays readable).
 SELECT EXISTS (SELECT 1 FROM agents WHERE id = %(agent_id)s);
+
+-- name: agent_is_active
+-- Whether an agent is active (true) or retired (false); no row: no such agent.
+-- Only an active agent's new mail is waited for.
+SELECT retired_at IS NULL FROM agents WHERE id = %(agent_id)s;
 
 -- name: mark_read
 -- Mark every unread message the agent received up to an instant (inclusive) as read.

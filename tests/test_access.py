@@ -143,8 +143,11 @@ MATRIX: list[tuple[str, str, str, Callable[[dict[str, str]], Any] | None, tuple[
     ("get agent", "GET", "/agents/{A}", None, (*OWN_ONLY, 200, 200)),
     ("update agent", "PUT", "/agents/{A}", lambda i: {"agent_name": "z"}, (*OWN_ONLY, 200, 200)),
     ("rotate key", "POST", "/agents/{A}/api-key", None, (*OWN_ONLY, 200, 200)),
+    ("retire agent", "DELETE", "/agents/{A}", None, (*OWN_ONLY, 204, 204)),
+    ("purge agent", "DELETE", "/agents/{A}?purge=true", None, (*OWN_ONLY, 403, 204)),
     ("mailbox", "GET", "/agents/{A}/messages", None, (*OWN_ONLY, 200, 200)),
     ("unread", "GET", "/agents/{A}/messages/unread", None, (*OWN_ONLY, 200, 200)),
+    ("search", "GET", "/agents/{A}/messages/search?q=hi", None, (*OWN_ONLY, 200, 200)),
     ("stream", "GET", "/agents/{A}/messages/stream", None, (*OWN_ONLY, 200, 200)),
     ("mark read", "PUT", "/agents/{A}/messages/mark-read",
      lambda i: {"read_up_to_date": now()}, (*OWN_ONLY, 200, 200)),
@@ -241,6 +244,7 @@ def test_every_served_route_is_in_the_matrix() -> None:
     from service import ROUTES
 
     def shape(path: str) -> str:
+        path = path.partition("?")[0]
         return re.sub(r"\{[^}]+\}", "{}", path).replace("/users/1", "/users/{}")
 
     served = {
@@ -331,6 +335,54 @@ def test_rotation_retires_the_old_key_at_once(http: httpx.Client) -> None:
     missing = UNKNOWN
     unknown = http.post(f"/agents/{missing}/api-key", headers=bearer(ADMIN))
     assert (unknown.status_code, unknown.json()) == (404, {"detail": "Agent not found"})
+
+
+def test_search_finds_only_the_callers_mail(http: httpx.Client) -> None:
+    world = build_world(http)
+    ids, a, b = world.ids, world.headers("own"), world.headers("other")
+    word = "quince" + secrets.token_hex(3)
+    for headers, sender, to in ((a, "A", "B"), (b, "B", "C"), (b, "B", "A")):
+        body = {"sender_id": ids[sender], "content": f"{word} note", "recipient_ids": [ids[to]]}
+        created(http.post("/messages", json=body, headers=headers))
+
+    def found(agent: str, headers: dict[str, str]) -> list[tuple[str, str]]:
+        response = http.get(f"/agents/{ids[agent]}/messages/search", params={"q": word},
+                            headers=headers)  # fmt: skip
+        assert response.status_code == 200, response.text
+        return sorted((item["sender_id"], item["direction"]) for item in response.json())
+
+    assert found("A", a) == sorted([(ids["A"], "sent"), (ids["B"], "received")])
+    mail_of_b = sorted([(ids["A"], "received"), (ids["B"], "sent"), (ids["B"], "sent")])
+    assert found("B", b) == found("B", bearer(ADMIN)) == mail_of_b
+    assert found("C", bearer(ADMIN)) == [(ids["B"], "received")]
+    # A's key on B's or C's search: 403, whatever the word.
+    for agent in ("B", "C"):
+        response = http.get(f"/agents/{ids[agent]}/messages/search", params={"q": word},
+                            headers=a)  # fmt: skip
+        assert response.status_code == 403
+
+
+def test_retirement_refuses_the_key_and_ends_its_stream(http: httpx.Client) -> None:
+    world = build_world(http)
+    a_id, a = world.ids["A"], world.headers("own")
+    with http.stream("GET", f"/agents/{a_id}/messages/stream", headers=a,
+                     timeout=httpx.Timeout(10, read=10)) as stream:  # fmt: skip
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        assert next(lines) == ": connected"
+        assert http.delete(f"/agents/{a_id}", headers=a).status_code == 204
+        rest = list(lines)  # the stream ends by itself
+    assert "event: retired" in rest
+    assert http.get(f"/agents/{a_id}", headers=a).status_code == 401
+    assert http.delete(f"/agents/{a_id}", headers=a).status_code == 401
+    assert http.delete(f"/agents/{a_id}", headers=bearer(ADMIN)).status_code == 204
+    # The others keep their history with A, and cannot write to it any more.
+    b = world.headers("other")
+    mailbox = http.get(f"/agents/{world.ids['B']}/messages", headers=b).json()
+    assert world.ids["m_ab"] in {item["id"] for item in mailbox}
+    body = {"sender_id": world.ids["B"], "content": "x", "recipient_ids": [a_id]}
+    refused = http.post("/messages", json=body, headers=b)
+    assert refused.status_code == 409 and a_id in refused.json()["detail"]
 
 
 def test_only_the_digest_of_a_key_is_stored(http: httpx.Client, database_url: str) -> None:

@@ -47,7 +47,7 @@ from operations import forwarded
 from settings import ENVIRONMENT, Settings, load_settings
 from validation.query_params import MAX_WAIT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 KUBECTL = Path(sys.executable).parent / "kubectl"  # the `ship` dependency group's kubectl
 STRICT = os.environ.get("MAILROOM_SHIP_STRICT") == "1"
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
