@@ -101,7 +101,8 @@ async def get_details(request: Request) -> Response:
     """The conversation with every message (oldest first), its agents and counts.
 
     An agent gets the messages it sent or received, and the agents and counts
-    of those: taking part in a conversation does not open other agents' mail.
+    of those: taking part in a conversation does not open other agents' mail,
+    nor their addresses (ip_address and port are its own only).
 
     Three queries whatever the number of messages. PostgreSQL builds the
     messages, with their recipients and metadata, as one JSON array that goes
@@ -119,7 +120,9 @@ async def get_details(request: Request) -> Response:
             conn, _Messages, conversation_id=conversation_id, agent_id=caller(request)
         )
         assert found is not None  # an aggregate: always one row
-        agents = await sql.list_agents.all(conn, Agent, agent_ids=found.agent_ids)
+        agents = await sql.list_agents.all(
+            conn, Agent, agent_ids=found.agent_ids, viewer=caller(request)
+        )
     return json_response(
         _Details(
             *astuple(conversation),

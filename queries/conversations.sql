@@ -113,8 +113,12 @@ SELECT coalesce(json_agg(json_build_object(
   LEFT JOIN md ON md.message_id = m.id;
 
 -- name: list_agents
--- The given agents, oldest first (the agents of a conversation, for its details).
-SELECT id, agent_name, ip_address, port, created_at, updated_at
+-- The given agents, oldest first (the agents of a conversation, for its details). With a
+-- viewer (an agent's key), only the viewer's own address and port are shown.
+SELECT id, agent_name,
+       CASE WHEN %(viewer)s::uuid IS NULL OR id = %(viewer)s::uuid THEN ip_address END AS ip_address,
+       CASE WHEN %(viewer)s::uuid IS NULL OR id = %(viewer)s::uuid THEN port END AS port,
+       created_at, updated_at
   FROM agents
  WHERE id = ANY(%(agent_ids)s)
  ORDER BY created_at, id;

@@ -757,3 +757,32 @@ def test_an_agent_holds_a_bounded_number_of_streams_and_long_polls(http: httpx.C
             assert admin.status_code == 200  # the operator is not limited
     with http.stream("GET", url, headers=own) as again:
         assert again.status_code == 200
+
+
+def test_details_hide_other_agents_addresses_from_an_agent(http: httpx.Client) -> None:
+    world = build_world(http)
+    ids = world.ids
+    for name, port in (("A", 7001), ("B", 7002)):
+        located = http.put(f"/agents/{ids[name]}", json={"ip_address": "10.0.0.1", "port": port},
+                           headers=bearer(world.keys[name]))  # fmt: skip
+        assert located.status_code == 200, located.text
+    # B starts a conversation and sends A one message in it: A now takes part.
+    conv = created(http.post("/conversations", json={}, headers=world.headers("other")))["id"]
+    note = {"sender_id": ids["B"], "content": "hi", "conversation_id": conv,
+            "recipient_ids": [ids["A"]]}  # fmt: skip
+    created(http.post("/messages", json=note, headers=world.headers("other")))
+
+    def addresses(caller: dict[str, str]) -> dict[str, tuple[Any, Any]]:
+        details = http.get(f"/conversations/{conv}/details", headers=caller)
+        assert details.status_code == 200, details.text
+        return {a["id"]: (a["ip_address"], a["port"]) for a in details.json()["unique_agents"]}
+
+    assert addresses(world.headers("own")) == {ids["A"]: ("10.0.0.1", 7001), ids["B"]: (None, None)}
+    assert addresses(world.headers("other")) == {
+        ids["A"]: (None, None),
+        ids["B"]: ("10.0.0.1", 7002),
+    }
+    assert addresses(bearer(ADMIN)) == {
+        ids["A"]: ("10.0.0.1", 7001),
+        ids["B"]: ("10.0.0.1", 7002),
+    }

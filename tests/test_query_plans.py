@@ -96,7 +96,7 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
         ("get_conversation", details),
         ("get_conversation_messages_json", {**details, "agent_id": None}),
         ("get_conversation_messages_json", {**details, "agent_id": agent_id}),
-        ("list_agents", {"agent_ids": agent_ids}),
+        ("list_agents", {"agent_ids": agent_ids, "viewer": agent_id}),
         # What authorization adds to the requests of an agent key.
         ("get_agent_by_key", {"digest": b"\0" * 32}),
         ("get_conversation_party", {**details, "agent_id": agent_id}),
