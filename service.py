@@ -254,7 +254,11 @@ def make_lifespan(settings: Settings):
                 openapi=OPENAPI_DOCUMENT,
                 admin_digest=admin,
                 rate_limits=RateLimits(
-                    {"write": settings.write_rate_limit, "echo": settings.echo_rate_limit}
+                    {
+                        "write": settings.write_rate_limit,
+                        "echo": settings.echo_rate_limit,
+                        "recipients": settings.recipient_rate_limit,
+                    }
                 ),
                 echo_slots=asyncio.Semaphore(settings.echo_concurrency),
             )

@@ -150,6 +150,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         int,
         _env("MAILROOM_WRITE_RATE_LIMIT", "POST/PUT per agent key a minute; 0 is no limit", ge=0),
     ] = 600
+    recipient_rate_limit: Annotated[
+        int,
+        _env(
+            "MAILROOM_RECIPIENT_RATE_LIMIT",
+            "Recipients per agent key a minute, of messages and added later; 0 is no limit",
+            ge=0,
+        ),
+    ] = 6000
     echo_rate_limit: Annotated[
         int,
         _env("MAILROOM_ECHO_RATE_LIMIT", "/cli/echo per agent key a minute; 0 is no limit", ge=0),

@@ -1,4 +1,5 @@
-"""Limits per agent key: rate limits on writes and the cap on open streams and long-polls."""
+"""Limits per agent key: rate limits on writes and recipients, the cap on open streams and
+long-polls."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from access.authentication import caller
 from handlers.http_errors import TooManyRequests
 from queries.listener import Subscription
+from validation.errors import InvalidInput
 
 
 class RateLimits:
@@ -24,8 +26,9 @@ class RateLimits:
         self.per_minute = per_minute
         self.buckets: dict[tuple[UUID, str], tuple[float, float]] = {}
 
-    def take(self, agent_id: UUID, kind: str) -> int:
-        """0 when a request may go ahead, else the whole seconds to wait."""
+    def take(self, agent_id: UUID, kind: str, count: int = 1) -> int:
+        """0 when a request costing `count` tokens may go ahead, else the whole seconds
+        to wait (`count` is at most the kind's capacity: more would never pass)."""
         capacity = self.per_minute.get(kind, 0)
         if capacity <= 0:
             return 0
@@ -33,13 +36,40 @@ class RateLimits:
         now = time.monotonic()
         tokens, then = self.buckets.get((agent_id, kind), (float(capacity), now))
         tokens = min(float(capacity), tokens + (now - then) * rate)
-        if tokens < 1.0:
+        if tokens < count:
             self.buckets[(agent_id, kind)] = (tokens, now)
-            return max(1, int((1.0 - tokens) / rate + 0.999))
+            return max(1, int((count - tokens) / rate + 0.999))
         if len(self.buckets) > 100_000:
             self.buckets.clear()  # full buckets are the default: forgetting them loses nothing
-        self.buckets[(agent_id, kind)] = (tokens - 1.0, now)
+        self.buckets[(agent_id, kind)] = (tokens - count, now)
         return 0
+
+
+def take_recipients(request: Request, count: int) -> None:
+    """Spend `count` recipient rows of the calling agent's minute, or 429.
+
+    The write rate counts requests, and one POST /messages may name 1000
+    recipients (each a row and a notification); MAILROOM_RECIPIENT_RATE_LIMIT
+    counts the rows. More recipients than a whole minute's budget is 422: no
+    wait would let them through.
+    """
+    agent_id = caller(request)
+    budget = request.state.settings.recipient_rate_limit
+    if agent_id is None or count == 0 or budget == 0:
+        return
+    if count > budget:
+        raise InvalidInput.at(
+            ["body", "recipient_ids"],
+            f"At most {budget} recipients a minute per API key: send this message to fewer "
+            "recipients, then add the rest with POST /message_recipients",
+            "too_long",
+        )
+    wait = request.state.rate_limits.take(agent_id, "recipients", count)
+    if wait:
+        raise TooManyRequests(
+            f"This API key has used its {budget} recipients a minute; retry later",
+            {"Retry-After": str(wait)},
+        )
 
 
 def hold_wait_slot(request: Request, agent_id: UUID) -> Subscription:

@@ -400,6 +400,7 @@ def limited(database_url: str) -> Iterator[TestClient]:
         admin_token=ADMIN,
         write_rate_limit=3,
         echo_rate_limit=2,
+        recipient_rate_limit=5,
         echo_concurrency=1,
         statement_timeout=1.5,
         metrics_token=SCRAPER,
@@ -430,6 +431,31 @@ def test_writes_beyond_the_rate_are_429_per_agent(limited: TestClient, db: Any) 
     assert limited.post("/messages", json=other, headers=other_key).status_code == 201
     for _ in range(5):
         assert limited.post("/messages", json=send, headers=bearer(ADMIN)).status_code == 201
+
+
+def test_recipients_draw_on_a_budget_of_their_own(limited: TestClient, db: Any) -> None:
+    """One write may make up to 1000 recipient rows: they are counted too."""
+    agent_id, key = new_agent(limited)
+    others = [new_agent(limited)[0] for _ in range(6)]
+    send = {"sender_id": agent_id, "content": "fan-out", "recipient_ids": others[:5]}
+    first = limited.post("/messages", json=send, headers=key)
+    assert first.status_code == 201, first.text
+    # The budget (5 a minute) is spent: one more recipient must wait.
+    add = {"message_id": first.json()["id"], "recipient_id": others[5]}
+    refused = limited.post("/message_recipients", json=add, headers=key)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert "recipients" in refused.json()["detail"]
+    rows = db.execute("SELECT count(*) AS n FROM message_recipients WHERE message_id = %s",
+                      (first.json()["id"],))  # fmt: skip
+    assert rows.fetchone()["n"] == 5
+    # More recipients than the budget holds can never pass: 422, not a retry.
+    too_many = dict(send, recipient_ids=others)
+    refused = limited.post("/messages", json=too_many, headers=key)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"][0]["loc"] == ["body", "recipient_ids"]
+    # The admin is not limited.
+    admin = limited.post("/messages", json=too_many, headers=bearer(ADMIN))
+    assert admin.status_code == 201, admin.text
 
 
 def test_echo_has_its_own_rate(limited: TestClient) -> None:
