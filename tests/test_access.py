@@ -630,14 +630,43 @@ def test_bad_auth_settings_stop_start_up_naming_the_variable(
         load_settings(environ)
 
 
+STRONG = "Zq3-" + "0123456789abcdef" * 2  # 36 characters, 20 different
+
+
+@pytest.mark.parametrize("variable", ["MAILROOM_ADMIN_TOKEN", "METRICS_TOKEN"])
+@pytest.mark.parametrize(
+    "weak",
+    ["x", "0" * 16, "0" * 64, "ab" * 20, "abcdefg" * 5, STRONG[:31], STRONG[:30] + " \t"],
+)
+def test_weak_operator_secrets_stop_start_up_saying_what_is_needed(
+    variable: str, weak: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        load_settings({variable: weak})
+    said = str(stopped.value)
+    assert variable in said and weak.strip() not in said
+    assert "32 characters" in said and "8 different" in said and "openssl rand" in said
+
+
+def test_strong_operator_secrets_are_taken(tmp_path: Path) -> None:
+    loaded = load_settings({"MAILROOM_ADMIN_TOKEN": STRONG, "METRICS_TOKEN": STRONG[::-1]})
+    assert (loaded.admin_token, loaded.metrics_token) == (STRONG, STRONG[::-1])
+    for token in (secrets.token_urlsafe(32), secrets.token_hex(16), secrets.token_hex(32)):
+        assert load_settings({"MAILROOM_ADMIN_TOKEN": token}).admin_token == token
+    weak_file = tmp_path / "weak"
+    weak_file.write_text("0" * 40)
+    with pytest.raises(SystemExit, match="MAILROOM_ADMIN_TOKEN"):
+        load_settings({"MAILROOM_ADMIN_TOKEN_FILE": str(weak_file)})
+
+
 def test_auth_settings_defaults_and_token_file(tmp_path: Path) -> None:
     defaults = load_settings({})
     assert defaults.auth_required is True and defaults.admin_token is None
     assert defaults.statement_timeout == 10.0
     token_file = tmp_path / "token"
-    token_file.write_text("  from-a-mounted-secret-file\n")
+    token_file.write_text(f"  {STRONG}\n")
     settings = load_settings({"MAILROOM_ADMIN_TOKEN_FILE": str(token_file), "MAILROOM_AUTH": "off"})
-    assert settings.admin_token == "from-a-mounted-secret-file" and not settings.auth_required
+    assert settings.admin_token == STRONG and not settings.auth_required
     assert load_settings({"MAILROOM_STATEMENT_TIMEOUT": "off"}).statement_timeout is None
 
 
