@@ -32,6 +32,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from access.admin import ADMIN_KEY_MISSING, admin_digest, needs_admin_token
+from access.authentication import FAILED_KEYS
 from access.limits import RateLimits
 from access.rules import (
     adds_to_own_message,
@@ -258,6 +259,7 @@ def make_lifespan(settings: Settings):
                         "write": settings.write_rate_limit,
                         "echo": settings.echo_rate_limit,
                         "recipients": settings.recipient_rate_limit,
+                        FAILED_KEYS: settings.auth_failure_limit,
                     }
                 ),
                 echo_slots=asyncio.Semaphore(settings.echo_concurrency),

@@ -47,6 +47,7 @@ def secured(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         MAILROOM_ADMIN_TOKEN=ADMIN,
         MAILROOM_WRITE_RATE_LIMIT="0",
         MAILROOM_ECHO_RATE_LIMIT="0",
+        MAILROOM_AUTH_FAILURE_LIMIT="0",  # the matrix tries many bad keys
     )
     try:
         server.wait_healthy()
@@ -841,3 +842,43 @@ def test_details_hide_other_agents_addresses_from_an_agent(http: httpx.Client) -
         ids["A"]: ("10.0.0.1", 7001),
         ids["B"]: ("10.0.0.1", 7002),
     }
+
+
+def test_failed_keys_are_throttled_per_client_address(database_url: str, tmp_path: Path) -> None:
+    """After a burst of bad keys an address is refused (429), good keys too, while
+    other addresses go on. A forwarded address counts only from a trusted proxy:
+    this server trusts 127.0.0.2 (FORWARDED_ALLOW_IPS, uvicorn's), not 127.0.0.1."""
+    server = Server(database_url, tmp_path, MAILROOM_AUTH="required", MAILROOM_ADMIN_TOKEN=ADMIN,
+                    MAILROOM_AUTH_FAILURE_LIMIT="4", FORWARDED_ALLOW_IPS="127.0.0.2")  # fmt: skip
+    proxy = httpx.HTTPTransport(local_address="127.0.0.2")
+    try:
+        server.wait_healthy()
+        with (
+            httpx.Client(base_url=server.base_url, timeout=10, transport=proxy) as via_proxy,
+            httpx.Client(base_url=server.base_url, timeout=10) as direct,
+        ):
+
+            def as_client(address: str, key: str, path: str = "/conversations") -> httpx.Response:
+                return via_proxy.get(path, headers={"X-Forwarded-For": address, **bearer(key)})
+
+            guess = "mr_" + "A" * 43  # the format of a key, not a key
+            statuses = [as_client("203.0.113.7", guess).status_code for _ in range(3)]
+            statuses.append(as_client("203.0.113.7", "scrape-guess", "/metrics").status_code)
+            assert statuses == [401, 401, 401, 401]
+            refused = as_client("203.0.113.7", guess)
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+            assert "failed authentications" in refused.json()["detail"]
+            # While refused, even the right key is not checked from that address.
+            assert as_client("203.0.113.7", ADMIN).status_code == 429
+            # Another client behind the same proxy is not affected.
+            assert as_client("203.0.113.8", ADMIN).status_code == 200
+            assert as_client("203.0.113.8", guess).status_code == 401
+            # An untrusted peer cannot pick its address: X-Forwarded-For is ignored.
+            spoofed = [
+                direct.get("/conversations", headers={"X-Forwarded-For": f"198.51.100.{n}",
+                                                      **bearer(guess)}).status_code
+                for n in range(5)
+            ]  # fmt: skip
+            assert spoofed == [401, 401, 401, 401, 429]
+    finally:
+        server.stop()
