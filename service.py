@@ -75,6 +75,7 @@ from validation.errors import InvalidInput
 from validation.openapi import IDEMPOTENCY_KEY, LAST_EVENT_ID
 from validation.query_params import (
     ConversationsQuery,
+    DetailsQuery,
     MailboxQuery,
     StreamQuery,
     UnreadQuery,
@@ -159,8 +160,9 @@ OPERATIONS = [
               "Update a conversation", starter_of_conversation, rs.Conversation,
               body=rq.ConversationUpdate, errors=(404, 422), tag="conversations"),
     Operation("GET", "/conversations/{conversation_id}/details", conversations.get_details,
-              "A conversation with its messages, agents and counts", takes_part,
-              rs.ConversationDetails, errors=(404, 422), tag="conversations"),
+              "A conversation with a page of its messages, its agents and counts", takes_part,
+              rs.ConversationDetails, query=DetailsQuery, errors=(404, 422),
+              tag="conversations"),
     Operation("POST", "/cli/echo", echo.echo, "Run echo with a validated message",
               any_principal, rs.EchoResult, body=rq.EchoRequest, errors=(408, 422),
               tag="cli", database=False, bucket="echo"),

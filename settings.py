@@ -113,6 +113,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: Annotated[
         int, _env("MAILROOM_MAX_BODY_BYTES", "Largest request body, in bytes; more is 413", ge=1)
     ] = 1_048_576
+    max_response_bytes: Annotated[
+        int,
+        _env(
+            "MAILROOM_MAX_RESPONSE_BYTES",
+            "Bytes of content and metadata a page holds before it stops early (Link continues)",
+            ge=1024,
+        ),
+    ] = 4_194_304
     stream_heartbeat: Annotated[
         Seconds,
         _env("MAILROOM_STREAM_HEARTBEAT", "Seconds between heartbeats on an idle stream", gt=0),

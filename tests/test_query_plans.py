@@ -83,19 +83,22 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
     )
     mailbox: list[tuple[str, dict[str, Any]]] = []
     for name, start in (("desc", NEWEST), ("asc", OLDEST)):
-        page = {"agent_id": agent_id, "after_sent_at": start[0], "after_id": start[1], "limit": 101}
+        page = {"agent_id": agent_id, "after_sent_at": start[0], "after_id": start[1], "limit": 101,
+                "max_bytes": 4_194_304}  # fmt: skip
         for sent, received in ((True, True), (True, False), (False, True)):
             mailbox.append((f"list_mailbox_{name}", {**page, "sent": sent, "received": received}))
         mailbox.append((f"list_unread_{name}", page))
     details = {"conversation_id": conversation_id}
+    details_page = {**details, "after_sent_at": OLDEST[0], "after_id": OLDEST[1], "limit": 1000,
+                    "max_bytes": 4_194_304}  # fmt: skip
     agent_ids = [row[0] for row in conn.execute("SELECT id FROM agents LIMIT 10")]
     return [
         *mailbox,
         ("mark_read", {"agent_id": agent_id, "read_up_to_date": OLDEST[0]}),
         ("agent_exists", {"agent_id": agent_id}),
         ("get_conversation", details),
-        ("get_conversation_messages_json", {**details, "agent_id": None}),
-        ("get_conversation_messages_json", {**details, "agent_id": agent_id}),
+        ("get_conversation_messages_json", {**details_page, "agent_id": None}),
+        ("get_conversation_messages_json", {**details_page, "agent_id": agent_id}),
         ("list_agents", {"agent_ids": agent_ids, "viewer": agent_id}),
         # What authorization adds to the requests of an agent key.
         ("get_agent_by_key", {"digest": b"\0" * 32}),
@@ -108,6 +111,7 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
                 "after_created_at": NEWEST[0],
                 "after_id": NEWEST[1],
                 "limit": 101,
+                "max_bytes": 4_194_304,
             },
         ),
     ]
