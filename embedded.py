@@ -46,7 +46,6 @@ def stop_embedded(data_dir: Path, seconds: float = 10.0) -> None:
 def start_embedded(data_dir: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL in `data_dir`; its mailroom database URL."""
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every initdb line
-    data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver copes with that.
         warnings.simplefilter("ignore", UserWarning)
@@ -57,6 +56,9 @@ def start_embedded(data_dir: Path) -> str:
                 "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not "
                 "installed: set DATABASE_URL, or install the 'embedded' dependency group"
             ) from None
+        # Only now: without pgserver (the image) nothing is written, so a read-only root
+        # file system still shows the sentence above.
+        data_dir.mkdir(parents=True, exist_ok=True)
         server = pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
     log.info("embedded PostgreSQL running with its data in %s", data_dir.resolve())
     with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:

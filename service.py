@@ -49,6 +49,7 @@ from access.rules import (
 from embedded import embedded_admin_token, start_embedded, stop_embedded
 from handlers import (
     agents,
+    console,
     conversations,
     docs,
     echo,
@@ -62,20 +63,19 @@ from handlers import (
 )
 from handlers.http_errors import HTTPError
 from handlers.operation import Operation
-from operations import logs
+from operations import forwarded, logs
 from operations.metrics import clean_directory
 from operations.middleware import RequestTelemetry, SecurityHeaders
 from queries.database import DatabaseDown, make_pool, migrate, purge_expired_keys
 from queries.listener import Listener
 from settings import Settings, load_settings
-from validation import openapi
-from validation import requests as rq
-from validation import responses as rs
+from validation import openapi, requests, responses
 from validation.errors import InvalidInput
 from validation.openapi import IDEMPOTENCY_KEY, LAST_EVENT_ID
 from validation.query_params import (
     ConversationsQuery,
     DetailsQuery,
+    DirectoryQuery,
     MailboxQuery,
     StreamQuery,
     UnreadQuery,
@@ -92,86 +92,93 @@ PURGE_INTERVAL = 3600.0  # seconds between two purges of expired Idempotency-Key
 # through (access/rules.py), may call it. docs/security.md has the matrix.
 SELF = itself("agent_id")
 OPERATIONS = [
-    Operation("GET", "/", health.root, "Greeting", response=rs.Root, database=False),
+    Operation("GET", "/", health.root, "Greeting", response=responses.Root, database=False),
     Operation("GET", "/health", health.health, "Database health (readiness)",
-              response=rs.Health, errors=((503, rs.Health),)),
-    Operation("GET", "/health/ready", health.health, "Readiness probe", response=rs.Health,
-              errors=((503, rs.Health),)),
+              response=responses.Health, errors=((503, responses.Health),)),
+    Operation("GET", "/health/ready", health.health, "Readiness probe",
+              response=responses.Health, errors=((503, responses.Health),)),
     Operation("GET", "/health/live", health.live, "Liveness probe; no database",
-              response=rs.Health, database=False),
+              response=responses.Health, database=False),
     Operation("GET", "/users/{user_id}", users.get_user, "A sample user", admin_only,
-              rs.User, errors=(404, 422)),
+              responses.User, errors=(404, 422)),
+    Operation("GET", "/agents", agents.list_agents,
+              "The agent directory, by name: the agents a caller may address (the admin also "
+              "sees each one's unread count and last activity)", any_principal,
+              list[responses.DirectoryEntry], query=DirectoryQuery, errors=(422,), tag="agents"),
     Operation("POST", "/agents", agents.create_agent, "Register an agent", admin_only,
-              rs.AgentCreated, 201, rq.AgentCreate, headers=(IDEMPOTENCY_KEY,),
-              errors=(409, 422), tag="agents"),
-    Operation("GET", "/agents/{agent_id}", agents.get_agent, "An agent", SELF, rs.Agent,
-              errors=(404, 422), tag="agents"),
+              responses.AgentCreated, 201, requests.AgentCreate, headers=(IDEMPOTENCY_KEY,),
+              errors=(409, 422), tag="agents", creates="agent_id"),
+    Operation("GET", "/agents/{agent_id}", agents.get_agent, "An agent", SELF,
+              responses.Agent, errors=(404, 422), tag="agents"),
     Operation("PUT", "/agents/{agent_id}", agents.update_agent, "Update an agent", SELF,
-              rs.Agent, body=rq.AgentUpdate, errors=(404, 422), tag="agents"),
+              responses.Agent, body=requests.AgentUpdate, errors=(404, 422), tag="agents"),
     Operation("POST", "/agents/{agent_id}/api-key", agents.rotate_key,
-              "Replace an agent's API key; the old one stops working", SELF, rs.ApiKey,
-              errors=(404, 422), tag="agents"),
+              "Replace an agent's API key; the old one stops working", SELF,
+              responses.ApiKey, errors=(404, 422), tag="agents"),
     Operation("GET", "/agents/{agent_id}/messages", mailbox.list_messages,
-              "Messages an agent sent or received", SELF, list[rs.MailboxItem],
+              "Messages an agent sent or received", SELF, list[responses.MailboxItem],
               query=MailboxQuery, errors=(404, 422), tag="mailbox"),
     Operation("GET", "/agents/{agent_id}/messages/unread", mailbox.list_unread,
-              "Unread received messages", SELF, list[rs.MailboxItem], query=UnreadQuery,
-              errors=(404, 422), tag="mailbox"),
+              "Unread received messages", SELF, list[responses.MailboxItem],
+              query=UnreadQuery, errors=(404, 422), tag="mailbox"),
     Operation("GET", "/agents/{agent_id}/messages/stream", stream.stream_messages,
               "Unread received messages as Server-Sent Events: missed ones, then live", SELF,
-              rs.MailboxItem, query=StreamQuery, headers=(LAST_EVENT_ID,), errors=(404, 422),
-              tag="mailbox", media_type="text/event-stream"),
+              responses.MailboxItem, query=StreamQuery, headers=(LAST_EVENT_ID,),
+              errors=(404, 422), tag="mailbox", media_type="text/event-stream"),
     Operation("PUT", "/agents/{agent_id}/messages/mark-read", mailbox.mark_read,
-              "Mark messages read up to a time", SELF, rs.MarkRead, body=rq.MarkReadRequest,
-              errors=(404, 422), tag="mailbox"),
-    Operation("POST", "/messages", messages.create_message, "Send a message", sends_as_itself,
-              rs.Message, 201, rq.MessageCreate, headers=(IDEMPOTENCY_KEY,), errors=(409, 422),
-              tag="messages"),
+              "Mark messages read up to a time", SELF, responses.MarkRead,
+              body=requests.MarkReadRequest, errors=(404, 422), tag="mailbox"),
+    Operation("POST", "/messages", messages.create_message, "Send a message",
+              sends_as_itself, responses.Message, 201, requests.MessageCreate,
+              headers=(IDEMPOTENCY_KEY,), errors=(409, 422), tag="messages",
+              creates="message_id"),
     Operation("PUT", "/messages/{message_id}", messages.update_message, "Update a message",
-              sender_of_message, rs.Message, body=rq.MessageUpdate, errors=(404, 409, 422),
-              tag="messages"),
+              sender_of_message, responses.Message, body=requests.MessageUpdate,
+              errors=(404, 409, 422), tag="messages"),
     Operation("GET", "/messages/{message_id}/metadata/{agent_id}",
               messages.get_message_metadata,
               "A message and its metadata, for an agent that sent or received it", SELF,
-              rs.MessageMetadata, errors=(404, 422), tag="messages"),
+              responses.MessageMetadata, errors=(404, 422), tag="messages"),
     Operation("POST", "/message_recipients", messages.create_recipient, "Add a recipient",
-              adds_to_own_message, rs.Recipient, 201, rq.RecipientCreate, errors=(409, 422),
-              tag="messages"),
+              adds_to_own_message, responses.Recipient, 201, requests.RecipientCreate,
+              errors=(409, 422), tag="messages"),
     Operation("PUT", "/message_recipients/{message_id}/{recipient_id}",
               messages.update_recipient, "Set read state", itself("recipient_id"),
-              rs.Recipient, body=rq.RecipientUpdate, errors=(404, 422), tag="messages"),
+              responses.Recipient, body=requests.RecipientUpdate, errors=(404, 422),
+              tag="messages"),
     Operation("POST", "/agent_message_metadata", messages.create_metadata,
-              "Attach metadata to a message", annotates_own_mail, rs.Metadata, 201,
-              rq.MetadataCreate, errors=(409, 422), tag="messages"),
+              "Attach metadata to a message", annotates_own_mail, responses.Metadata, 201,
+              requests.MetadataCreate, errors=(409, 422), tag="messages"),
     Operation("PUT", "/agent_message_metadata/{metadata_id}", messages.update_metadata,
-              "Update metadata", owner_of_metadata, rs.Metadata, body=rq.MetadataUpdate,
-              errors=(404, 409, 422), tag="messages"),
+              "Update metadata", owner_of_metadata, responses.Metadata,
+              body=requests.MetadataUpdate, errors=(404, 409, 422), tag="messages"),
     Operation("POST", "/conversations", conversations.create_conversation,
-              "Start a conversation", any_principal, rs.Conversation, 201,
-              rq.ConversationCreate, headers=(IDEMPOTENCY_KEY,), errors=(422,),
-              tag="conversations"),
+              "Start a conversation", any_principal, responses.Conversation, 201,
+              requests.ConversationCreate, headers=(IDEMPOTENCY_KEY,), errors=(422,),
+              tag="conversations", creates="conversation_id"),
     Operation("GET", "/conversations", conversations.list_conversations,
-              "Conversations, newest first", any_principal, list[rs.Conversation],
+              "Conversations, newest first", any_principal, list[responses.Conversation],
               query=ConversationsQuery, errors=(422,), tag="conversations"),
     Operation("GET", "/conversations/{conversation_id}", conversations.get_conversation,
-              "A conversation", takes_part, rs.Conversation, errors=(404, 422),
+              "A conversation", takes_part, responses.Conversation, errors=(404, 422),
               tag="conversations"),
     Operation("PUT", "/conversations/{conversation_id}", conversations.update_conversation,
-              "Update a conversation", starter_of_conversation, rs.Conversation,
-              body=rq.ConversationUpdate, errors=(404, 422), tag="conversations"),
+              "Update a conversation", starter_of_conversation, responses.Conversation,
+              body=requests.ConversationUpdate, errors=(404, 422), tag="conversations"),
     Operation("GET", "/conversations/{conversation_id}/details", conversations.get_details,
               "A conversation with a page of its messages, its agents and counts", takes_part,
-              rs.ConversationDetails, query=DetailsQuery, errors=(404, 422),
+              responses.ConversationDetails, query=DetailsQuery, errors=(404, 422),
               tag="conversations"),
     Operation("POST", "/cli/echo", echo.echo, "Run echo with a validated message",
-              any_principal, rs.EchoResult, body=rq.EchoRequest, errors=(408, 422),
-              tag="cli", database=False, bucket="echo"),
+              any_principal, responses.EchoResult, body=requests.EchoRequest,
+              errors=(408, 422), tag="cli", database=False, bucket="echo"),
     # Served outside the API document: the document itself, its two viewers, and the
     # Prometheus scrape (which checks its own token: handlers/metrics.py).
     Operation("GET", "/openapi.json", docs.openapi, "The OpenAPI document", documented=False),
     Operation("GET", "/docs", docs.swagger_ui, "Swagger UI", documented=False),
     Operation("GET", "/redoc", docs.redoc, "ReDoc", documented=False),
     Operation("GET", "/metrics", metrics.metrics, "Prometheus metrics", documented=False),
+    Operation("GET", "/console", console.console, "The operator console", documented=False),
 ]  # fmt: skip
 
 ROUTES = [
@@ -305,7 +312,11 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=ROUTES,
         # The telemetry outermost: it times and logs every response, headers included.
-        middleware=[Middleware(RequestTelemetry), Middleware(SecurityHeaders)],
+        middleware=[
+            Middleware(RequestTelemetry),
+            Middleware(forwarded.ForwardedHeaders, trusted=settings.forwarded_allow_ips),
+            Middleware(SecurityHeaders),
+        ],
         lifespan=make_lifespan(settings),
         exception_handlers=EXCEPTION_HANDLERS,
     )
@@ -360,7 +371,9 @@ def main() -> None:
             log_level=settings.log_level.lower(),
             log_config=str(HERE / "operations" / "logging.json"),
             access_log=False,  # the request middleware logs each request once
-            proxy_headers=True,
+            # The app applies X-Forwarded-Proto/-Host from FORWARDED_ALLOW_IPS itself
+            # (operations/forwarded.py); uvicorn's would hide the proxy's address from it.
+            proxy_headers=False,
         )
     finally:
         if own_directory is not None:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from operations import forwarded
 from queries.database import normalise_url
 
 
@@ -202,6 +203,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         | None
     ) = 10.0
 
+    forwarded_allow_ips: Annotated[
+        tuple[str, ...],
+        _env(
+            "FORWARDED_ALLOW_IPS",
+            "Proxies (addresses, networks or *) whose X-Forwarded-Proto/-Host/-For are believed",
+        ),
+    ] = forwarded.LOCAL
+
     def __post_init__(self) -> None:
         if self.pool_max_size < self.pool_min_size:
             raise ValueError(
@@ -275,6 +284,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "MAILROOM_ADMIN_TOKEN": _operator_secret,
     "MAILROOM_PREPARE_THRESHOLD": _optional(int),
     "MAILROOM_STATEMENT_TIMEOUT": _optional(float, (*OFF, "0")),
+    "FORWARDED_ALLOW_IPS": forwarded.trusted_proxies,
 }
 # Variables that name a file holding the value of another (a mounted Secret). The
 # variable itself wins when both are set, except the admin token, where both is an error.

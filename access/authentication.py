@@ -9,9 +9,8 @@ MAILROOM_AUTH=off the guard passes every request straight on.
 
 Failed keys are counted per client address (MAILROOM_AUTH_FAILURE_LIMIT a
 minute): past that, the address is answered 429 before any key it sends is
-looked at, so guessing keys costs time. The address is uvicorn's
-`request.client`: the peer, or what a proxy it trusts (`--forwarded-allow-ips`)
-forwarded in X-Forwarded-For.
+looked at, so guessing keys costs time. The address is the connection's, or
+the one a proxy in FORWARDED_ALLOW_IPS forwarded (operations/forwarded.py).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from starlette.responses import Response
 
 from access.keys import KEY_FORMAT, key_digest
 from handlers.http_errors import TooManyRequests, Unauthorized
+from operations.forwarded import client_address
 from queries import sql
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -65,14 +65,9 @@ def presented_key(request: Request) -> str | None:
     return key if scheme.lower() == "bearer" and key else None
 
 
-def client_address(request: Request) -> str:
-    """Where the request comes from, as uvicorn decided (see the module's docstring)."""
-    return request.client.host if request.client else "-"
-
-
 def refuse_throttled(request: Request) -> None:
     """429 while the caller's address has used up its failed authentications."""
-    wait = request.state.rate_limits.wait(client_address(request), FAILED_KEYS)
+    wait = request.state.rate_limits.wait(client_address(request.scope), FAILED_KEYS)
     if wait:
         raise TooManyRequests(
             f"Too many failed authentications from this address; retry in {wait} seconds "
@@ -83,7 +78,7 @@ def refuse_throttled(request: Request) -> None:
 
 def refused_key(request: Request, detail: str) -> Unauthorized:
     """The 401 for a key or token that is not valid, counted against the caller's address."""
-    request.state.rate_limits.take(client_address(request), FAILED_KEYS)
+    request.state.rate_limits.take(client_address(request.scope), FAILED_KEYS)
     return Unauthorized(detail)
 
 

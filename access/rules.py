@@ -16,9 +16,11 @@ from access.authentication import Rule
 from handlers.bodies import decode, decode_update
 from handlers.http_errors import Forbidden, NotFound
 from handlers.params import path_uuid
+from handlers.rows import one_or_404
 from queries import Query, sql
 from validation.requests import (
     ConversationUpdate,
+    Input,
     MessageCreate,
     MessageUpdate,
     MetadataCreate,
@@ -94,9 +96,8 @@ async def _owned(
     request: Request, agent_id: UUID, query: Query, missing: str, refused: str, **params: object
 ) -> None:
     """404 `missing` when the thing does not exist, 403 `refused` when it is not the caller's."""
-    found = await _owner(request, query, **params)
-    if found is None:
-        raise NotFound(missing)
+    async with request.state.pool.connection() as conn:
+        found = await one_or_404(query, conn, _Owner, missing, **params)
     if found.owner != agent_id:
         raise Forbidden(refused)
 
@@ -145,32 +146,32 @@ async def annotates_own_mail(request: Request, agent_id: UUID) -> None:
         raise Forbidden("An agent may only attach metadata to messages it sent or received")
 
 
-async def owner_of_metadata(request: Request, agent_id: UUID) -> None:
-    """{metadata_id} was attached by the caller."""
-    metadata_id = path_uuid(request, "metadata_id")
-    await decode_update(request, MetadataUpdate)  # a bad body is 422 before a 404
-    await _owned(
-        request,
-        agent_id,
-        sql.get_metadata_owner,
-        "Metadata not found",
-        "An agent may only edit metadata it attached",
-        metadata_id=metadata_id,
-    )
+def owner_of(
+    id_name: str, body: type[Input], query: Query, missing: str, refused: str, doc: str
+) -> Rule:
+    """The caller owns the row named by {id_name}, as `query` says (its `owner` column).
+
+    The body is decoded first, so a bad body is 422 before a 404 or a 403.
+    """
+
+    async def rule(request: Request, agent_id: UUID) -> None:
+        resource_id = path_uuid(request, id_name)
+        await decode_update(request, body)
+        await _owned(request, agent_id, query, missing, refused, **{id_name: resource_id})
+
+    rule.__doc__ = doc
+    return rule
 
 
-async def starter_of_conversation(request: Request, agent_id: UUID) -> None:
-    """The caller started {conversation_id}: only it (and the admin) may change it."""
-    conversation_id = path_uuid(request, "conversation_id")
-    await decode_update(request, ConversationUpdate)  # a bad body is 422 before a 404
-    await _owned(
-        request,
-        agent_id,
-        sql.get_conversation_starter,
-        "Conversation not found",
-        "Only the agent that started a conversation may change it",
-        conversation_id=conversation_id,
-    )
+owner_of_metadata = owner_of(
+    "metadata_id", MetadataUpdate, sql.get_metadata_owner, "Metadata not found",
+    "An agent may only edit metadata it attached", "{metadata_id} was attached by the caller.",
+)  # fmt: skip
+starter_of_conversation = owner_of(
+    "conversation_id", ConversationUpdate, sql.get_conversation_starter, "Conversation not found",
+    "Only the agent that started a conversation may change it",
+    "The caller started {conversation_id}: only it (and the admin) may change it.",
+)  # fmt: skip
 
 
 async def takes_part(request: Request, agent_id: UUID) -> None:

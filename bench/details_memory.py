@@ -26,8 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import Cluster, Replica
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import BENCH_OPTIONS, Cluster, Server
 
 READERS = 3  # the review's three requests at once
 MiB = 1024 * 1024
@@ -96,7 +96,7 @@ def read(base_url: str, path: str, follow: bool) -> tuple[list[int], int, int]:
     return statuses, received, count
 
 
-def round_of(replica: Replica, path: str, follow: bool) -> None:
+def round_of(replica: Server, path: str, follow: bool) -> None:
     pid = replica.process.pid
     resting = memory(pid, "VmRSS")
     reset_peak(pid)
@@ -129,9 +129,9 @@ def main() -> None:
         url = urlunsplit(urlsplit(server)._replace(path="/" + name))
     else:
         url = Cluster(work / "pgdata").url
-    replica = Replica(url, work / "replica.log", MAILROOM_STATEMENT_TIMEOUT="60")
+    replica = Server(url, work / "replica", *BENCH_OPTIONS, MAILROOM_STATEMENT_TIMEOUT="60")
     try:
-        replica.wait_ready()
+        replica.wait_healthy()
         started = time.perf_counter()
         conversation = seed(url, messages, size)
         print(

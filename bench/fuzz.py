@@ -6,7 +6,8 @@ Starts one `uvicorn service:app` process on a database (FUZZ_DATABASE_URL, or
 a throwaway embedded cluster), then runs the pinned schemathesis (dependency
 group `fuzz`) on the document the service serves, with
 `Authorization: Bearer $MAILROOM_ADMIN_TOKEN` (generated when unset) on every
-request. Settings per operation are in bench/schemathesis.toml. Exits with
+request, every phase (stateful included). Settings per operation are in
+bench/schemathesis.toml, hooks in bench/schemathesis_hooks.py. Exits with
 schemathesis's code: 0 only when no check failed and no request errored.
 Reports (JUnit XML, and a pytest file reproducing any failure) are left in a
 temporary directory whose name is printed.
@@ -22,10 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import Cluster, Replica
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import BENCH_OPTIONS, Cluster, Server
 
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
+HOOKS = Path(__file__).resolve().parent / "schemathesis_hooks.py"
+# Stateful: sequences of calls that follow the document's links (POST /agents, /messages
+# and /conversations to the operations that take the new id).
+PHASES = "examples,coverage,fuzzing,stateful"
 # What a response must be, whatever was sent (see docs/testing.md, "Fuzzing"):
 CHECKS = [
     "not_a_server_error",  # never a 5xx (the database is up, so not even a 503)
@@ -34,6 +39,9 @@ CHECKS = [
     "response_schema_conformance",  # bodies match the documented schemas, errors included
     "response_headers_conformance",  # documented response headers are present and well-formed
     "negative_data_rejection",  # input the schema says is invalid is refused with a 4xx
+    # ... and input it calls valid is not 422 (but for opaque values: schemathesis_hooks.py)
+    "positive_data_acceptance",
+    "ensure_resource_availability",  # stateful: what a POST created, the links reach
     "unsupported_method",  # other methods are 405 with an Allow header
     "allow_header_conformance",  # ... and that header names every documented method
     "ignored_auth",  # a guarded operation refuses requests without a valid key
@@ -46,9 +54,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mailroom-fuzz-"))
     token = os.environ.get("MAILROOM_ADMIN_TOKEN") or secrets.token_urlsafe(32)
     url = os.environ.get("FUZZ_DATABASE_URL") or Cluster(work / "pgdata").url
-    service = Replica(
+    service = Server(
         url,
-        work / "service.log",
+        work / "service",
+        *BENCH_OPTIONS,
         MAILROOM_AUTH="required",
         MAILROOM_ADMIN_TOKEN=token,
         MAILROOM_STREAM_HEARTBEAT="0.2",
@@ -56,20 +65,21 @@ def main() -> int:
     argv = [str(Path(sys.executable).parent / "schemathesis"), "--no-color"]
     argv += ["--config-file", str(CONFIG), "run", service.base_url + "/openapi.json"]
     argv += ["--header", f"Authorization: Bearer {token}"]
-    argv += ["--checks", ",".join(CHECKS), "--max-examples", examples]
+    argv += ["--checks", ",".join(CHECKS), "--phases", PHASES, "--max-examples", examples]
     argv += ["--workers", "2", "--seed", os.environ.get("FUZZ_SEED", str(secrets.randbelow(2**31)))]
     argv += ["--report", "junit,pytest", "--report-dir", str(work / "report")]
     try:
-        service.wait_ready()
+        service.wait_healthy()
         started = time.monotonic()
         # schemathesis filters the token out of what it prints ("[Filtered]"). It keeps
         # its caches in the working directory: the run's own, not the checkout.
-        code = subprocess.run(argv, cwd=work, check=False).returncode  # noqa: S603
+        hooks = {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)}
+        code = subprocess.run(argv, cwd=work, env=hooks, check=False).returncode  # noqa: S603
         print(f"schemathesis exited {code} after {time.monotonic() - started:.0f} s")
     finally:
         service.stop()
     print(f"service log and reports: {work}")
-    if "Traceback" in (work / "service.log").read_text(errors="replace"):
+    if "Traceback" in service.output():
         print("FAIL: the service logged a traceback (an unexpected error)")
         return 1
     return code

@@ -9,8 +9,11 @@ Idempotency-Key, as a careful client would. Meanwhile the cluster is
 restarted twice with `pg_ctl restart -m fast`. Afterwards the script checks
 the database and prints: requests sent, 201s, 503s, other statuses, requests
 that hung, lost acknowledged writes (a 201 whose message or recipients are
-missing), duplicates (a message stored twice), and each replica's recovery
-time (from pg_ctl returning to that replica's next 201).
+missing), duplicates (a message stored twice), each replica's recovery time
+(from pg_ctl returning to that replica's next 201) and the 503s each replica
+answered during each restart. It fails on a lost write, a duplicate, a status
+other than 201 or 503, a recovery slower than 5 s or missing, and a restart a
+replica answered no 503 for: an outage nobody saw proves no recovery.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import Cluster, Replica
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import BENCH_OPTIONS, Cluster, Server
 
 CLIENTS = 8
 RECIPIENTS = 10
@@ -37,15 +40,16 @@ def main() -> None:
     pause = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
     work = Path(tempfile.mkdtemp(prefix="mailroom-restart-"))
     cluster = Cluster(work / "pgdata")
-    replicas = [Replica(cluster.url, work / f"replica-{name}.log") for name in "ab"]
+    replicas = [Server(cluster.url, work / f"replica-{name}", *BENCH_OPTIONS) for name in "ab"]
     lock = threading.Lock()
     statuses: collections.Counter[str] = collections.Counter()
     acknowledged: dict[str, list[str]] = {}  # content -> recipient ids, for every 201
     successes: list[tuple[float, int]] = []  # (time, replica index) of every 201
+    refusals: list[tuple[float, int]] = []  # (time, replica index) of every 503
     stop = threading.Event()
     try:
         for replica in replicas:
-            replica.wait_ready()
+            replica.wait_healthy()
         with httpx.Client(base_url=replicas[0].base_url, timeout=10) as http:
             agents = [
                 http.post("/agents", json={"agent_name": f"r{n}"}).json()["id"]
@@ -81,6 +85,8 @@ def main() -> None:
                         if response.status_code == 201:
                             acknowledged[content] = recipients
                             successes.append((time.monotonic(), which))
+                        elif response.status_code == 503:
+                            refusals.append((time.monotonic(), which))
                     if response.status_code != 503:
                         break
                     time.sleep(0.05)  # Retry-After is 1 s; a busy client retries sooner
@@ -91,8 +97,10 @@ def main() -> None:
         for thread in threads:
             thread.start()
         recoveries = []
+        outages = []  # per restart, the 503s each replica answered from pg_ctl to the next
         for _ in range(2):
             time.sleep(pause)
+            down = time.monotonic()
             cluster.restart()
             back = time.monotonic()
             time.sleep(pause)
@@ -101,6 +109,9 @@ def main() -> None:
                     min((t for t, r in successes if r == which and t >= back), default=None)
                     for which in range(2)
                 ]
+                outages.append(
+                    [sum(1 for t, r in refusals if r == which and t >= down) for which in range(2)]
+                )
             recoveries.append([None if t is None else t - back for t in firsts])
         stop.set()
         for thread in threads:
@@ -126,20 +137,23 @@ def main() -> None:
         print(f"other statuses: {others or 'none'}")
         print(f"lost acknowledged writes: {len(lost)}")
         print(f"duplicates: {len(duplicates)}")
-        for number, (a, b) in enumerate(recoveries, 1):
+        for number, ((a, b), seen) in enumerate(zip(recoveries, outages, strict=True), 1):
             shown = ", ".join("none" if t is None else f"{t:.2f} s" for t in (a, b))
             print(f"restart {number}: recovery time (replica a, replica b): {shown}")
-        worst = max((t for pair in recoveries for t in pair if t is not None), default=None)
-        failed = (
-            lost
-            or duplicates
-            or others
-            or worst is None
-            or worst > 5
-            or any(t is None for pair in recoveries for t in pair)
-        )
-        if failed:
-            raise SystemExit("FAIL")
+            print(f"restart {number}: 503s during the outage (replica a, replica b): {seen}")
+        times = [t for pair in recoveries for t in pair]
+        failed = {
+            f"{len(lost)} acknowledged writes lost": bool(lost),
+            f"{len(duplicates)} messages stored twice": bool(duplicates),
+            f"other statuses: {others}": bool(others),
+            "a replica never recovered": any(t is None for t in times),
+            "a recovery took over 5 s": any(t is not None and t > 5 for t in times),
+            # A restart a replica did not notice proves no recovery.
+            "a replica answered no 503 during a restart": any(0 in seen for seen in outages),
+        }
+        failures = [reason for reason, failing in failed.items() if failing]
+        if failures:
+            raise SystemExit("FAIL: " + "; ".join(failures))
         print("PASS")
     finally:
         stop.set()

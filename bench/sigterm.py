@@ -1,27 +1,33 @@
-"""SIGTERM under load: every request the server accepted is answered.
+"""SIGTERM under load: every request the server accepted is answered, and it exits cleanly.
 
 Usage: uv run python bench/sigterm.py
 
 One replica on a throwaway embedded cluster; eight clients post messages
 (one connection per request, so "accepted" is unambiguous) while a stream is
-open; after 2 s the replica gets SIGTERM. Prints the requests answered (by
-status), the requests refused at connect (after the listening socket closed),
-the requests whose connection closed without an answer, how many messages the
-database holds (it must equal the 201s: a request the service started was
-finished and answered, one it closed unanswered was never run), whether the
-stream ended with its final event, and the exit time and code.
+open. After 2 s the clients stop sending requests on new connections and, at
+the same moment, the replica gets SIGTERM: the order Kubernetes follows (the
+preStop sleep takes the pod out of the Service, then SIGTERM), so no request
+races the close of the listening socket, while those already sent are in
+flight. A client connects before it counts a request as sent, so every request
+sent went over a connection made before SIGTERM.
 
-Without a load balancer in front, a request racing the close of the listening
-socket can be dropped by uvicorn before it reads it (its connection has no
-request cycle yet): that is not an in-flight request, and the message count
-shows it was not run. In Kubernetes the preStop sleep takes the pod out of the
-Service before SIGTERM, so no request races it.
+Prints the requests in flight at SIGTERM, the requests answered (by status),
+those refused at connect (never accepted), those whose connection closed
+without an answer, how many messages the database holds, the stream's last
+event, and the exit time and status. Fails unless requests were in flight at
+SIGTERM, every request sent was answered 201 (or refused at connect), the
+database holds exactly the 201s, the stream ended with its final event, the
+process exited 0 or by the SIGTERM uvicorn re-raises (tini -e 143 maps that to
+0), and its output holds no traceback.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import json
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -31,25 +37,44 @@ from pathlib import Path
 import httpx
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import Cluster, Replica
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import BENCH_OPTIONS, Cluster, Server
 
 CLIENTS = 8
+LOAD_SECONDS = 2
+REFUSED = "refused at connect"
+
+
+def exchange(connection: socket.socket, request: bytes) -> str:
+    """Send one request; the response's status, or how the connection ended without one."""
+    response = b""
+    try:
+        connection.sendall(request)
+        while chunk := connection.recv(65536):
+            response += chunk
+    except OSError as error:
+        return f"closed unanswered: {type(error).__name__}"
+    if not response.startswith(b"HTTP/1.1 "):
+        return "closed unanswered: no response"
+    return response.split(b" ", 2)[1].decode()
 
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mailroom-sigterm-"))
     cluster = Cluster(work / "pgdata")
-    replica = Replica(cluster.url, work / "replica.log")
-    replica.wait_ready()
+    replica = Server(cluster.url, work / "replica", *BENCH_OPTIONS)
+    replica.wait_healthy()
     agent = httpx.post(replica.base_url + "/agents", json={"agent_name": "s"}).json()["id"]
     outcomes: collections.Counter[str] = collections.Counter()
     lock = threading.Lock()
     stopping = threading.Event()
+    in_flight = [0]
     final_event: list[str] = []
 
     def listen() -> None:
+        # A stream cut off shows as a last event other than `shutdown`.
         with (
+            contextlib.suppress(httpx.TransportError),
             httpx.Client(base_url=replica.base_url, timeout=30) as http,
             http.stream("GET", f"/agents/{agent}/messages/stream") as response,
         ):
@@ -57,52 +82,72 @@ def main() -> None:
                 if line.startswith("event:"):
                     final_event[:] = [line]
 
+    body = json.dumps({"content": "load", "recipient_ids": [agent]}).encode()
+    request = (
+        b"POST /messages HTTP/1.1\r\nHost: mailroom\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
     def client() -> None:
-        while not stopping.is_set():
+        while True:
+            # Connected first, then counted: a request is only sent on a connection made
+            # before the clients stop (and so before SIGTERM), as behind a load balancer.
             try:
-                response = httpx.post(
-                    replica.base_url + "/messages",
-                    json={"content": "load", "recipient_ids": [agent]},
-                    headers={"Connection": "close"},
-                    timeout=30,
-                )
-                outcome = str(response.status_code)
-            except httpx.ConnectError:
-                outcome = "refused at connect"
-                stopping.set()
-            except httpx.TransportError as error:
-                outcome = f"closed unanswered: {type(error).__name__}"
+                connection = socket.create_connection(("127.0.0.1", replica.port), timeout=30)
+            except ConnectionRefusedError:
+                with lock:
+                    outcomes[REFUSED] += 1
+                return
+            with connection:
+                with lock:
+                    if stopping.is_set():
+                        return
+                    in_flight[0] += 1
+                outcome = exchange(connection, request)
             with lock:
+                in_flight[0] -= 1
                 outcomes[outcome] += 1
 
     threads = [threading.Thread(target=listen, daemon=True)]
     threads += [threading.Thread(target=client) for _ in range(CLIENTS)]
     for thread in threads:
         thread.start()
-    time.sleep(2)
+    time.sleep(LOAD_SECONDS)
+    with lock:  # no request starts from here on; those under way are in flight
+        stopping.set()
+        sent_at_sigterm = in_flight[0]
     started = time.monotonic()
-    replica.process.send_signal(signal.SIGTERM)
-    code = replica.process.wait(timeout=30)
+    code = replica.terminate(seconds=30)
     exit_seconds = time.monotonic() - started
-    stopping.set()
     for thread in threads[1:]:
         thread.join()
     threads[0].join(5)
     unanswered = sum(n for outcome, n in outcomes.items() if outcome.startswith("closed"))
     answered = {k: n for k, n in outcomes.items() if k.isdigit()}
     with psycopg.connect(cluster.url, autocommit=True) as conn:
-        stored = conn.execute("SELECT count(*) FROM messages WHERE content = 'load'").fetchone()
-    failed = (stored[0] if stored else 0) - answered.get("201", 0)
+        row = conn.execute("SELECT count(*) FROM messages WHERE content = 'load'").fetchone()
+    stored = row[0] if row else 0
+    traceback = "Traceback" in replica.output()
+    print(f"requests in flight at SIGTERM: {sent_at_sigterm}")
     print(f"answered: {answered}")
-    print(f"refused at connect: {outcomes['refused at connect']}")
-    print(f"closed unanswered before the service read them: {unanswered}")
-    print(f"messages stored: {stored[0] if stored else 0}")
-    print(f"in-flight requests failed (stored but not answered 201): {failed}")
+    print(f"refused at connect: {outcomes[REFUSED]}")
+    print(f"closed unanswered: {unanswered}")
+    print(f"messages stored: {stored} (answered 201: {answered.get('201', 0)})")
     print(f"stream's last event: {final_event[0] if final_event else 'none'}")
-    print(f"exit after SIGTERM: {exit_seconds:.2f} s, code {code} (uvicorn re-raises SIGTERM)")
-    replica.log.close()
-    if failed or set(answered) != {"201"} or final_event != ["event: shutdown"]:
-        raise SystemExit("FAIL")
+    print(f"exit after SIGTERM: {exit_seconds:.2f} s, status {code}")
+    print(f"traceback in the replica's output: {'yes' if traceback else 'no'}")
+    failed = {
+        "no request was in flight at SIGTERM": sent_at_sigterm == 0,
+        f"{unanswered} requests closed without an answer": unanswered > 0,
+        f"statuses other than 201: {answered}": set(answered) != {"201"},
+        "the database does not hold exactly the 201s": stored != answered.get("201"),
+        "the stream did not end with `event: shutdown`": final_event != ["event: shutdown"],
+        f"exit status {code}": code not in (0, -signal.SIGTERM),
+        f"a traceback in {replica.stdout_path.parent}": traceback,
+    }
+    failures = [reason for reason, failing in failed.items() if failing]
+    if failures:
+        raise SystemExit("FAIL: " + "; ".join(failures))
     print("PASS")
 
 

@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import msgspec
 from msgspec.structs import astuple
 from starlette.requests import Request
 from starlette.responses import Response
 
+from access.authentication import caller
 from access.keys import key_digest, new_api_key
-from handlers.bodies import decode, decode_update, json_response
+from handlers.bodies import decode, json_response
 from handlers.http_errors import NotFound
 from handlers.idempotency import REPLAYED, create_once
-from handlers.params import path_uuid
+from handlers.pagination import encode_name_cursor, fit, name_page_start, next_link
+from handlers.params import path_uuid, query
+from handlers.rows import one_or_404, read_one, update_one
 from queries import sql
-from queries.params import create_params, update_params
+from queries.params import create_params
+from validation.query_params import DirectoryQuery
 from validation.requests import AgentCreate, AgentUpdate
-from validation.responses import Agent, AgentCreated, ApiKey
+from validation.responses import Agent, AgentCreated, ApiKey, DirectoryEntry
+
+SCOPE = b"a"
+MISSING = "Agent not found"
+
+
+class _DirectoryRow(msgspec.Struct, frozen=True):
+    """Row of list_directory; the activity columns are NULL unless asked for."""
+
+    id: UUID
+    agent_name: str
+    created_at: str
+    unread_count: int | None
+    last_active_at: str | None
+
+
+class _KeyHolder(msgspec.Struct, frozen=True):
+    """Row of set_api_key: the agent whose key was replaced."""
+
+    id: UUID
 
 
 async def create_agent(request: Request) -> Response:
@@ -43,23 +68,49 @@ async def create_agent(request: Request) -> Response:
     return json_response(created, 201, {REPLAYED: "true"} if replayed else None)
 
 
-async def get_agent(request: Request) -> Response:
-    agent_id = path_uuid(request, "agent_id")
+async def list_agents(request: Request) -> Response:
+    """The directory: agents by name then id, `?name=` a case-insensitive prefix.
+
+    The admin's items carry each agent's unread count and last activity (three
+    index reads per agent of the page); an agent's key sees names only.
+    """
+    page = query(request, DirectoryQuery)
+    limit, name = page.limit, page.name
+    after_name, after_id = name_page_start(request, SCOPE, page.cursor)
+    activity = caller(request) is None
+    max_bytes = request.state.settings.max_response_bytes
     async with request.state.pool.connection() as conn:
-        agent = await sql.get_agent.one(conn, Agent, agent_id=agent_id)
-    if agent is None:
-        raise NotFound("Agent not found")
-    return json_response(agent)
+        found = await sql.list_directory.page(
+            conn,
+            _DirectoryRow,
+            name=name or None,
+            after_name=after_name,
+            after_id=after_id,
+            activity=activity,
+            limit=limit + 1,
+            max_bytes=max_bytes,
+        )
+    rows, more = fit(found, limit, max_bytes)
+    headers = None
+    if more:
+        last = rows[-1]
+        cursor = encode_name_cursor(request.state.cursor_key, SCOPE, last.agent_name, last.id)
+        headers = next_link(request, cursor)
+    items = [
+        DirectoryEntry(row.id, row.agent_name, row.created_at, row.unread_count, row.last_active_at)
+        if activity
+        else DirectoryEntry(row.id, row.agent_name, row.created_at)
+        for row in rows
+    ]
+    return json_response(items, headers=headers)
+
+
+async def get_agent(request: Request) -> Response:
+    return json_response(await read_one(request, sql.get_agent, Agent, MISSING, "agent_id"))
 
 
 async def update_agent(request: Request) -> Response:
-    agent_id = path_uuid(request, "agent_id")
-    body = await decode_update(request, AgentUpdate)
-    async with request.state.pool.connection() as conn:
-        agent = await sql.update_agent.one(conn, Agent, agent_id=agent_id, **update_params(body))
-    if agent is None:
-        raise NotFound("Agent not found")
-    return json_response(agent)
+    return await update_one(request, AgentUpdate, sql.update_agent, Agent, MISSING, "agent_id")
 
 
 async def rotate_key(request: Request) -> Response:
@@ -72,8 +123,9 @@ async def rotate_key(request: Request) -> Response:
         raise NotFound("Not Found")
     agent_id = path_uuid(request, "agent_id")
     key = new_api_key()
+    digest = key_digest(key)
     async with request.state.pool.connection() as conn:
-        updated = await sql.set_api_key.value(conn, agent_id=agent_id, digest=key_digest(key))
-    if updated is None:
-        raise NotFound("Agent not found")
+        await one_or_404(
+            sql.set_api_key, conn, _KeyHolder, "Agent not found", agent_id=agent_id, digest=digest
+        )
     return json_response(ApiKey(agent_id=agent_id, api_key=key))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import msgspec
@@ -17,6 +18,8 @@ S = TypeVar("S", bound=Input)
 ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
 _DECODED = "mailroom.body"  # scope key of the decoded body
+# msgspec refusing a float for a top-level int field (every int of a request body is one).
+_FLOAT_FOR_INT = re.compile(r"Expected `int(?: \| null)?`, got `float` - at `\$\.(?P<field>\w+)`")
 
 
 def json_response(
@@ -60,14 +63,40 @@ async def decode(request: Request, kind: type[S]) -> S:
         decoder = _DECODERS[kind] = msgspec.json.Decoder(kind)
     body = await read_body(request)
     try:
-        decoded = request.scope[_DECODED] = decoder.decode(body)
+        try:
+            decoded = decoder.decode(body)
+        except msgspec.ValidationError as error:
+            decoded = _with_integral_floats(body, kind, error)
     except msgspec.MsgspecError as error:
-        raise InvalidInput.from_msgspec(error) from None
+        raise InvalidInput.from_msgspec(error, "body", body, kind) from None
     except UnicodeDecodeError:
         raise InvalidInput.at(["body"], "Body is not valid UTF-8", "json_invalid") from None
     except RecursionError:
         raise InvalidInput.at(["body"], "JSON is nested too deeply", "json_invalid") from None
+    request.scope[_DECODED] = decoded
     return decoded
+
+
+def _with_integral_floats(body: bytes, kind: type[S], error: msgspec.ValidationError) -> S:
+    """Decode again, taking an integral float (5.0) for an int field, as pydantic does;
+    raise the error that remains.
+
+    Clients of the original send 5.0 where an int is due (JSON Schema counts 5.0 as an
+    integer too). Only the fields msgspec refused change, so a 1.0 inside a JSON object
+    field stays a float; a float with a fraction is still 422.
+    """
+    data: dict[str, Any] | None = None
+    while found := _FLOAT_FOR_INT.fullmatch(str(error)):
+        data = msgspec.json.decode(body) if data is None else data
+        number = data.get(found["field"])
+        if not (isinstance(number, float) and number.is_integer()):
+            break
+        data[found["field"]] = int(number)
+        try:
+            return msgspec.convert(data, kind)
+        except msgspec.ValidationError as again:
+            error = again
+    raise error
 
 
 async def decode_update(request: Request, kind: type[S]) -> S:

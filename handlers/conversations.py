@@ -10,19 +10,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from access.authentication import caller
-from handlers.bodies import decode, decode_update, json_response
-from handlers.http_errors import NotFound
+from handlers.bodies import decode, json_response
 from handlers.idempotency import create_once
-from handlers.pagination import cut_page, next_link, page_start
+from handlers.pagination import cut_page, next_link, page_start, time_cursor
 from handlers.params import path_uuid, query
+from handlers.rows import one_or_404, read_one, update_one
 from queries import sql
-from queries.params import create_params, update_params
+from queries.params import create_params
 from validation.query_params import ConversationsQuery, DetailsQuery
 from validation.requests import ConversationCreate, ConversationUpdate
 from validation.responses import Agent, Conversation
 
 SCOPE = b"c"
 DETAILS_SCOPE = b"d"  # cursors of a details document's messages
+ID, MISSING = "conversation_id", "Conversation not found"
 
 
 async def create_conversation(request: Request) -> Response:
@@ -60,27 +61,15 @@ async def list_conversations(request: Request) -> Response:
 
 
 async def get_conversation(request: Request) -> Response:
-    conversation_id = path_uuid(request, "conversation_id")
-    async with request.state.pool.connection() as conn:
-        conversation = await sql.get_conversation.one(
-            conn, Conversation, conversation_id=conversation_id
-        )
-    if conversation is None:
-        raise NotFound("Conversation not found")
-    return json_response(conversation)
+    found = await read_one(request, sql.get_conversation, Conversation, MISSING, ID)
+    return json_response(found)
 
 
 async def update_conversation(request: Request) -> Response:
-    conversation_id = path_uuid(request, "conversation_id")
-    body = await decode_update(request, ConversationUpdate)
-    params = update_params(body, json_fields=("metadata",))
-    async with request.state.pool.connection() as conn:
-        conversation = await sql.update_conversation.one(
-            conn, Conversation, conversation_id=conversation_id, **params
-        )
-    if conversation is None:
-        raise NotFound("Conversation not found")
-    return json_response(conversation)
+    return await update_one(
+        request, ConversationUpdate, sql.update_conversation, Conversation, MISSING, ID,
+        json_fields=("metadata",),
+    )  # fmt: skip
 
 
 class _Messages(msgspec.Struct, frozen=True):
@@ -124,11 +113,13 @@ async def get_details(request: Request) -> Response:
     asked = query(request, DetailsQuery)
     after_sent_at, after_id = page_start(request, DETAILS_SCOPE, asked.cursor, descending=False)
     async with request.state.pool.connection() as conn:
-        conversation = await sql.get_conversation.one(
-            conn, Conversation, conversation_id=conversation_id
+        conversation = await one_or_404(
+            sql.get_conversation,
+            conn,
+            Conversation,
+            "Conversation not found",
+            conversation_id=conversation_id,
         )
-        if conversation is None:
-            raise NotFound("Conversation not found")
         found = await sql.get_conversation_messages_json.one(
             conn,
             _Messages,
@@ -145,7 +136,8 @@ async def get_details(request: Request) -> Response:
         )
     headers = None
     if found.next_sent_at is not None and found.next_id is not None:
-        headers = next_link(request, DETAILS_SCOPE, found.next_sent_at, found.next_id)
+        cursor = time_cursor(request, DETAILS_SCOPE, found.next_sent_at, found.next_id)
+        headers = next_link(request, cursor)
     return json_response(
         _Details(
             *astuple(conversation),

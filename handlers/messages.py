@@ -7,13 +7,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from access.limits import take_recipients
-from handlers.bodies import decode, decode_update, json_response
+from handlers.bodies import decode, json_response
 from handlers.http_errors import Conflict, Forbidden, NotFound
-from handlers.idempotency import create_once
+from handlers.idempotency import REPLAYED, create_once
 from handlers.params import path_uuid
+from handlers.rows import one_or_404, update_one
 from operations import metrics
 from queries import sql
-from queries.params import create_params, update_params
+from queries.params import create_params
 from validation.requests import (
     MessageCreate,
     MessageUpdate,
@@ -33,21 +34,17 @@ async def create_message(request: Request) -> Response:
     response = await create_once(
         request, body, lambda conn: sql.create_message.one(conn, Message, **params)
     )
-    if "idempotent-replayed" not in response.headers:  # a replay stored nothing
+    if REPLAYED not in response.headers:  # a replay stored nothing
         metrics.MESSAGES_SENT.inc()
         metrics.RECIPIENTS.inc(len(body.recipient_ids or ()))
     return response
 
 
 async def update_message(request: Request) -> Response:
-    message_id = path_uuid(request, "message_id")
-    body = await decode_update(request, MessageUpdate)
-    params = update_params(body, json_fields=("msg_metadata",))
-    async with request.state.pool.connection() as conn:
-        message = await sql.update_message.one(conn, Message, message_id=message_id, **params)
-    if message is None:
-        raise NotFound("Message not found")
-    return json_response(message)
+    return await update_one(
+        request, MessageUpdate, sql.update_message, Message, "Message not found", "message_id",
+        json_fields=("msg_metadata",),
+    )  # fmt: skip
 
 
 async def create_recipient(request: Request) -> Response:
@@ -66,11 +63,15 @@ async def update_recipient(request: Request) -> Response:
     recipient_id = path_uuid(request, "recipient_id")
     body = await decode(request, RecipientUpdate)
     async with request.state.pool.connection() as conn:
-        recipient = await sql.update_recipient.one(
-            conn, Recipient, message_id=message_id, recipient_id=recipient_id, is_read=body.is_read
+        recipient = await one_or_404(
+            sql.update_recipient,
+            conn,
+            Recipient,
+            "Message recipient not found",
+            message_id=message_id,
+            recipient_id=recipient_id,
+            is_read=body.is_read,
         )
-    if recipient is None:
-        raise NotFound("Message recipient not found")
     return json_response(recipient)
 
 
@@ -82,15 +83,9 @@ async def create_metadata(request: Request) -> Response:
 
 
 async def update_metadata(request: Request) -> Response:
-    metadata_id = path_uuid(request, "metadata_id")
-    body = await decode_update(request, MetadataUpdate)
-    async with request.state.pool.connection() as conn:
-        item = await sql.update_metadata.one(
-            conn, Metadata, metadata_id=metadata_id, **update_params(body)
-        )
-    if item is None:
-        raise NotFound("Metadata not found")
-    return json_response(item)
+    return await update_one(
+        request, MetadataUpdate, sql.update_metadata, Metadata, "Metadata not found", "metadata_id"
+    )
 
 
 class _Access(msgspec.Struct, frozen=True):

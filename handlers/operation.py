@@ -45,6 +45,9 @@ class Operation(NamedTuple):
     database: bool = True
     bucket: str | None = None  # the rate limit taken; default: "write" for POST and PUT
     documented: bool = True  # False: served, but outside the API document (docs, metrics)
+    # For a create (201): the path parameter its new `id` fills in other operations; the
+    # document links the response to each of them (generated clients follow the links).
+    creates: str | None = None
 
     @property
     def public(self) -> bool:

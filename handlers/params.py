@@ -10,7 +10,7 @@ from uuid import UUID
 import msgspec
 from starlette.requests import Request
 
-from validation.errors import InvalidInput
+from validation.errors import InvalidInput, uuid_problem
 from validation.query_params import Query
 
 _UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
@@ -22,7 +22,9 @@ def path_uuid(request: Request, name: str) -> UUID:
     # Only the canonical 8-4-4-4-12 spelling: Python's UUID() would also take
     # braces, a urn: prefix or hyphens anywhere.
     if not _UUID_TEXT.fullmatch(raw):
-        raise InvalidInput.at(["path", name], f"Not a valid UUID: {raw!r}", "uuid_parsing")
+        raise InvalidInput.pydantic(
+            "uuid_parsing", ["path", name], {"error": uuid_problem(raw)}, raw
+        )
     return UUID(raw)
 
 
@@ -30,16 +32,27 @@ def path_int(request: Request, name: str) -> int:
     """An integer path parameter, or 422 naming it."""
     raw = request.path_params[name]
     text = raw.removeprefix("-")
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidInput.pydantic("int_parsing", ["path", name], input=raw)
+    if len(text) > 18:
         raise InvalidInput.at(["path", name], f"Not a valid integer: {raw!r}", "int_parsing")
     return int(raw)
 
 
 Q = TypeVar("Q", bound=Query)
-_INTEGER = re.compile(r"-?[0-9]{1,18}")
+_INTEGER = re.compile(r"-?[0-9]+")
+_PAST_ANY_BOUND = 10**18  # what a longer number is read as: int() of a long text is slow
 _BOOLEANS = {"true": True, "false": False}
 # Struct -> {field: the text converter of its type}, made once per Struct.
 _CONVERTERS: dict[type, dict[str, Callable[[str], object]]] = {}
+
+
+def _integer(text: str) -> int | str:
+    if not (text.isascii() and _INTEGER.fullmatch(text)):
+        return text
+    if len(text.removeprefix("-")) > 18:
+        return -_PAST_ANY_BOUND if text.startswith("-") else _PAST_ANY_BOUND
+    return int(text)
 
 
 def _unwrapped(kind: msgspec.inspect.Type) -> msgspec.inspect.Type:
@@ -64,7 +77,7 @@ def _converters(kind: type[Query]) -> dict[str, Callable[[str], object]]:
         for field in info.fields:
             base = _unwrapped(field.type)
             if isinstance(base, msgspec.inspect.IntType):
-                found[field.name] = lambda t: int(t) if _INTEGER.fullmatch(t) else t
+                found[field.name] = _integer
             elif isinstance(base, msgspec.inspect.BoolType):
                 found[field.name] = lambda t: _BOOLEANS.get(t, t)
             else:
@@ -81,4 +94,4 @@ def query(request: Request, kind: type[Q]) -> Q:
     try:
         return msgspec.convert(values, kind)
     except msgspec.ValidationError as error:
-        raise InvalidInput.from_msgspec(error, where="query") from None
+        raise InvalidInput.from_msgspec(error, "query", dict(params), kind) from None

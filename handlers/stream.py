@@ -37,8 +37,14 @@ BATCH = 500
 # Message ids a stream remembers having sent, to skip a late recipient row twice.
 REMEMBERED = 1000
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-OPENING = b"retry: 1000\n\n"
-HEARTBEAT = b": heartbeat\n\n"
+# Comments are single lines with no blank line after them: a blank line ends an event,
+# and some clients (httpx-sse) then hand over an event with empty data, which breaks a
+# client that parses every `message` event's data as JSON. For the same reason the
+# reconnection time (`retry:`) rides on the stream's first event instead of a block of
+# its own.
+OPENING = b": connected\n"
+HEARTBEAT = b": heartbeat\n"
+RETRY = b"retry: 1000\n"
 REVOKED = b'event: revoked\ndata: {"detail": "This API key was replaced"}\n\n'
 SHUTDOWN = (
     b'event: shutdown\ndata: {"detail": "Server shutting down, reconnect with Last-Event-ID"}\n\n'
@@ -164,16 +170,22 @@ async def _events(
     """The stream; opened with an agent's key, it ends (`event: revoked`) at the first
     wake-up (a message or a heartbeat) after that key was replaced."""
     sent: dict[UUID, None] = {}  # insertion-ordered, the last REMEMBERED ids
+    retry = RETRY  # then b"": sent once, with the first event
+    # The guard has just checked the key: the replay goes out before the first re-check.
+    checked = True
     with subscription as waiter:
         yield OPENING
         while not waiter.closed:
             keys = waiter.take()
             try:
-                if key is not None and not await asyncio.shield(
-                    key_is_current(pool, agent_id, key)
+                if (
+                    not checked
+                    and key is not None
+                    and not await asyncio.shield(key_is_current(pool, agent_id, key))
                 ):
-                    yield REVOKED
+                    yield retry + REVOKED
                     return
+                checked = False
                 late = _late(keys, position, sent)
                 # Shielded: a client leaving mid-read cancels the stream again at
                 # every await, which would lose the pooled connection on its way back.
@@ -189,15 +201,17 @@ async def _events(
             for item in items:
                 position = _position(item)
                 sent[item.id] = None
-                yield _event(cursor_key, item, position)
+                yield retry + _event(cursor_key, item, position)
+                retry = b""
             for item in late_items:
                 # Its own cursor lies behind the stream; resuming goes on from here.
                 sent[item.id] = None
-                yield _event(cursor_key, item, position)
+                yield retry + _event(cursor_key, item, position)
+                retry = b""
             while len(sent) > REMEMBERED:
                 del sent[next(iter(sent))]
             if more:
                 continue
             if not await waiter.wait(heartbeat) and not waiter.closed:
                 yield HEARTBEAT
-        yield SHUTDOWN
+        yield retry + SHUTDOWN

@@ -6,8 +6,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from handlers.bodies import json_response
-from handlers.http_errors import NotFound
 from handlers.params import path_int
+from handlers.rows import one_or_404
 from queries import sql
 from validation.responses import User
 
@@ -15,7 +15,5 @@ from validation.responses import User
 async def get_user(request: Request) -> Response:
     user_id = path_int(request, "user_id")
     async with request.state.pool.connection() as conn:
-        user = await sql.get_user.one(conn, User, user_id=user_id)
-    if user is None:
-        raise NotFound("User not found")
+        user = await one_or_404(sql.get_user, conn, User, "User not found", user_id=user_id)
     return json_response(user)

@@ -100,9 +100,20 @@ class RequestTelemetry:
             )
 
 
+CONSOLE_PAGE, CONSOLE_FILES = "/console", "/static/console/"
+# The console runs only its own files: no inline script or style, no other origin, no
+# framing, no base tag, and no native form submission (a form posted before its module
+# loaded would put the typed key in the URL).
+CONSOLE_POLICY = b"default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+
 class SecurityHeaders:
     """`X-Content-Type-Options: nosniff` on every response, and `Cache-Control:
-    no-store` on every response but the static files of the documentation pages."""
+    no-store` on every response but the static files of the documentation pages.
+
+    The console's page and files also carry CONSOLE_POLICY; its files are
+    revalidated on every load (`no-cache`) so an upgrade never mixes versions.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -111,14 +122,20 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cacheable = scope["path"].startswith("/static/")
+        path = scope["path"]
+        console_file = path.startswith(CONSOLE_FILES)
+        console = console_file or path == CONSOLE_PAGE
+        cacheable = path.startswith("/static/") and not console_file
+        cache_control = b"no-cache" if console_file else b"no-store"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
                 headers.append((b"x-content-type-options", b"nosniff"))
+                if console:
+                    headers.append((b"content-security-policy", CONSOLE_POLICY))
                 if not cacheable and all(name != b"cache-control" for name, _ in headers):
-                    headers.append((b"cache-control", b"no-store"))
+                    headers.append((b"cache-control", cache_control))
                 message["headers"] = headers
             await send(message)
 

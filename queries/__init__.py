@@ -12,13 +12,15 @@ import re
 from pathlib import Path
 from typing import Any, TypeVar
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, postgres
 from psycopg.cursor import BaseCursor
 from psycopg.rows import RowFactory, RowMaker
 
 HERE = Path(__file__).parent
 T = TypeVar("T")
 NAME_LINE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+# timestamp and timestamptz: statements return text from rfc3339() instead.
+TIMESTAMP_TYPES = frozenset({postgres.types["timestamp"].oid, postgres.types["timestamptz"].oid})
 
 
 class Query:
@@ -33,7 +35,8 @@ class Query:
         self.checked: set[type] = set()
 
     def _rows(self, row: type[T]) -> RowFactory[T]:
-        """Rows built positionally (fast), once checked against the Struct's field names."""
+        """Rows built positionally (fast), once checked against the Struct's field names
+        and for timestamps not spelled by rfc3339() (they would reach clients unformatted)."""
 
         def factory(cursor: BaseCursor[Any, Any]) -> RowMaker[T]:
             if row not in self.checked and cursor.description is not None:
@@ -41,6 +44,13 @@ class Query:
                 fields = getattr(row, "__struct_fields__", None)
                 if columns != fields:
                     raise TypeError(f"{self.name} returns {columns}, {row.__name__} has {fields}")
+                for column in cursor.description:
+                    if column.type_code in TIMESTAMP_TYPES:
+                        raise TypeError(
+                            f"{self.name} returns {column.name} as a timestamp: select "
+                            f"rfc3339({column.name}) AS {column.name} instead, the contract's "
+                            "spelling (queries/migrations/0005_shared_definitions.sql)"
+                        )
                 self.checked.add(row)
             return lambda values: row(*values)
 

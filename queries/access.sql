@@ -19,10 +19,9 @@ SELECT sender_id AS owner
 
 -- name: get_message_party
 -- Whether an agent sent or received a message; no row means the message does not exist.
-SELECT m.sender_id IS NOT DISTINCT FROM %(agent_id)s::uuid
-       OR EXISTS (SELECT 1
-                    FROM message_recipients r
-                   WHERE r.message_id = m.id AND r.recipient_id = %(agent_id)s::uuid)
+SELECT EXISTS (SELECT 1
+                 FROM message_parties p
+                WHERE p.message_id = m.id AND p.agent_id = %(agent_id)s::uuid)
   FROM messages m
  WHERE m.id = %(message_id)s;
 
@@ -38,11 +37,8 @@ SELECT agent_id AS owner
 SELECT c.created_by IS NOT DISTINCT FROM %(agent_id)s::uuid
        OR EXISTS (SELECT 1
                     FROM messages m
-                   WHERE m.conversation_id = c.id AND m.sender_id = %(agent_id)s::uuid)
-       OR EXISTS (SELECT 1
-                    FROM messages m
-                    JOIN message_recipients r ON r.message_id = m.id
-                   WHERE m.conversation_id = c.id AND r.recipient_id = %(agent_id)s::uuid)
+                    JOIN message_parties p ON p.message_id = m.id
+                   WHERE m.conversation_id = c.id AND p.agent_id = %(agent_id)s::uuid)
   FROM conversations c
  WHERE c.id = %(conversation_id)s;
 

@@ -2,11 +2,13 @@
 -- Register an agent with the digest of its API key; the id and timestamps are the server's.
 INSERT INTO agents (agent_name, ip_address, port, api_key_digest)
 VALUES (%(agent_name)s, %(ip_address)s, %(port)s, %(digest)s)
-RETURNING id, agent_name, ip_address, port, created_at, updated_at;
+RETURNING id, agent_name, ip_address, port,
+          rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;
 
 -- name: get_agent
 -- One agent by id; no row means 404.
-SELECT id, agent_name, ip_address, port, created_at, updated_at
+SELECT id, agent_name, ip_address, port,
+       rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at
   FROM agents
  WHERE id = %(agent_id)s;
 
@@ -18,4 +20,36 @@ UPDATE agents
        port       = CASE WHEN %(set_port)s THEN %(port)s::integer ELSE port END,
        updated_at = clock_timestamp()
  WHERE id = %(agent_id)s
-RETURNING id, agent_name, ip_address, port, created_at, updated_at;
+RETURNING id, agent_name, ip_address, port,
+          rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;
+
+-- name: list_directory
+-- A page of agents by name then id, after a sort key, optionally by case-insensitive name
+-- prefix; with activity (the admin's view), each one's unread count and last message time.
+-- Each row carries page_bytes, the bytes of the names up to it; the rows stop once those
+-- pass max_bytes (handlers/pagination.py fit() takes the page).
+SELECT id, agent_name, rfc3339(created_at) AS created_at, unread_count,
+       rfc3339(last_active_at) AS last_active_at, page_bytes
+  FROM (SELECT d.*, row_number() OVER w AS n, sum(d.bytes) OVER w AS page_bytes
+          FROM (SELECT a.id, a.agent_name, a.created_at, octet_length(a.agent_name) AS bytes,
+                       CASE WHEN %(activity)s THEN
+                           (SELECT count(*)::integer
+                              FROM message_recipients r
+                             WHERE r.recipient_id = a.id AND NOT r.is_read)
+                       END AS unread_count,
+                       CASE WHEN %(activity)s THEN
+                           greatest(
+                               (SELECT max(r.sent_at)
+                                  FROM message_recipients r
+                                 WHERE r.recipient_id = a.id),
+                               (SELECT max(m.sent_at) FROM messages m WHERE m.sender_id = a.id))
+                       END AS last_active_at
+                  FROM agents a
+                 WHERE (a.agent_name, a.id) > (%(after_name)s, %(after_id)s)
+                   AND (%(name)s::text IS NULL
+                        OR starts_with(lower(a.agent_name), lower(%(name)s::text)))
+                 ORDER BY a.agent_name, a.id
+                 LIMIT %(limit)s) AS d
+        WINDOW w AS (ORDER BY d.agent_name, d.id ROWS UNBOUNDED PRECEDING)) AS sized
+ WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
+ ORDER BY n;

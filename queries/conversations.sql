@@ -4,11 +4,13 @@ INSERT INTO conversations
        (title, description, archived, metadata, created_by, created_at, updated_at)
 SELECT %(title)s, %(description)s, %(archived)s, %(metadata)s, %(created_by)s, now, now
   FROM (SELECT clock_timestamp() AS now) AS clock
-RETURNING id, title, description, archived, metadata, created_at, updated_at;
+RETURNING id, title, description, archived, metadata,
+          rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;
 
 -- name: get_conversation
 -- One conversation by id; no row means 404.
-SELECT id, title, description, archived, metadata, created_at, updated_at
+SELECT id, title, description, archived, metadata,
+       rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at
   FROM conversations
  WHERE id = %(conversation_id)s;
 
@@ -21,21 +23,22 @@ UPDATE conversations
        metadata    = CASE WHEN %(set_metadata)s THEN %(metadata)s::json ELSE metadata END,
        updated_at  = clock_timestamp()
  WHERE id = %(conversation_id)s
-RETURNING id, title, description, archived, metadata, created_at, updated_at;
+RETURNING id, title, description, archived, metadata,
+          rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;
 
 -- name: list_conversations
 -- A page of conversations, newest first, after a sort key, optionally by archived state.
 -- Each row carries page_bytes, the bytes of title, description and metadata up to it; the
--- rows stop once those reach max_bytes (handlers/pagination.py fit() takes the page).
-SELECT id, title, description, archived, metadata, created_at, updated_at, page_bytes
-  FROM (SELECT c.id, c.title, c.description, c.archived, c.metadata, c.created_at,
-               c.updated_at, size.bytes, row_number() OVER w AS n,
-               sum(size.bytes) OVER w AS page_bytes
-          FROM (SELECT id, title, description, archived, metadata, created_at, updated_at
-                  FROM conversations
-                 WHERE (%(archived)s::boolean IS NULL OR archived = %(archived)s::boolean)
-                   AND (created_at, id) < (%(after_created_at)s, %(after_id)s)
-                 ORDER BY created_at DESC, id DESC
+-- rows stop once those pass max_bytes (handlers/pagination.py fit() takes the page).
+SELECT id, title, description, archived, metadata,
+       rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at, page_bytes
+  FROM (SELECT c.*, row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes, size.bytes
+          FROM (SELECT c.id, c.title, c.description, c.archived, c.metadata, c.created_at,
+                       c.updated_at
+                  FROM conversations c
+                 WHERE (%(archived)s::boolean IS NULL OR c.archived = %(archived)s::boolean)
+                   AND (c.created_at, c.id) < (%(after_created_at)s, %(after_id)s)
+                 ORDER BY c.created_at DESC, c.id DESC
                  LIMIT %(limit)s) AS c
          CROSS JOIN LATERAL (SELECT coalesce(octet_length(c.title), 0)
                                     + coalesce(octet_length(c.description), 0)
@@ -46,24 +49,21 @@ SELECT id, title, description, archived, metadata, created_at, updated_at, page_
 
 -- name: list_conversations_of_agent
 -- Like list_conversations, only those an agent started or sent or received a message in.
-SELECT id, title, description, archived, metadata, created_at, updated_at, page_bytes
-  FROM (SELECT c.id, c.title, c.description, c.archived, c.metadata, c.created_at,
-               c.updated_at, size.bytes, row_number() OVER w AS n,
-               sum(size.bytes) OVER w AS page_bytes
+-- The conversations of the agent's mail are gathered once (IN, hashed) from the agent's
+-- indexes, rather than each conversation's messages checked one by one (EXISTS).
+SELECT id, title, description, archived, metadata,
+       rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at, page_bytes
+  FROM (SELECT c.*, row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes, size.bytes
           FROM (SELECT c.id, c.title, c.description, c.archived, c.metadata, c.created_at,
                        c.updated_at
                   FROM conversations c
                  WHERE (%(archived)s::boolean IS NULL OR c.archived = %(archived)s::boolean)
                    AND (c.created_at, c.id) < (%(after_created_at)s, %(after_id)s)
                    AND (c.created_by = %(agent_id)s
-                        OR EXISTS (SELECT 1
-                                     FROM messages m
-                                    WHERE m.conversation_id = c.id
-                                      AND (m.sender_id = %(agent_id)s
-                                           OR EXISTS (SELECT 1
-                                                        FROM message_recipients r
-                                                       WHERE r.message_id = m.id
-                                                         AND r.recipient_id = %(agent_id)s))))
+                        OR c.id IN (SELECT m.conversation_id
+                                      FROM message_parties p
+                                      JOIN messages m ON m.id = p.message_id
+                                     WHERE p.agent_id = %(agent_id)s))
                  ORDER BY c.created_at DESC, c.id DESC
                  LIMIT %(limit)s) AS c
          CROSS JOIN LATERAL (SELECT coalesce(octet_length(c.title), 0)
@@ -75,25 +75,23 @@ SELECT id, title, description, archived, metadata, created_at, updated_at, page_
 
 -- name: get_conversation_messages_json
 -- A page of a conversation's messages, oldest first after a sort key, each with its
--- recipients and metadata, as one JSON array built here (timestamps spelled as everywhere:
--- UTC, six fractional digits, Z); the sort key of the page's last message when more
--- follow; and, over all of the conversation's messages, the ids of the agents involved
--- and the counts of the details document. With an agent_id, only the messages that agent
--- sent or received. The page holds at most `limit` messages and stops before the one
--- that would take its size past max_bytes (its first message always stays). A message's
--- size counts what callers can make large: its content and msg_metadata, 100 bytes a
--- recipient, the keys and values of its metadata items.
+-- recipients and metadata, as one JSON array built here (timestamps by rfc3339, as
+-- everywhere); the sort key of the page's last message when more follow; and, over all
+-- of the conversation's messages, the ids of the agents involved and the counts of the
+-- details document. With an agent_id, only the messages that agent sent or received.
+-- The page holds at most `limit` messages and stops before the one that would take its
+-- size past max_bytes (its first message always stays). A message's size counts what
+-- callers can make large: its content and msg_metadata, 100 bytes a recipient, the keys
+-- and values of its metadata items. The page is chosen before its JSON is built.
 WITH m AS (
     SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
            message_type, importance, status, msg_metadata, updated_at
       FROM messages
      WHERE conversation_id = %(conversation_id)s
        AND (%(agent_id)s::uuid IS NULL
-            OR sender_id = %(agent_id)s::uuid
             OR EXISTS (SELECT 1
-                         FROM message_recipients x
-                        WHERE x.message_id = messages.id
-                          AND x.recipient_id = %(agent_id)s::uuid))
+                         FROM message_parties p
+                        WHERE p.message_id = messages.id AND p.agent_id = %(agent_id)s::uuid))
 ), receipts AS (
     SELECT message_id, recipient_id, is_read, read_at
       FROM message_recipients
@@ -129,7 +127,7 @@ WITH m AS (
            json_agg(json_build_object(
                       'recipient_id', recipient_id,
                       'is_read', is_read,
-                      'read_at', to_char(read_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                      'read_at', rfc3339(read_at))
                     ORDER BY recipient_id) AS recipients
       FROM receipts
      WHERE message_id = ANY (ARRAY(SELECT id FROM page))
@@ -139,7 +137,7 @@ WITH m AS (
            json_agg(json_build_object(
                       'id', id, 'message_id', message_id, 'key', key, 'value', value,
                       'agent_id', agent_id,
-                      'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                      'created_at', rfc3339(created_at))
                     ORDER BY created_at, id) AS items
       FROM agent_message_metadata
      WHERE message_id = ANY (ARRAY(SELECT id FROM page))
@@ -148,7 +146,7 @@ WITH m AS (
     SELECT coalesce(json_agg(json_build_object(
                'id', p.id,
                'sender_id', p.sender_id,
-               'sent_at', to_char(p.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'sent_at', rfc3339(p.sent_at),
                'parent_message_id', p.parent_message_id,
                'conversation_id', p.conversation_id,
                'content', p.content,
@@ -156,7 +154,7 @@ WITH m AS (
                'importance', p.importance,
                'status', p.status,
                'msg_metadata', p.msg_metadata,
-               'updated_at', to_char(p.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'updated_at', rfc3339(p.updated_at),
                'recipients', coalesce(r.recipients, '[]'::json),
                'metadata_items', coalesce(md.items, '[]'::json))
              ORDER BY p.n), '[]'::json)::text AS messages,
@@ -172,17 +170,18 @@ SELECT built.messages,
              UNION SELECT recipient_id FROM receipts) AS agent_ids,
        (SELECT count(*) FROM m)::integer AS total_messages,
        (SELECT count(*) FROM receipts WHERE NOT is_read)::integer AS unread_count,
-       CASE WHEN built.more THEN built.last_sent_at END AS next_sent_at,
+       CASE WHEN built.more THEN rfc3339(built.last_sent_at) END AS next_sent_at,
        CASE WHEN built.more THEN built.last_id END AS next_id
   FROM built;
 
 -- name: list_agents
 -- The given agents, oldest first (the agents of a conversation, for its details). With a
 -- viewer (an agent's key), only the viewer's own address and port are shown.
-SELECT id, agent_name,
-       CASE WHEN %(viewer)s::uuid IS NULL OR id = %(viewer)s::uuid THEN ip_address END AS ip_address,
-       CASE WHEN %(viewer)s::uuid IS NULL OR id = %(viewer)s::uuid THEN port END AS port,
-       created_at, updated_at
-  FROM agents
- WHERE id = ANY(%(agent_ids)s)
- ORDER BY created_at, id;
+SELECT a.id, a.agent_name,
+       CASE WHEN %(viewer)s::uuid IS NULL OR a.id = %(viewer)s::uuid THEN a.ip_address END
+           AS ip_address,
+       CASE WHEN %(viewer)s::uuid IS NULL OR a.id = %(viewer)s::uuid THEN a.port END AS port,
+       rfc3339(a.created_at) AS created_at, rfc3339(a.updated_at) AS updated_at
+  FROM agents a
+ WHERE a.id = ANY(%(agent_ids)s)
+ ORDER BY a.created_at, a.id;

@@ -8,7 +8,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
@@ -43,24 +42,6 @@ class AddressLoader(Loader):
 
     def load(self, data: Buffer) -> str:
         return str(ipaddress.ip_address(bytes(data).decode()))
-
-
-class TimestampLoader(Loader):
-    """timestamptz as RFC 3339 text in UTC with all six fractional digits.
-
-    Both msgspec and PostgreSQL drop a zero fraction (`...:49Z`); the contract
-    wants microseconds on every timestamp. Sessions run in UTC with ISO
-    DateStyle, so the text is rearranged without building a datetime.
-    """
-
-    def load(self, data: Buffer) -> str:
-        text = bytes(data).decode()
-        # "2026-11-29 02:21:49.4254+00": PostgreSQL drops trailing zeros too.
-        if text[-3:] == "+00" and text[10] == " " and len(text) in (22, 24, 25, 26, 27, 28, 29):
-            fraction = text[20:-3].ljust(6, "0")
-            return f"{text[:10]}T{text[11:19]}.{fraction}Z"
-        moment = datetime.fromisoformat(text).astimezone(UTC)
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def normalise_url(url: str) -> str:
@@ -119,7 +100,6 @@ async def migrate(url: str, wait_seconds: float) -> bytes:
 async def configure_connection(conn: AsyncConnection) -> None:
     """Run on every new pooled connection: UTC sessions, contract-shaped values."""
     conn.adapters.register_loader("inet", AddressLoader)
-    conn.adapters.register_loader("timestamptz", TimestampLoader)
     await sql.configure_session.run(conn)
 
 

@@ -1,7 +1,8 @@
 """The one LISTEN connection of a process, fanning new-message notifications out to waiters.
 
-Every recipient row that create_message or create_recipient stores sends
-`pg_notify('mailroom_inbox', '<recipient_id> <sent_at in µs> <message_id>')`
+Every recipient row that create_message or create_recipient stores calls
+`notify_inbox()` (queries/migrations/0005_shared_definitions.sql), which sends
+`'<recipient_id> <sent_at in µs> <message_id>'` on the channel `inbox_channel()`
 in the same statement, so the notification leaves at commit and reaches every
 replica. Streams and long-polls of that recipient are woken; they read what is
 new from the table, never from the notification, so a notification lost while
@@ -30,7 +31,6 @@ from queries import sql
 
 log = logging.getLogger("mailroom.listener")
 
-CHANNEL = "mailroom_inbox"
 # A key in an inbox: (sent_at in microseconds since the epoch, message id).
 Key = tuple[int, UUID]
 # Keys kept per waiter between two reads; beyond that it just reads the table.

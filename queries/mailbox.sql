@@ -2,7 +2,7 @@
 -- A page of what an agent sent and/or received, newest first, after a sort key.
 -- A message an agent sent to itself is listed once, as received, unless only sent is asked.
 -- Each row carries page_bytes, the bytes of content and metadata up to it; the rows stop
--- once those reach max_bytes (handlers/pagination.py fit() takes the page).
+-- once those pass max_bytes (handlers/pagination.py fit() takes the page).
 WITH received AS (
     SELECT r.message_id, r.sent_at, r.is_read, r.read_at
       FROM message_recipients r
@@ -29,8 +29,10 @@ WITH received AS (
      ORDER BY sent_at DESC, message_id DESC
      LIMIT %(limit)s
 )
-SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content, message_type,
-       importance, status, msg_metadata, updated_at, direction, is_read, read_at, page_bytes
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at, direction, is_read, rfc3339(read_at) AS read_at,
+       page_bytes
   FROM (SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
                m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
                p.direction, p.is_read, p.read_at, size.bytes,
@@ -47,7 +49,7 @@ SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content, mess
 -- A page of what an agent sent and/or received, oldest first, after a sort key.
 -- A message an agent sent to itself is listed once, as received, unless only sent is asked.
 -- Each row carries page_bytes, the bytes of content and metadata up to it; the rows stop
--- once those reach max_bytes (handlers/pagination.py fit() takes the page).
+-- once those pass max_bytes (handlers/pagination.py fit() takes the page).
 WITH received AS (
     SELECT r.message_id, r.sent_at, r.is_read, r.read_at
       FROM message_recipients r
@@ -74,8 +76,10 @@ WITH received AS (
      ORDER BY sent_at, message_id
      LIMIT %(limit)s
 )
-SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content, message_type,
-       importance, status, msg_metadata, updated_at, direction, is_read, read_at, page_bytes
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at, direction, is_read, rfc3339(read_at) AS read_at,
+       page_bytes
   FROM (SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
                m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
                p.direction, p.is_read, p.read_at, size.bytes,
@@ -91,7 +95,7 @@ SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content, mess
 -- name: list_unread_desc
 -- A page of an agent's received, unread messages, newest first, after a sort key.
 -- Each row carries page_bytes, the bytes of content and metadata up to it; the rows stop
--- once those reach max_bytes (handlers/pagination.py fit() takes the page).
+-- once those pass max_bytes (handlers/pagination.py fit() takes the page).
 WITH page AS (
     SELECT r.message_id, r.sent_at, 'received' AS direction, r.is_read, r.read_at
       FROM message_recipients r
@@ -101,8 +105,10 @@ WITH page AS (
      ORDER BY r.sent_at DESC, r.message_id DESC
      LIMIT %(limit)s
 )
-SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content, message_type,
-       importance, status, msg_metadata, updated_at, direction, is_read, read_at, page_bytes
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at, direction, is_read, rfc3339(read_at) AS read_at,
+       page_bytes
   FROM (SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
                m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
                p.direction, p.is_read, p.read_at, size.bytes,
@@ -118,7 +124,7 @@ SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content, mess
 -- name: list_unread_asc
 -- A page of an agent's received, unread messages, oldest first, after a sort key.
 -- Each row carries page_bytes, the bytes of content and metadata up to it; the rows stop
--- once those reach max_bytes (handlers/pagination.py fit() takes the page).
+-- once those pass max_bytes (handlers/pagination.py fit() takes the page).
 WITH page AS (
     SELECT r.message_id, r.sent_at, 'received' AS direction, r.is_read, r.read_at
       FROM message_recipients r
@@ -128,8 +134,10 @@ WITH page AS (
      ORDER BY r.sent_at, r.message_id
      LIMIT %(limit)s
 )
-SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content, message_type,
-       importance, status, msg_metadata, updated_at, direction, is_read, read_at, page_bytes
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at, direction, is_read, rfc3339(read_at) AS read_at,
+       page_bytes
   FROM (SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
                m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
                p.direction, p.is_read, p.read_at, size.bytes,
@@ -164,9 +172,10 @@ SELECT EXISTS (SELECT 1 FROM agent) AS agent_exists,
 
 -- name: get_unread_item
 -- One message the agent received and has not read, as an unread-list item; for a stream.
-SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
-       m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
-       'received' AS direction, r.is_read, r.read_at
+SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
+       m.conversation_id, m.content, m.message_type, m.importance, m.status, m.msg_metadata,
+       rfc3339(m.updated_at) AS updated_at, 'received' AS direction, r.is_read,
+       rfc3339(r.read_at) AS read_at
   FROM message_recipients r
   JOIN messages m ON m.id = r.message_id
  WHERE r.recipient_id = %(agent_id)s
@@ -174,5 +183,6 @@ SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.c
    AND NOT r.is_read;
 
 -- name: listen_inbox
--- Receive every replica's new-message notifications on this connection.
-LISTEN mailroom_inbox;
+-- Receive every replica's new-message notifications on this connection: LISTEN takes no
+-- parameter, so the channel named by inbox_channel() is spelled into it here.
+DO $$ BEGIN EXECUTE format('LISTEN %%I', inbox_channel()); END $$;

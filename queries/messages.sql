@@ -27,17 +27,18 @@ WITH wanted AS (
     INSERT INTO message_recipients (message_id, recipient_id, sent_at)
     SELECT message.id, recipient_id, message.sent_at
       FROM message, wanted
-    RETURNING pg_notify('mailroom_inbox', concat_ws(' ', recipient_id,
-              (extract(epoch FROM sent_at) * 1000000)::bigint, message_id))
+    RETURNING notify_inbox(recipient_id, sent_at, message_id)
 )
-SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
-       message_type, importance, status, msg_metadata, updated_at
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at
   FROM message;
 
 -- name: get_message
 -- One message by id; no row means 404.
-SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content,
-       message_type, importance, status, msg_metadata, updated_at
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at
   FROM messages
  WHERE id = %(message_id)s;
 
@@ -58,5 +59,6 @@ UPDATE messages
                                 THEN %(msg_metadata)s::json ELSE msg_metadata END,
        updated_at        = clock_timestamp()
  WHERE id = %(message_id)s
-RETURNING id, sender_id, sent_at, parent_message_id, conversation_id, content,
-          message_type, importance, status, msg_metadata, updated_at;
+RETURNING id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+          content, message_type, importance, status, msg_metadata,
+          rfc3339(updated_at) AS updated_at;

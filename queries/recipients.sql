@@ -9,10 +9,9 @@ WITH recipient AS (
      WHERE id = %(message_id)s
     RETURNING message_id, recipient_id, is_read, read_at, sent_at
 )
-SELECT message_id, recipient_id, is_read, read_at
+SELECT message_id, recipient_id, is_read, rfc3339(read_at) AS read_at
   FROM recipient
- WHERE is_read OR pg_notify('mailroom_inbox', concat_ws(' ', recipient_id,
-       (extract(epoch FROM sent_at) * 1000000)::bigint, message_id)) IS NOT NULL;
+ WHERE is_read OR notify_inbox(recipient_id, sent_at, message_id) IS NOT NULL;
 
 -- name: update_recipient
 -- Set read state; read_at is stamped when it becomes read and cleared when unread.
@@ -22,4 +21,4 @@ UPDATE message_recipients
                       WHEN is_read THEN read_at
                       ELSE clock_timestamp() END
  WHERE message_id = %(message_id)s AND recipient_id = %(recipient_id)s
-RETURNING message_id, recipient_id, is_read, read_at;
+RETURNING message_id, recipient_id, is_read, rfc3339(read_at) AS read_at;

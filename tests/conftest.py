@@ -24,7 +24,8 @@ from embedded import start_embedded
 from queries.database import normalise_url
 from service import create_app
 from settings import Settings
-from tests.helpers import SMALL_PAGE_BYTES, temporary_database
+from tests.helpers import SMALL_PAGE_BYTES, Db, temporary_database
+from tests.servers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,10 +64,8 @@ def small_pages(settings: Settings) -> Iterator[TestClient]:
 
 
 @pytest.fixture(scope="session")
-def servers(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
+def servers(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
     """Two service processes (replicas) on the run's database, with a 0.5 s heartbeat."""
-    from tests.test_server import Server
-
     running = []
     try:
         for name in ("a", "b"):
@@ -77,11 +76,11 @@ def servers(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield running
     finally:
         for server in running:
-            server.stop()
+            server.kill()
 
 
 @pytest.fixture
-def db(database_url: str, client: TestClient) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+def db(database_url: str, client: TestClient) -> Iterator[Db]:
     """A direct connection, to check what the service stored."""
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn

@@ -1,9 +1,11 @@
-"""Helpers shared by the API tests: Link headers, walking pages, error bodies, timestamps."""
+"""Helpers shared by the tests: types, Link headers, pages, error bodies, timestamps, streams."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -15,6 +17,13 @@ import psycopg
 from psycopg import sql as pgsql
 from starlette.testclient import TestClient
 
+# An object of the API as JSON, and the `db` fixture's connection (rows as dicts).
+Item = dict[str, Any]
+Db = psycopg.Connection[dict[str, Any]]
+# A well-formed id that no row has.
+UNKNOWN = "00000000-0000-4000-8000-000000000000"
+# How long a stream test waits for one event.
+EVENT_SECONDS = 10
 # RFC 8288 as the contract writes it: `<url>; rel="next"`.
 NEXT_LINK = re.compile(r'^<(?P<url>[^<>]+)>;\s*rel="next"$')
 # RFC 3339 in UTC with microseconds, as API.md's Conventions require.
@@ -111,6 +120,11 @@ MESSAGE_FIELDS = {
 }
 
 
+def db_now(db: Db) -> datetime:
+    """The database's clock, which stamps every row."""
+    return db.execute("SELECT clock_timestamp() AS now").fetchone()["now"]
+
+
 def with_database(url: str, name: str) -> str:
     """The same server URL, naming another database."""
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
@@ -129,3 +143,58 @@ def temporary_database(server_url: str, prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(identifier))
+
+
+class Event:
+    """One Server-Sent Event (or a comment line, as kind 'comment')."""
+
+    def __init__(self, kind: str, data: str = "", event_id: str | None = None) -> None:
+        self.kind, self.data, self.id = kind, data, event_id
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class Stream:
+    """An SSE client over a real socket: events parsed as they arrive."""
+
+    def __init__(
+        self, base_url: str, agent_id: str, params: dict[str, str] | None = None, **headers: str
+    ) -> None:
+        self.client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(10, read=EVENT_SECONDS))
+        self.context = self.client.stream(
+            "GET", f"/agents/{agent_id}/messages/stream", params=params, headers=headers
+        )
+        self.response = self.context.__enter__()
+        self.lines = self.response.iter_lines()
+
+    def next(self, include_comments: bool = False) -> Event:
+        """The next event; heartbeats alone do not keep a test waiting past EVENT_SECONDS."""
+        deadline = time.monotonic() + EVENT_SECONDS
+        fields: dict[str, str] = {}
+        for line in self.lines:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no event within {EVENT_SECONDS} s")
+            if line.startswith(":"):
+                if include_comments:
+                    return Event("comment", line[1:].strip())
+                continue
+            if line == "":
+                if "event" in fields or "data" in fields:
+                    return Event(
+                        fields.get("event", "message"), fields.get("data", ""), fields.get("id")
+                    )
+                fields.clear()
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+        raise EOFError("the stream ended")
+
+    def messages(self, count: int) -> list[Event]:
+        events = [self.next() for _ in range(count)]
+        assert all(event.kind == "message" for event in events), [e.kind for e in events]
+        return events
+
+    def close(self) -> None:
+        self.context.__exit__(None, None, None)
+        self.client.close()

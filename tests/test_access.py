@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import psycopg
@@ -30,7 +32,8 @@ from starlette.testclient import TestClient
 from embedded import ADMIN_TOKEN_FILE, embedded_admin_token
 from service import create_app
 from settings import Settings, load_settings
-from tests.test_server import Server, clean_env, free_port, run_to_exit
+from tests.helpers import UNKNOWN
+from tests.servers import Server, clean_env, free_port, run_to_exit
 
 ADMIN = "admin-" + secrets.token_urlsafe(24)
 SCRAPER = "scrape-" + secrets.token_urlsafe(24)
@@ -53,7 +56,7 @@ def secured(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         server.wait_healthy()
         yield server
     finally:
-        server.stop()
+        server.kill()
 
 
 @pytest.fixture
@@ -133,6 +136,8 @@ MATRIX: list[tuple[str, str, str, Callable[[dict[str, str]], Any] | None, tuple[
     ("redoc", "GET", "/redoc", None, (200, 200, 200, 200, 200)),
     ("metrics", "GET", "/metrics", None, (*DENIED_AGENT, 200)),
     ("user", "GET", "/users/1", None, (*DENIED_AGENT, 200)),
+    ("console", "GET", "/console", None, (200, 200, 200, 200, 200)),
+    ("directory", "GET", "/agents", None, (401, 401, 200, 200, 200)),
     ("create agent", "POST", "/agents", lambda i: {"agent_name": "new"}, (*DENIED_AGENT, 201)),
     ("get agent", "GET", "/agents/{A}", None, (*OWN_ONLY, 200, 200)),
     ("update agent", "PUT", "/agents/{A}", lambda i: {"agent_name": "z"}, (*OWN_ONLY, 200, 200)),
@@ -254,6 +259,22 @@ def test_an_agent_lists_only_the_conversations_it_takes_part_in(http: httpx.Clie
     assert http.get(f"/conversations/{world.ids['conv_a']}/details", headers=c_key).is_success
 
 
+def test_the_directory_shows_activity_to_the_admin_only(http: httpx.Client) -> None:
+    """Every agent may find every other by name; how much mail each has is the operator's."""
+    world = build_world(http)
+    name = http.get(f"/agents/{world.ids['C']}", headers=bearer(ADMIN)).json()["agent_name"]
+    for caller in ("own", "other", "admin"):
+        response = http.get("/agents", params={"name": name}, headers=world.headers(caller))
+        assert response.status_code == 200, response.text
+        (item,) = response.json()
+        assert item["id"] == world.ids["C"]
+        fields = {"id", "agent_name", "created_at"}
+        if caller == "admin":
+            fields |= {"unread_count", "last_active_at"}
+            assert item["unread_count"] == 2  # m_ac and m_bc
+        assert set(item) == fields, caller
+
+
 def test_links_to_things_an_agent_cannot_see_are_refused(http: httpx.Client) -> None:
     world = build_world(http)
     ids, b = world.ids, world.headers("other")
@@ -275,7 +296,7 @@ def test_links_to_things_an_agent_cannot_see_are_refused(http: httpx.Client) -> 
 
 def test_a_missing_resource_is_404_for_its_would_be_owner_too(http: httpx.Client) -> None:
     world = build_world(http)
-    missing = "00000000-0000-4000-8000-000000000000"
+    missing = UNKNOWN
     a = world.headers("own")
     assert http.put(f"/messages/{missing}", json={"content": "x"}, headers=a).status_code == 404
     assert http.get(f"/conversations/{missing}", headers=a).status_code == 404
@@ -297,8 +318,9 @@ def test_rotation_retires_the_old_key_at_once(http: httpx.Client) -> None:
     by_admin = http.post(f"/agents/{a_id}/api-key", headers=bearer(ADMIN)).json()["api_key"]
     assert http.get(f"/agents/{a_id}", headers=bearer(new)).status_code == 401
     assert http.get(f"/agents/{a_id}", headers=bearer(by_admin)).status_code == 200
-    missing = "00000000-0000-4000-8000-000000000000"
-    assert http.post(f"/agents/{missing}/api-key", headers=bearer(ADMIN)).status_code == 404
+    missing = UNKNOWN
+    unknown = http.post(f"/agents/{missing}/api-key", headers=bearer(ADMIN))
+    assert (unknown.status_code, unknown.json()) == (404, {"detail": "Agent not found"})
 
 
 def test_only_the_digest_of_a_key_is_stored(http: httpx.Client, database_url: str) -> None:
@@ -388,7 +410,7 @@ def test_admin_token_from_a_file(database_url: str, tmp_path: Path) -> None:
             assert http.get("/users/1", headers=bearer(token)).status_code == 200
             assert http.get("/users/1", headers=bearer(ADMIN)).status_code == 401
     finally:
-        server.stop()
+        server.kill()
 
 
 # Limits, on an in-process app with small ones -------------------------------
@@ -410,7 +432,7 @@ def limited(database_url: str) -> Iterator[TestClient]:
         yield client
 
 
-def new_agent(client: TestClient) -> tuple[str, dict[str, str]]:
+def new_agent(client: TestClient | httpx.Client) -> tuple[str, dict[str, str]]:
     agent = created(client.post("/agents", json={"agent_name": "l"}, headers=bearer(ADMIN)))
     return agent["id"], bearer(agent["api_key"])
 
@@ -706,18 +728,25 @@ def test_a_stream_opened_with_a_replaced_key_ends(http: httpx.Client) -> None:
     assert not any("after rotation" in line for line in rest)
 
 
-def test_a_long_poll_whose_key_was_replaced_meanwhile_is_401(http: httpx.Client) -> None:
-    world = build_world(http)
-    c_id, c_key = world.ids["C"], bearer(world.keys["C"])
-    http.put(f"/agents/{c_id}/messages/mark-read", json={"read_up_to_date": now()}, headers=c_key)
+def test_a_long_poll_whose_key_was_replaced_meanwhile_is_401(limited: TestClient) -> None:
+    # In process, so that the test sees the poll waiting (subscribed to the listener)
+    # before it replaces the key: replaced any earlier, the guard would refuse the poll
+    # at the door and the test would pass without a poll ever having waited.
+    agent_id, key = new_agent(limited)  # nothing unread: the poll waits
+    waiters = limited.app_state["listener"].waiters
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(
-            http.get, f"/agents/{c_id}/messages/unread", params={"wait": 3}, headers=c_key
+            limited.get, f"/agents/{agent_id}/messages/unread", params={"wait": 3}, headers=key
         )
-        time.sleep(0.5)
-        assert http.post(f"/agents/{c_id}/api-key", headers=c_key).status_code == 200
+        deadline = time.monotonic() + 5
+        while not waiters.get(UUID(agent_id)):
+            assert not waiting.done(), f"the poll ended before it waited: {waiting.result().text}"
+            assert time.monotonic() < deadline, "the poll never started waiting"
+            time.sleep(0.01)
+        assert limited.post(f"/agents/{agent_id}/api-key", headers=key).status_code == 200
         answer = waiting.result(timeout=10)
     assert answer.status_code == 401, answer.text
+    assert answer.json() == {"detail": "This API key was replaced while the request waited"}
 
 
 def test_an_agent_sees_only_its_own_mail_in_a_conversations_details(
@@ -747,7 +776,7 @@ def test_an_agent_sees_only_its_own_mail_in_a_conversations_details(
 
 def test_a_bad_body_is_422_before_an_unknown_id_for_agents_too(http: httpx.Client) -> None:
     world = build_world(http)
-    missing = "00000000-0000-4000-8000-000000000000"
+    missing = UNKNOWN
     for path, body in (
         (f"/messages/{missing}", {"content": 5}),
         (f"/agent_message_metadata/{missing}", {"key": 5}),
@@ -794,6 +823,39 @@ def test_refused_writes_count_against_the_rate(limited: TestClient) -> None:
     assert [r.status_code for r in forbidden] == [403, 403, 403, 429]
 
 
+@pytest.mark.parametrize("kind", ["stream", "long-poll"])
+def test_opened_at_the_same_moment_no_more_than_the_cap_are_held(
+    http: httpx.Client, secured: Server, kind: str
+) -> None:
+    """50 opens at once: the check and the slot are one step, so the 9th and later are 429
+    (the race let 40 of 40 streams through: the check, an await, then the slot).
+
+    The 50 connections are opened first and the 50 requests written in one burst, so the
+    server reads them all before it answers any."""
+    agent_id, own = new_agent(http)  # no mail: a long-poll waits
+    path = f"/agents/{agent_id}/messages/" + ("stream" if kind == "stream" else "unread?wait=20")
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {own['Authorization']}\r\n\r\n"
+    ).encode()
+    with ExitStack() as stack:
+        sockets = [
+            stack.enter_context(socket.create_connection(("127.0.0.1", secured.port), timeout=30))
+            for _ in range(50)
+        ]
+        for connection in sockets:
+            connection.sendall(request)
+        statuses = []
+        for connection in sockets:
+            connection.settimeout(0.5 if kind == "long-poll" else 30)
+            try:
+                statuses.append(int(connection.recv(64).split()[1]))
+            except TimeoutError:
+                statuses.append(0)  # a long-poll still waiting: it holds a slot
+    accepted = [s for s in statuses if s != 429]
+    assert len(accepted) == 8, statuses  # MAILROOM_WAITS_PER_AGENT's default
+    assert set(accepted) == ({200} if kind == "stream" else {0}), statuses
+
+
 def test_an_agent_holds_a_bounded_number_of_streams_and_long_polls(http: httpx.Client) -> None:
     world = build_world(http)
     url = f"/agents/{world.ids['A']}/messages/stream"
@@ -804,7 +866,7 @@ def test_an_agent_holds_a_bounded_number_of_streams_and_long_polls(http: httpx.C
             stream = streams.enter_context(http.stream("GET", url, headers=own))
             assert stream.status_code == 200
             readers.append(stream.iter_lines())
-            assert next(readers[-1]).startswith("retry:")  # the server has subscribed it
+            assert next(readers[-1]) == ": connected"  # the server has subscribed it
         ninth = http.get(url, headers=own)
         assert ninth.status_code == 429 and ninth.headers["retry-after"] == "5"
         poll = http.get(url.removesuffix("/stream") + "/unread", params={"wait": 1}, headers=own)
@@ -847,9 +909,11 @@ def test_details_hide_other_agents_addresses_from_an_agent(http: httpx.Client) -
 def test_failed_keys_are_throttled_per_client_address(database_url: str, tmp_path: Path) -> None:
     """After a burst of bad keys an address is refused (429), good keys too, while
     other addresses go on. A forwarded address counts only from a trusted proxy:
-    this server trusts 127.0.0.2 (FORWARDED_ALLOW_IPS, uvicorn's), not 127.0.0.1."""
-    server = Server(database_url, tmp_path, MAILROOM_AUTH="required", MAILROOM_ADMIN_TOKEN=ADMIN,
-                    MAILROOM_AUTH_FAILURE_LIMIT="4", FORWARDED_ALLOW_IPS="127.0.0.2")  # fmt: skip
+    this server trusts 127.0.0.2 (FORWARDED_ALLOW_IPS), not 127.0.0.1. It runs as
+    the image does, without uvicorn's own proxy headers."""
+    server = Server(database_url, tmp_path, "--no-proxy-headers", MAILROOM_AUTH="required",
+                    MAILROOM_ADMIN_TOKEN=ADMIN, MAILROOM_AUTH_FAILURE_LIMIT="4",
+                    FORWARDED_ALLOW_IPS="127.0.0.2")  # fmt: skip
     proxy = httpx.HTTPTransport(local_address="127.0.0.2")
     try:
         server.wait_healthy()

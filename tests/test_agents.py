@@ -10,16 +10,23 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 import pytest
 
-from tests.helpers import UTC_TIMESTAMP, assert_invalid, assert_not_found, instant
-
-Item = dict[str, Any]
-Db = psycopg.Connection[dict[str, Any]]
+from tests.helpers import (
+    UNKNOWN,
+    UTC_TIMESTAMP,
+    Db,
+    Item,
+    assert_invalid,
+    assert_not_found,
+    cursor_of,
+    db_now,
+    instant,
+    next_url,
+    walk,
+)
 
 AGENT_FIELDS = {"id", "agent_name", "ip_address", "port", "created_at", "updated_at"}
-UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
 
 def stored(db: Db, agent_id: str) -> Item:
@@ -47,8 +54,7 @@ def test_create_returns_the_agent_with_server_set_fields(client, db):
     assert (body["agent_name"], body["ip_address"], body["port"]) == ("planner", "10.0.0.7", 8080)
     assert UTC_TIMESTAMP.match(body["created_at"]), body["created_at"]
     assert UTC_TIMESTAMP.match(body["updated_at"]), body["updated_at"]
-    now = db.execute("SELECT clock_timestamp() AS now").fetchone()["now"]
-    assert abs(instant(body["created_at"]) - now) < timedelta(minutes=1)
+    assert abs(instant(body["created_at"]) - db_now(db)) < timedelta(minutes=1)
     assert stored(db, body["id"]) == {
         "agent_name": "planner",
         "ip_address": "10.0.0.7",
@@ -246,12 +252,14 @@ def test_put_null_agent_name_is_422_and_keeps_it(client, agent, db):
     assert stored(db, created["id"])["agent_name"] == "keep-me"
 
 
-def test_put_ip_address_is_stored_in_canonical_form(client, agent):
+def test_put_ip_address_is_stored_in_canonical_form(client, agent, db):
     created = agent()
 
-    body = client.put(f"/agents/{created['id']}", json={"ip_address": "2001:DB8:0::1"}).json()
+    response = client.put(f"/agents/{created['id']}", json={"ip_address": "2001:DB8:0::1"})
 
-    assert body["ip_address"] == "2001:db8::1"
+    assert response.status_code == 200, response.text
+    assert response.json()["ip_address"] == "2001:db8::1"
+    assert stored(db, created["id"])["ip_address"] == "2001:db8::1"
 
 
 @pytest.mark.parametrize(
@@ -310,3 +318,113 @@ def test_get_sample_user(client, user_id, name, email):
 def test_get_unknown_user_is_404(client, user_id):
     """Any well-formed integer without a row, even one past the int4 range, is a 404."""
     assert_not_found(client.get(f"/users/{user_id}"), "User not found")
+
+
+# GET /agents (the directory) ---------------------------------------------------
+
+DIRECTORY_FIELDS = {"id", "agent_name", "created_at", "unread_count", "last_active_at"}
+
+
+def directory(client, **params: Any) -> list[Item]:
+    response = client.get("/agents", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_directory_lists_agents_by_name_then_id_without_their_address(client, agent):
+    prefix = f"dir-{uuid.uuid4().hex[:8]}-"
+    made = [
+        agent(agent_name=prefix + name, ip_address="10.0.0.9", port=9000)
+        for name in ("carol", "alice", "bob", "alice")
+    ]
+    items = directory(client, name=prefix, limit=1000)
+    assert [item["agent_name"] for item in items] == [
+        prefix + n for n in ("alice", "alice", "bob", "carol")
+    ]
+    alices = sorted(a["id"] for a in made if a["agent_name"].endswith("alice"))
+    assert [item["id"] for item in items[:2]] == alices  # same name: by id
+    for item in items:
+        assert set(item) == DIRECTORY_FIELDS  # MAILROOM_AUTH=off: the admin's view
+        assert UTC_TIMESTAMP.match(item["created_at"])
+
+
+def test_directory_name_is_a_case_insensitive_prefix(client, agent):
+    tag = uuid.uuid4().hex[:8]
+    agent(agent_name=f"Scout-{tag}")
+    agent(agent_name=f"scout-{tag}-2")
+    agent(agent_name=f"x-scout-{tag}")
+    names = {item["agent_name"] for item in directory(client, name=f"SCOUT-{tag}")}
+    assert names == {f"Scout-{tag}", f"scout-{tag}-2"}
+    # LIKE's wildcards are plain characters in a prefix.
+    assert directory(client, name=f"scout_{tag}") == []
+    assert directory(client, name=f"%cout-{tag}") == []  # as a wildcard it would match
+
+
+def test_directory_pages_by_the_link_header_each_agent_once(client, agent):
+    prefix = f"page-{uuid.uuid4().hex[:8]}-"
+    made = {agent(agent_name=f"{prefix}{i % 3}")["id"] for i in range(7)}
+    pages = walk(client, f"/agents?name={prefix}&limit=3")
+    assert [len(page) for page in pages] == [3, 3, 1]
+    seen = [item["id"] for page in pages for item in page]
+    assert sorted(seen) == sorted(made)
+    keys = [(item["agent_name"], item["id"]) for page in pages for item in page]
+    assert keys == sorted(keys)
+
+
+def test_directory_pages_stop_at_the_byte_budget(small_pages, agent):
+    prefix = f"long-{uuid.uuid4().hex[:8]}-"
+    made = [agent(agent_name=f"{prefix}{i:03d}".ljust(250, "n"))["id"] for i in range(100)]
+    pages = walk(small_pages, f"/agents?name={prefix}&limit=100")
+    # 250-byte names: 80 of them fill SMALL_PAGE_BYTES (20,000).
+    assert [len(page) for page in pages] == [80, 20]
+    assert [item["id"] for page in pages for item in page] == made
+
+
+def test_directory_page_goes_on_after_its_last_agent_is_renamed(client, agent):
+    prefix = f"rename-{uuid.uuid4().hex[:8]}-"
+    made = [agent(agent_name=f"{prefix}{letter}")["id"] for letter in "abcd"]
+    first = client.get("/agents", params={"name": prefix, "limit": 2})
+    assert [item["id"] for item in first.json()] == made[:2]
+    client.put(f"/agents/{made[1]}", json={"agent_name": prefix + "z"})
+    rest = walk(client, next_url(first))
+    assert [item["id"] for page in rest for item in page] == [made[2], made[3], made[1]]
+
+
+def test_directory_activity_is_unread_count_and_last_message(client, agent, message):
+    prefix = f"act-{uuid.uuid4().hex[:8]}-"
+    agent(agent_name=prefix + "a")  # never sent or received anything
+    talker, reader = agent(agent_name=prefix + "b"), agent(agent_name=prefix + "c")
+    message(sender_id=talker["id"], recipient_ids=[reader["id"]])
+    last = message(sender_id=talker["id"], recipient_ids=[reader["id"]])
+    client.put(f"/message_recipients/{last['id']}/{reader['id']}", json={"is_read": True})
+    items = {item["agent_name"][-1]: item for item in directory(client, name=prefix)}
+    assert items["a"]["unread_count"] == 0 and items["a"]["last_active_at"] is None
+    assert items["b"]["unread_count"] == 0
+    assert items["c"]["unread_count"] == 1
+    assert instant(items["b"]["last_active_at"]) == instant(last["sent_at"])
+    assert instant(items["c"]["last_active_at"]) == instant(last["sent_at"])
+
+
+@pytest.mark.parametrize(
+    ("params", "loc"),
+    [
+        ({"limit": "0"}, ("query", "limit")),
+        ({"limit": "1001"}, ("query", "limit")),
+        ({"limit": "ten"}, ("query", "limit")),
+        ({"cursor": "not-a-cursor"}, ("query", "cursor")),
+        ({"name": "x" * 256}, ("query", "name")),
+        ({"name": "a\x00b"}, ("query", "name")),
+    ],
+)
+def test_directory_invalid_query_is_422(client, params, loc):
+    assert_invalid(client.get("/agents", params=params), *loc)
+
+
+def test_directory_refuses_a_mailbox_cursor(client, agent, message):
+    """A cursor of another list is not a directory position (each list signs its own)."""
+    sender, receiver = agent(), agent()
+    for _ in range(2):
+        message(sender_id=sender["id"], recipient_ids=[receiver["id"]])
+    mailbox = client.get(f"/agents/{receiver['id']}/messages", params={"limit": 1})
+    cursor = cursor_of(next_url(mailbox))
+    assert_invalid(client.get("/agents", params={"cursor": cursor}), "query", "cursor")

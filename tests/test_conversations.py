@@ -10,13 +10,15 @@ import uuid
 from typing import Any
 
 import msgspec
-import psycopg
 import pytest
 from starlette.testclient import TestClient
 
 from tests.helpers import (
     MESSAGE_FIELDS,
     SMALL_PAGE_BYTES,
+    UNKNOWN,
+    Db,
+    Item,
     assert_invalid,
     assert_not_found,
     cursor_of,
@@ -26,9 +28,6 @@ from tests.helpers import (
     query_of,
     walk,
 )
-
-Item = dict[str, Any]
-Db = psycopg.Connection[dict[str, Any]]
 
 CONVERSATION_FIELDS = {
     "id",
@@ -40,7 +39,6 @@ CONVERSATION_FIELDS = {
     "updated_at",
 }
 DETAIL_FIELDS = {"messages", "unique_agents", "total_messages", "unread_count"}
-UNKNOWN = "00000000-0000-4000-8000-000000000000"
 METADATA = {
     "owner": "planner",
     "tags": ["build", "nightly"],
@@ -369,10 +367,14 @@ def test_put_metadata_replaces_it_wholesale(client, conversation, db):
     assert stored(db, created["id"])["metadata"] == {"b": {"d": 3}}
 
 
-def test_put_empty_metadata_clears_it(client, conversation):
+def test_put_empty_metadata_clears_it(client, conversation, db):
     created = conversation(metadata={"a": 1})
 
-    assert put(client, created["id"], {"metadata": {}}).json()["metadata"] == {}
+    response = put(client, created["id"], {"metadata": {}})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["metadata"] == {}
+    assert stored(db, created["id"])["metadata"] == {}
 
 
 def test_put_null_clears_title_and_description(client, conversation, db):

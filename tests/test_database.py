@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import msgspec
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
@@ -272,3 +273,49 @@ def test_every_statement_in_the_sql_files_loads() -> None:
 def test_unknown_statement_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_statement"):
         _ = sql.no_such_statement
+
+
+class _Clock(msgspec.Struct, frozen=True):
+    """Row of the statements below."""
+
+    at: str | None
+
+
+def _read_clock(url: str, statement: str, **params: object) -> _Clock | None:
+    """Run one statement through the named-SQL loader, as the handlers do, on a session
+    whose time zone is not UTC."""
+    (query,) = parse(f"-- name: get_clock\n-- An instant.\n{statement}\n", "clock.sql")
+
+    async def run() -> _Clock | None:
+        async with await psycopg.AsyncConnection.connect(
+            url, autocommit=True, options="-c TimeZone=Asia/Kolkata"
+        ) as conn:
+            return await query.one(conn, _Clock, **params)
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("instant", "spelled"),
+    [
+        ("2026-11-28 21:20:01+02", "2026-11-28T19:20:01.000000Z"),
+        ("2026-11-28 19:20:01.12-00:30", "2026-11-28T19:50:01.120000Z"),
+        (None, None),
+    ],
+)
+def test_rfc3339_spells_an_instant_in_utc_with_six_digits(
+    database_url: str, client: TestClient, instant: str | None, spelled: str | None
+) -> None:
+    """The one spelling of timestamps (migration 0005), whatever the session's time zone."""
+    found = _read_clock(
+        database_url, "SELECT rfc3339(%(instant)s::timestamptz) AS at;", instant=instant
+    )
+    assert found == _Clock(at=spelled)
+
+
+def test_a_statement_returning_a_bare_timestamp_is_refused(database_url: str) -> None:
+    """A timestamp not spelled by rfc3339() would reach clients in another format."""
+    with pytest.raises(
+        TypeError, match=r"get_clock returns at as a timestamp.*rfc3339\(at\) AS at"
+    ):
+        _read_clock(database_url, "SELECT now() AS at;")

@@ -10,7 +10,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import jsonschema  # check-jsonschema's validator (dependency group `ship`)
 import msgspec
+import psycopg
 import pytest
 from starlette.routing import Route
 from starlette.testclient import TestClient
@@ -18,12 +20,13 @@ from starlette.testclient import TestClient
 import service
 from settings import ENVIRONMENT, FIELDS, Settings
 from tests.helpers import assert_invalid
-from validation import requests as rq
+from validation import requests
 
 DOCUMENTED = [op for op in service.OPERATIONS if op.documented]
 DOC_ROUTES = {"/openapi.json", "/docs", "/redoc"}
-# Routes outside the API document: the documentation itself and the Prometheus scrape.
-UNDOCUMENTED = {*DOC_ROUTES, "/metrics"}
+# Routes outside the API document: the documentation itself, the Prometheus scrape and the
+# operator console (a page, not an API).
+UNDOCUMENTED = {*DOC_ROUTES, "/metrics", "/console"}
 # The one write without a body: a new API key.
 ROTATION = ("POST", "/agents/{agent_id}/api-key")
 PUBLIC = {("GET", "/"), ("GET", "/health"), ("GET", "/health/ready"), ("GET", "/health/live")}
@@ -112,6 +115,7 @@ def test_served_routes_cover_the_contract() -> None:
         ("GET", "/health/live"),
         ("GET", "/users/{user_id}"),
         ("POST", "/agents"),
+        ("GET", "/agents"),  # issue 13: the agent directory
         ("GET", "/agents/{agent_id}"),
         ("PUT", "/agents/{agent_id}"),
         ("GET", "/agents/{agent_id}/messages"),
@@ -187,7 +191,7 @@ def test_unknown_fields_are_forbidden_in_the_schema(document: dict[str, Any]) ->
     bodies = {op.body for op in DOCUMENTED if op.body is not None}
     assert bodies
     for body in bodies:
-        assert issubclass(body, rq.Input), body
+        assert issubclass(body, requests.Input), body
         assert body.__struct_config__.forbid_unknown_fields, body
         (emitted,) = msgspec.json.schema_components([body])[1].values()
         component = document["components"]["schemas"][body.__name__]
@@ -549,6 +553,8 @@ def test_the_settings_table_shows_the_settings_defaults() -> None:
         value = getattr(defaults, FIELDS[variable][0])
         if isinstance(value, float) and value.is_integer():
             value = int(value)
+        if isinstance(value, tuple):
+            value = ",".join(value)
         shown = spelled[value] if value is None or isinstance(value, bool) else str(value)
         assert shown == default, variable
         checked += 1
@@ -579,3 +585,288 @@ def test_variables_read_outside_the_settings_are_documented() -> None:
     read = {name for path in sources for name in ENVIRON_READ.findall(path.read_text())}
     assert read, "no os.environ read found: is ENVIRON_READ still the way the code reads them?"
     assert read <= set(ENVIRONMENT) | others, read - set(ENVIRONMENT) - others
+
+
+# The document and the service agree ------------------------------------------------
+# Where schemathesis found the service refusing what the document allowed.
+
+
+def body_properties(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(component, field, schema) of every request body field, the null branch left out."""
+    for body in sorted({op.body.__name__ for op in DOCUMENTED if op.body is not None}):
+        for field, schema in document["components"]["schemas"][body]["properties"].items():
+            branches = [b for b in schema.get("anyOf", [schema]) if b.get("type") != "null"]
+            (branch,) = branches
+            yield body, field, branch
+
+
+def validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    """A JSON Schema validator that asserts formats, as schemathesis does."""
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+# Every text field, with a body it belongs in ({placeholders} for ids) and its route.
+TEXT_FIELDS = [
+    ("AgentCreate", "agent_name", "POST", "/agents", {}),
+    ("AgentUpdate", "agent_name", "PUT", "/agents/{agent}", {}),
+    ("MessageCreate", "content", "POST", "/messages", {}),
+    ("MessageCreate", "message_type", "POST", "/messages", {"content": "c"}),
+    ("MessageCreate", "status", "POST", "/messages", {"content": "c"}),
+    ("MessageUpdate", "content", "PUT", "/messages/{message}", {}),
+    ("MessageUpdate", "message_type", "PUT", "/messages/{message}", {}),
+    ("MessageUpdate", "status", "PUT", "/messages/{message}", {}),
+    ("MetadataCreate", "key", "POST", "/agent_message_metadata", {"message_id": "{message}"}),
+    ("MetadataCreate", "value", "POST", "/agent_message_metadata",
+     {"message_id": "{message}", "key": "k"}),
+    ("MetadataUpdate", "key", "PUT", "/agent_message_metadata/{metadata}", {}),
+    ("MetadataUpdate", "value", "PUT", "/agent_message_metadata/{metadata}", {}),
+    ("ConversationCreate", "title", "POST", "/conversations", {}),
+    ("ConversationCreate", "description", "POST", "/conversations", {}),
+    ("ConversationUpdate", "title", "PUT", "/conversations/{conversation}", {}),
+    ("ConversationUpdate", "description", "PUT", "/conversations/{conversation}", {}),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rows(client: TestClient) -> dict[str, str]:
+    """One agent, message, metadata item and conversation, by placeholder name."""
+    agent = client.post("/agents", json={"agent_name": "agreement"}).json()
+    message = client.post("/messages", json={"content": "agreement"}).json()
+    metadata = client.post(
+        "/agent_message_metadata", json={"message_id": message["id"], "key": "agreement"}
+    ).json()
+    conversation = client.post("/conversations", json={"title": "agreement"}).json()
+    return {
+        "agent": agent["id"],
+        "message": message["id"],
+        "metadata": metadata["id"],
+        "conversation": conversation["id"],
+    }
+
+
+def test_every_documented_text_field_refuses_nul(document: dict[str, Any]) -> None:
+    """PostgreSQL cannot store U+0000 in text, and the document says so on each text field."""
+    text = set()
+    for body, field, schema in body_properties(document):
+        if schema.get("type") != "string" or "format" in schema or "anyOf" in schema:
+            continue  # UUIDs, timestamps and IP addresses have a format of their own
+        assert not validator(schema).is_valid("a\x00b"), (body, field, schema)
+        text.add((body, field))
+    # The echo message has a narrower pattern (tests/test_echo.py); each other one is below.
+    assert text - {("EchoRequest", "message")} == {(b, f) for b, f, *_ in TEXT_FIELDS}
+
+
+@pytest.mark.parametrize(("body", "field", "method", "path", "base"), TEXT_FIELDS)
+def test_nul_in_a_text_field_is_422_at_that_field(
+    client: TestClient, rows: dict[str, str], body, field, method, path, base
+) -> None:
+    sent = {
+        name: value.format(**rows) if isinstance(value, str) else value
+        for name, value in base.items()
+    }
+    sent[field] = "before\x00after"
+
+    response = client.request(method, path.format(**rows), json=sent)
+
+    assert_invalid(response, "body", field)
+    sent[field] = f"other text\n\t\u3000é {uuid.uuid4().hex[:8]}"
+    accepted = client.request(method, path.format(**rows), json=sent)
+    assert accepted.status_code in (200, 201), accepted.text
+    assert accepted.json()[field] == sent[field]
+
+
+IP_TEXTS = [
+    "",
+    " ",
+    "1.2.3.4",
+    "255.255.255.255",
+    "01.2.3.4",
+    "1.2.3.4 ",
+    "1.2.3",
+    "256.1.1.1",
+    "::1",
+    "2001:DB8::1",
+    "::ffff:1.2.3.4",
+    "fe80::1%eth0",
+    "1.2.3.4/32",
+    "localhost",
+]
+
+
+@pytest.mark.parametrize("text", IP_TEXTS)
+def test_ip_address_is_accepted_exactly_when_the_document_allows_it(
+    client: TestClient, document: dict[str, Any], rows: dict[str, str], text: str
+) -> None:
+    """An empty ip_address is refused, as pydantic's IPvAnyAddress does in the original."""
+    schemas = {
+        body: schema for body, field, schema in body_properties(document) if field == "ip_address"
+    }
+    assert set(schemas) == {"AgentCreate", "AgentUpdate"}
+    (allowed,) = {validator(schema).is_valid(text) for schema in schemas.values()}
+    created = client.post("/agents", json={"agent_name": "ip", "ip_address": text})
+    updated = client.put(f"/agents/{rows['agent']}", json={"ip_address": text})
+    for response in (created, updated):
+        if allowed:
+            assert response.status_code in (200, 201), response.text
+        else:
+            assert_invalid(response, "body", "ip_address")
+    assert text != "" or not allowed
+
+
+def test_int_fields_are_documented_as_integers(document: dict[str, Any]) -> None:
+    """JSON Schema counts 5.0 as an integer: the service takes it (next tests)."""
+    ints = {(b, f) for b, f, schema in body_properties(document) if schema["type"] == "integer"}
+    assert ints == {
+        ("AgentCreate", "port"),
+        ("AgentUpdate", "port"),
+        ("MessageCreate", "importance"),
+        ("MessageUpdate", "importance"),
+    }
+    for body, field in ints:
+        schema = document["components"]["schemas"][body]["properties"][field]["anyOf"][0]
+        assert validator(schema).is_valid(5.0) and not validator(schema).is_valid(5.5)
+
+
+def test_integral_floats_are_taken_for_ints_and_stored_as_ints(
+    client: TestClient, db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    """As pydantic does for the original: 5.0 is 5; a 1.0 inside msg_metadata stays 1.0."""
+    agent = client.post("/agents", json={"agent_name": "floats", "port": 8080.0})
+    assert agent.status_code == 201, agent.text
+    agent_id = agent.json()["id"]
+    message = client.post(
+        "/messages", json={"content": "floats", "importance": 5.0, "msg_metadata": {"x": 1.0}}
+    )
+    assert message.status_code == 201, message.text
+    message_id = message.json()["id"]
+    assert (agent.json()["port"], message.json()["importance"]) == (8080, 5)
+    assert client.put(f"/agents/{agent_id}", json={"port": 80.0}).json()["port"] == 80
+    moved = client.put(f"/messages/{message_id}", json={"importance": 10.0, "content": "x"})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["importance"] == 10
+    port = db.execute("SELECT port FROM agents WHERE id = %s", (agent_id,)).fetchone()
+    assert port == {"port": 80}
+    stored = db.execute(
+        "SELECT importance, msg_metadata::text AS metadata FROM messages WHERE id = %s",
+        (message_id,),
+    ).fetchone()
+    assert stored["importance"] == 10
+    assert re.sub(r"\s", "", stored["metadata"]) == '{"x":1.0}'  # as sent, a float
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/messages", {"content": "c", "importance": 5.5}, "importance"),
+        ("/messages", {"content": "c", "importance": 11.0}, "importance"),
+        ("/agents", {"agent_name": "a", "port": 80.5}, "port"),
+        ("/agents", {"agent_name": "a", "port": 0.0}, "port"),
+        ("/agents", {"agent_name": "a", "port": 1e300}, "port"),
+        ("/agents", {"agent_name": "a", "port": "80"}, "port"),
+    ],
+)
+def test_fractional_out_of_range_or_quoted_numbers_are_still_422(
+    client: TestClient, path: str, body: dict[str, Any], field: str
+) -> None:
+    assert_invalid(client.post(path, json=body), "body", field)
+
+
+# What generated clients and stateful tools read -------------------------------------
+
+
+def test_the_stream_is_documented_as_text_whose_events_carry_json(
+    document: dict[str, Any],
+) -> None:
+    """A generated client reads the body as a string, never as one MailboxItem."""
+    operation = document["paths"]["/agents/{agent_id}/messages/stream"]["get"]
+    (media_type,) = operation["responses"]["200"]["content"].items()
+    name, content = media_type
+    assert name == "text/event-stream"
+    assert content["schema"]["type"] == "string"
+    assert "MailboxItem" in content["schema"]["description"]
+    assert "x-itemSchema" in content["schema"]["description"]
+    events = content["x-itemSchema"]
+    message, end = events["oneOf"]
+    assert message["properties"]["event"] == {"const": "message"}
+    assert message["properties"]["data"]["contentMediaType"] == "application/json"
+    assert (
+        resolve(document, message["properties"]["data"]["contentSchema"]["$ref"])
+        == (document["components"]["schemas"]["MailboxItem"])
+    )
+    assert (
+        resolve(document, end["properties"]["data"]["contentSchema"]["$ref"])
+        == (document["components"]["schemas"]["ErrorDetail"])
+    )
+    for event in (
+        {"event": "message", "id": "c", "retry": 1000, "data": "{}"},
+        {"event": "shutdown", "data": "{}"},
+    ):
+        assert validator(events).is_valid(event), event
+    assert not validator(events).is_valid({"event": "message", "data": "{}"})  # no id
+    assert not validator(events).is_valid({"event": "message", "id": "c"})  # no data
+
+
+def test_every_paginated_list_declares_the_link_header(
+    client: TestClient, document: dict[str, Any]
+) -> None:
+    paginated = set()
+    for method, path, operation in operations(document):
+        takes_cursor = any(p["name"] == "cursor" for p in operation["parameters"])
+        success = next(r for code, r in operation["responses"].items() if code.startswith("2"))
+        assert ("Link" in success.get("headers", {})) == takes_cursor, (method, path)
+        if takes_cursor:
+            paginated.add((method, path))
+            link = success["headers"]["Link"]
+            assert link["required"] is False  # not on the last page
+    assert paginated == {
+        ("GET", "/agents"),
+        ("GET", "/agents/{agent_id}/messages"),
+        ("GET", "/agents/{agent_id}/messages/unread"),
+        ("GET", "/conversations"),
+        ("GET", "/conversations/{conversation_id}/details"),
+    }
+    for _ in range(2):
+        assert client.post("/conversations", json={"title": "page"}).status_code == 201
+    served = client.get("/conversations", params={"limit": 1}).headers["link"]
+    assert validator(link["schema"]).is_valid(served), served
+
+
+CREATES = {"/agents": "agent_id", "/messages": "message_id", "/conversations": "conversation_id"}
+
+
+def test_creates_link_to_every_operation_that_takes_the_new_id(
+    document: dict[str, Any],
+) -> None:
+    by_id = {op["operationId"]: (m, p, op) for m, p, op in operations(document)}
+    for method, path, operation in operations(document):
+        links = operation["responses"].get("201", {}).get("links", {})
+        if method != "POST" or path not in CREATES:
+            assert not links, (method, path)
+            continue
+        name = CREATES[path]
+        takers = {i for i, (_, p, _) in by_id.items() if "{" + name + "}" in p}
+        assert {link["operationId"] for link in links.values()} == takers, path
+        for link in links.values():
+            assert link["parameters"] == {name: "$response.body#/id"}
+            assert link["description"]
+
+
+def test_the_links_lead_to_the_created_resource(
+    client: TestClient, document: dict[str, Any]
+) -> None:
+    """Followed as a stateful tool follows them: every GET a link leads to answers 200."""
+    by_id = {op["operationId"]: (m, p) for m, p, op in operations(document)}
+    bodies = {"/agents": {"agent_name": "linked"}, "/messages": {"content": "linked"}}
+    followed = 0
+    for path, name in CREATES.items():
+        created = client.post(path, json=bodies.get(path, {}))
+        assert created.status_code == 201, created.text
+        links = document["paths"][path]["post"]["responses"]["201"]["links"]
+        for link in links.values():
+            method, target = by_id[link["operationId"]]
+            if method != "GET" or target.count("{") > 1 or target.endswith("/stream"):
+                continue  # writes need a body; the stream never ends
+            response = client.get(target.replace("{" + name + "}", created.json()["id"]))
+            assert response.status_code == 200, (target, response.text)
+            followed += 1
+    assert followed == 5  # 3 for the agent, 2 for the conversation

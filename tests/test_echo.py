@@ -87,10 +87,67 @@ def test_1001_characters_are_refused(client: TestClient) -> None:
     assert_invalid(response, "body", "message")
 
 
+@pytest.mark.parametrize("text", ["x" * 1001, "  " + "y" * 1001 + "  ", "!" * 5000])
+def test_too_long_message_is_string_too_long_as_fastapi_words_it(
+    client: TestClient, text: str
+) -> None:
+    """Counted after stripping; the item carries the message as sent."""
+    response = client.post("/cli/echo", json={"message": text})
+    assert response.status_code == 422, response.text
+    assert response.json() == {
+        "detail": [
+            {
+                "type": "string_too_long",
+                "loc": ["body", "message"],
+                "msg": "String should have at most 1000 characters",
+                "input": text,
+                "ctx": {"max_length": 1000},
+            }
+        ]
+    }
+
+
 @pytest.mark.parametrize("text", ["", " ", "     "])
 def test_empty_or_blank_message_is_refused(client: TestClient, text: str) -> None:
     response = client.post("/cli/echo", json={"message": text})
     assert_invalid(response, "body", "message")
+
+
+@pytest.mark.parametrize("text", ["", " ", "\t\n "])
+def test_empty_or_blank_message_is_string_too_short_as_fastapi_words_it(
+    client: TestClient, text: str
+) -> None:
+    response = client.post("/cli/echo", json={"message": text})
+    assert response.status_code == 422, response.text
+    assert response.json() == {
+        "detail": [
+            {
+                "type": "string_too_short",
+                "loc": ["body", "message"],
+                "msg": "String should have at least 1 character",
+                "input": text,
+                "ctx": {"min_length": 1},
+            }
+        ]
+    }
+
+
+def test_a_message_of_the_right_length_with_a_refused_character_keeps_its_sentence(
+    client: TestClient,
+) -> None:
+    """No pydantic type says "these characters only": the rule's own words, no ctx."""
+    response = client.post("/cli/echo", json={"message": "a;b"})
+    assert response.status_code == 422, response.text
+    assert response.json() == {
+        "detail": [
+            {
+                "type": "value_error",
+                "loc": ["body", "message"],
+                "msg": "Message contains invalid characters: after trimming it must be 1 to"
+                " 1000 of A-Z a-z 0-9, space and . , ! ? - _",
+            }
+        ]
+    }
 
 
 @pytest.mark.parametrize(
@@ -100,6 +157,36 @@ def test_empty_or_blank_message_is_refused(client: TestClient, text: str) -> Non
 )
 def test_malformed_bodies_are_refused(client: TestClient, body: object) -> None:
     assert_invalid(client.post("/cli/echo", json=body), "body")
+
+
+@pytest.mark.parametrize(
+    ("body", "type", "loc", "msg"),
+    [
+        ({}, "missing", ["body", "message"], "Field required"),
+        ({"message": 5}, "string_type", ["body", "message"], "Input should be a valid string"),
+        ({"message": None}, "string_type", ["body", "message"], "Input should be a valid string"),
+        (
+            {"message": "hi", "extra": 1},
+            "extra_forbidden",
+            ["body", "extra"],
+            "Extra inputs are not permitted",
+        ),
+        (
+            ["hi"],
+            "model_attributes_type",
+            ["body"],
+            "Input should be a valid dictionary or object to extract fields from",
+        ),
+    ],
+    ids=["missing", "number", "null", "unknown-field", "array"],
+)
+def test_malformed_bodies_are_worded_as_fastapi_words_them(
+    client: TestClient, body: object, type: str, loc: list[str], msg: str
+) -> None:
+    response = client.post("/cli/echo", json=body)
+    assert response.status_code == 422, response.text
+    (item,) = response.json()["detail"]
+    assert (item["type"], item["loc"], item["msg"]) == (type, loc, msg)
 
 
 def test_body_that_is_not_json_is_refused(client: TestClient) -> None:

@@ -7,14 +7,12 @@ import threading
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from starlette.testclient import TestClient
 
 from queries import sql
-from tests.helpers import assert_invalid
+from tests.helpers import UNKNOWN, Db, assert_invalid
 
-Db = psycopg.Connection[dict[str, Any]]
 CREATES = [
     ("/agents", {"agent_name": "idempotent"}, {"agent_name": "other"}),
     ("/conversations", {"title": "idempotent"}, {"title": "other"}),
@@ -87,7 +85,7 @@ def test_keys_are_scoped_by_route(client: TestClient) -> None:
 
 def test_a_failed_request_keeps_no_key(client: TestClient) -> None:
     headers = {"Idempotency-Key": fresh_key()}
-    missing = "00000000-0000-4000-8000-000000000000"
+    missing = UNKNOWN
     refused = client.post("/messages", json={"content": "x", "sender_id": missing}, headers=headers)
     assert refused.status_code == 409, refused.text
     fixed = client.post("/messages", json={"content": "x"}, headers=headers)

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode
 
 import msgspec
-import psycopg
 import pytest
 from starlette.testclient import TestClient
 
 from tests.helpers import (
     MESSAGE_FIELDS,
     SMALL_PAGE_BYTES,
+    UNKNOWN,
     UTC_TIMESTAMP,
+    Db,
+    Item,
     assert_invalid,
     assert_not_found,
     cursor_of,
+    db_now,
     ids,
     instant,
     next_url,
@@ -31,11 +34,7 @@ from tests.helpers import (
     walk,
 )
 
-Item = dict[str, Any]
-Db = psycopg.Connection[dict[str, Any]]
-
 VIEW_FIELDS = {"direction", "is_read", "read_at"}
-UNKNOWN_AGENT = "00000000-0000-4000-8000-000000000000"
 PULL_PATHS = ["messages", "messages/unread"]
 
 
@@ -80,10 +79,6 @@ def set_read(client: TestClient, message_id: str, recipient_id: str) -> Item:
     )
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def db_now(db: Db) -> datetime:
-    return db.execute("SELECT clock_timestamp() AS now").fetchone()["now"]
 
 
 def micros(timestamp: str, shift: int, offset: timezone = UTC) -> str:
@@ -260,12 +255,12 @@ def test_invalid_order_is_422(client, agent, path, order):
 
 @pytest.mark.parametrize("path", PULL_PATHS)
 def test_unknown_agent_is_404(client, path):
-    assert_not_found(client.get(f"/agents/{UNKNOWN_AGENT}/{path}"), "Agent not found")
+    assert_not_found(client.get(f"/agents/{UNKNOWN}/{path}"), "Agent not found")
 
 
 def test_unknown_agent_is_404_for_every_direction(client):
     for direction in ("all", "sent", "received"):
-        response = client.get(f"/agents/{UNKNOWN_AGENT}/messages", params={"direction": direction})
+        response = client.get(f"/agents/{UNKNOWN}/messages", params={"direction": direction})
         assert_not_found(response, "Agent not found")
 
 
@@ -481,7 +476,7 @@ def test_mark_read_honours_the_offset(client, agent, send, db, offset):
 
 def test_mark_read_unknown_agent_is_404(client):
     response = client.put(
-        f"/agents/{UNKNOWN_AGENT}/messages/mark-read",
+        f"/agents/{UNKNOWN}/messages/mark-read",
         json={"read_up_to_date": "2030-01-01T00:00:00Z"},
     )
 
@@ -551,7 +546,7 @@ def test_mark_read_malformed_agent_id_is_422(client):
 
 def test_mark_read_unknown_agent_with_bad_body_is_422(client):
     """When the id is unknown and the body invalid, 422 wins."""
-    response = client.put(f"/agents/{UNKNOWN_AGENT}/messages/mark-read", json={})
+    response = client.put(f"/agents/{UNKNOWN}/messages/mark-read", json={})
 
     assert_invalid(response)
 

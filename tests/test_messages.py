@@ -10,17 +10,24 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from tests.helpers import MESSAGE_FIELDS, UTC_TIMESTAMP, assert_invalid, assert_not_found, instant
-
-Item = dict[str, Any]
-Db = psycopg.Connection[dict[str, Any]]
+from tests.helpers import (
+    MESSAGE_FIELDS,
+    UNKNOWN,
+    UTC_TIMESTAMP,
+    Db,
+    Item,
+    assert_invalid,
+    assert_not_found,
+    db_now,
+    instant,
+)
 
 OPTIONAL_MESSAGE_FIELDS = [
     "sender_id",
@@ -33,7 +40,6 @@ OPTIONAL_MESSAGE_FIELDS = [
 ]
 RECIPIENT_FIELDS = {"message_id", "recipient_id", "is_read", "read_at"}
 METADATA_FIELDS = {"id", "message_id", "key", "value", "agent_id", "created_at"}
-UNKNOWN = "00000000-0000-4000-8000-000000000000"
 MSG_METADATA = {
     "task": "summarise",
     "tags": ["a", "b"],
@@ -63,10 +69,6 @@ def message_row(db: Db, message_id: str) -> Item:
     ).fetchone()
     assert row is not None
     return row
-
-
-def db_now(db: Db) -> datetime:
-    return db.execute("SELECT clock_timestamp() AS now").fetchone()["now"]
 
 
 def messages_with_content(db: Db, content: str) -> int:
@@ -164,13 +166,14 @@ def test_create_without_optional_fields_stores_nulls(client, db):
     assert row == {"content": "just text", **dict.fromkeys(OPTIONAL_MESSAGE_FIELDS)}
 
 
-def test_create_with_explicit_nulls_stores_nulls(client):
+def test_create_with_explicit_nulls_stores_nulls(client, db):
     sent = {"content": "nulls", **dict.fromkeys(OPTIONAL_MESSAGE_FIELDS)}
 
     response = client.post("/messages", json=sent)
 
     assert response.status_code == 201, response.text
     assert {field: response.json()[field] for field in sent} == sent
+    assert message_row(db, response.json()["id"]) == sent
 
 
 def test_create_gives_each_message_a_new_id(message):
@@ -652,7 +655,7 @@ def test_put_recipient_that_does_not_exist_is_404(client, agent, message, which)
     )
 
     assert response.status_code == 404, response.text
-    assert isinstance(response.json()["detail"], str)
+    assert response.json() == {"detail": "Message recipient not found"}
 
 
 # POST /agent_message_metadata ----------------------------------------------
@@ -794,7 +797,7 @@ def test_put_unknown_metadata_is_404(client):
     response = client.put(f"/agent_message_metadata/{UNKNOWN}", json={"value": "x"})
 
     assert response.status_code == 404, response.text
-    assert isinstance(response.json()["detail"], str)
+    assert response.json() == {"detail": "Metadata not found"}
 
 
 @pytest.mark.parametrize("change", [{"key": None}, {"key": ""}, {"key": "x" * 256}, {"value": 5}])

@@ -6,8 +6,6 @@ import json
 import logging
 import re
 import secrets
-import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +23,7 @@ import service
 from operations import logs
 from service import Settings, create_app
 from settings import load_settings
-from tests.test_server import Server
+from tests.servers import Server
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -270,12 +268,9 @@ def test_json_log_has_one_line_per_request_and_no_key_or_content(database_url, t
             assert http.get("/metrics").status_code == 401  # the API key is not the metrics token
             echoed = http.post("/cli/echo", json={"message": content})
             assert echoed.json()["output"] == content
-        server.process.send_signal(signal.SIGTERM)
-        server.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"no exit within 10 s of SIGTERM: {server.output()}")
+        server.terminate()
     finally:
-        server.stop()
+        server.kill()
 
     stdout = server.stdout_path.read_text()
     output = server.output()
@@ -311,7 +306,7 @@ def test_text_log_is_the_default_for_local_runs(database_url, tmp_path):
         server.wait_healthy()
         httpx.get(server.base_url + "/users/1", headers={"X-Request-ID": "text-1"}, timeout=10)
     finally:
-        server.stop()
+        server.kill()
     lines = [line for line in server.stdout_path.read_text().splitlines() if "text-1" in line]
     assert len(lines) == 1, server.output()
     assert " INFO mailroom.access: GET /users/{user_id} 200 " in lines[0]

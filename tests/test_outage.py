@@ -9,58 +9,27 @@ stream held across the outage goes on with no gap and no duplicate.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from embedded import start_embedded
-from tests.test_server import Server
-from tests.test_stream import Stream
+from tests.helpers import Stream
+from tests.servers import Cluster, Server
 
 RECOVERY_SECONDS = 5.0
-
-
-class Cluster:
-    """A pgserver cluster of our own, stopped and started with its pg_ctl."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir / "pgdata"
-        self.url = start_embedded(self.data_dir)
-        query = parse_qs(urlsplit(self.url).query)
-        self.socket_dir = query["host"][0]
-
-    def pg_ctl(self, *args: str) -> None:
-        from pgserver import _commands
-
-        user = "pgserver" if os.geteuid() == 0 else None
-        _commands.pg_ctl(list(args), pgdata=self.data_dir, user=user, timeout=60)
-
-    def stop(self) -> None:
-        self.pg_ctl("stop", "-m", "fast", "-w")
-
-    def start(self) -> None:
-        options = f'-h "" -k {self.socket_dir}'
-        self.pg_ctl("start", "-w", "-o", options, "-l", str(self.data_dir / "log"))
-
-    def restart(self) -> None:
-        self.pg_ctl("restart", "-m", "fast", "-w")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A cluster of this module's own, stopped afterwards (pgserver loses track of it
     once it has been restarted behind its back)."""
-    cluster = Cluster(tmp_path_factory.mktemp("outage"))
+    cluster = Cluster(tmp_path_factory.mktemp("outage") / "pgdata")
     yield cluster
-    with contextlib.suppress(Exception):
-        cluster.stop()
+    cluster.close()
 
 
 @pytest.fixture
@@ -70,7 +39,7 @@ def service(cluster: Cluster, tmp_path: Path) -> Iterator[Server]:
         server.wait_healthy()
         yield server
     finally:
-        server.stop()
+        server.kill()
 
 
 def post_message(http: httpx.Client, recipient: str, content: str) -> httpx.Response:

@@ -100,6 +100,22 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
         ("get_conversation_messages_json", {**details_page, "agent_id": None}),
         ("get_conversation_messages_json", {**details_page, "agent_id": agent_id}),
         ("list_agents", {"agent_ids": agent_ids, "viewer": agent_id}),
+        # The directory: the admin's page reads each agent's counts from the inbox indexes.
+        *(
+            (
+                "list_directory",
+                {
+                    "name": name,
+                    "after_name": "",
+                    "after_id": OLDEST[1],
+                    "activity": activity,
+                    "limit": 1001,
+                    "max_bytes": 4_194_304,
+                },
+            )
+            for name in (None, "Agent 4")
+            for activity in (True, False)
+        ),
         # What authorization adds to the requests of an agent key.
         ("get_agent_by_key", {"digest": b"\0" * 32}),
         ("get_conversation_party", {**details, "agent_id": agent_id}),

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,87 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from settings import ENVIRONMENT
-
-ROOT = Path(__file__).resolve().parent.parent
-START_SECONDS = 30
-STOP_SECONDS = 10
-FAIL_SECONDS = 30
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def clean_env(**variables: str) -> dict[str, str]:
-    """This process's environment without mailroom's settings, plus `variables`.
-
-    Authentication is off unless `variables` turn it on: these servers prove
-    the open contract of API.md (tests/test_access.py covers the keys).
-    """
-    env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
-    env["MAILROOM_AUTH"] = "off"
-    env.update(variables)
-    return env
-
-
-def run_to_exit(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run a command that must stop on its own; fail (not hang) when it does not."""
-    try:
-        return subprocess.run(
-            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=FAIL_SECONDS
-        )
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"{argv} still running after {FAIL_SECONDS} s; stderr: {error.stderr!r}")
-
-
-class Server:
-    """A uvicorn process serving service:app on a free port, its output in files."""
-
-    def __init__(self, database_url: str, logs: Path, **variables: str) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.argv = [sys.executable, "-m", "uvicorn", "service:app"]
-        self.argv += ["--host", "127.0.0.1", "--port", str(self.port)]
-        self.stdout_path = logs / "stdout.txt"
-        self.stderr_path = logs / "stderr.txt"
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.process = subprocess.Popen(
-                self.argv,
-                cwd=ROOT,
-                env=clean_env(DATABASE_URL=database_url, **variables),
-                stdout=out,
-                stderr=err,
-            )
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def output(self) -> str:
-        """Everything it wrote: the log (stdout) and uvicorn's lines before the app loads."""
-        return self.stdout_path.read_text(errors="replace") + self.stderr()
-
-    def wait_healthy(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"server exited with {self.process.returncode}: {self.stderr()}")
-            try:
-                response = httpx.get(self.base_url + "/health", timeout=2)
-            except httpx.TransportError:
-                time.sleep(0.2)
-                continue
-            if response.status_code == 200:
-                return
-            time.sleep(0.2)
-        pytest.fail(f"/health did not answer 200 within {START_SECONDS} s: {self.stderr()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+from tests.servers import ROOT, STOP_SECONDS, Server, clean_env, free_port, run_to_exit
 
 
 @pytest.fixture
@@ -103,7 +21,7 @@ def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
     try:
         yield running
     finally:
-        running.stop()
+        running.kill()
 
 
 def test_server_serves_over_a_socket_and_stops_on_sigterm(server: Server) -> None:
@@ -122,11 +40,7 @@ def test_server_serves_over_a_socket_and_stops_on_sigterm(server: Server) -> Non
         assert user.status_code == 200, user.text
         assert user.json()["name"] == "John Doe"
 
-    server.process.send_signal(signal.SIGTERM)
-    try:
-        status = server.process.wait(timeout=STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"no exit within {STOP_SECONDS} s of SIGTERM: {server.stderr()}")
+    status = server.terminate()
     # uvicorn (>= 0.29) shuts down gracefully, then re-raises the SIGTERM it caught so
     # that its parent sees "terminated by SIGTERM" (shell status 143); the Containerfile's
     # `tini -e 143` maps that to 0. Either status is a clean stop; anything else is not.

@@ -7,7 +7,6 @@ through PostgreSQL's LISTEN/NOTIFY.
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import subprocess
@@ -19,70 +18,21 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from httpx_sse import connect_sse
 from starlette.testclient import TestClient
 
-from tests.helpers import assert_invalid, assert_not_found
-from tests.test_server import Server
+from tests.helpers import (
+    EVENT_SECONDS,
+    UNKNOWN,
+    Event,
+    Item,
+    Stream,
+    assert_invalid,
+    assert_not_found,
+)
+from tests.servers import Server
 
-Item = dict[str, Any]
-UNKNOWN_AGENT = "00000000-0000-4000-8000-000000000000"
 HEARTBEAT = "0.5"  # the servers fixture's MAILROOM_STREAM_HEARTBEAT
-EVENT_SECONDS = 10
-
-
-class Event:
-    """One Server-Sent Event (or a comment line, as kind 'comment')."""
-
-    def __init__(self, kind: str, data: str = "", event_id: str | None = None) -> None:
-        self.kind, self.data, self.id = kind, data, event_id
-
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-
-class Stream:
-    """An SSE client over a real socket: events parsed as they arrive."""
-
-    def __init__(
-        self, base_url: str, agent_id: str, params: dict[str, str] | None = None, **headers: str
-    ) -> None:
-        self.client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(10, read=EVENT_SECONDS))
-        self.context = self.client.stream(
-            "GET", f"/agents/{agent_id}/messages/stream", params=params, headers=headers
-        )
-        self.response = self.context.__enter__()
-        self.lines = self.response.iter_lines()
-
-    def next(self, include_comments: bool = False) -> Event:
-        """The next event; heartbeats alone do not keep a test waiting past EVENT_SECONDS."""
-        deadline = time.monotonic() + EVENT_SECONDS
-        fields: dict[str, str] = {}
-        for line in self.lines:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no event within {EVENT_SECONDS} s")
-            if line.startswith(":"):
-                if include_comments:
-                    return Event("comment", line[1:].strip())
-                continue
-            if line == "":
-                if "event" in fields or "data" in fields:
-                    return Event(
-                        fields.get("event", "message"), fields.get("data", ""), fields.get("id")
-                    )
-                fields.clear()
-                continue
-            name, _, value = line.partition(":")
-            fields[name] = value.removeprefix(" ")
-        raise EOFError("the stream ended")
-
-    def messages(self, count: int) -> list[Event]:
-        events = [self.next() for _ in range(count)]
-        assert all(event.kind == "message" for event in events), [e.kind for e in events]
-        return events
-
-    def close(self) -> None:
-        self.context.__exit__(None, None, None)
-        self.client.close()
 
 
 def new_agent(base_url: str) -> str:
@@ -273,6 +223,8 @@ def test_an_idle_stream_gets_heartbeats(servers: list[Server]) -> None:
     agent = new_agent(a.base_url)
     stream = Stream(a.base_url, agent)
     try:
+        opening = stream.next(include_comments=True)
+        assert opening.kind == "comment" and opening.data == "connected"
         started = time.monotonic()
         event = stream.next(include_comments=True)
         assert event.kind == "comment" and event.data == "heartbeat"
@@ -281,10 +233,32 @@ def test_an_idle_stream_gets_heartbeats(servers: list[Server]) -> None:
         stream.close()
 
 
+def test_httpx_sse_gets_json_data_in_every_message_event(servers: list[Server]) -> None:
+    """httpx-sse hands over any block with a field or after an id as an event: neither the
+    opening, the reconnection time nor a heartbeat may come as a `message` without data."""
+    a, b = servers
+    agent = new_agent(a.base_url)
+    timeout = httpx.Timeout(10, read=EVENT_SECONDS)
+    with (
+        httpx.Client(base_url=a.base_url, timeout=10) as http,
+        httpx.Client(base_url=b.base_url, timeout=timeout) as reader,
+    ):
+        first = send(http, agent, "before the stream")
+        with connect_sse(reader, "GET", f"/agents/{agent}/messages/stream") as source:
+            events = source.iter_sse()
+            replayed = next(events)
+            time.sleep(float(HEARTBEAT) * 3)  # heartbeats after an event with an id
+            second = send(http, agent, "live")
+            live = next(events)
+    assert (replayed.event, replayed.retry, replayed.json()["id"]) == ("message", 1000, first["id"])
+    assert (live.event, live.retry, live.json()["id"]) == ("message", None, second["id"])
+    assert live.id and live.id != replayed.id
+
+
 def test_stream_errors_follow_the_pull_endpoints(servers: list[Server]) -> None:
     a, _ = servers
     with httpx.Client(base_url=a.base_url, timeout=10) as http:
-        assert_not_found(http.get(f"/agents/{UNKNOWN_AGENT}/messages/stream"), "Agent not found")
+        assert_not_found(http.get(f"/agents/{UNKNOWN}/messages/stream"), "Agent not found")
         assert_invalid(http.get("/agents/not-a-uuid/messages/stream"), "path", "agent_id")
         agent = new_agent(a.base_url)
         forged = http.get(f"/agents/{agent}/messages/stream", headers={"Last-Event-ID": "AAAA"})
@@ -338,13 +312,13 @@ def test_long_poll_answers_at_once_when_messages_are_waiting(client: TestClient)
 
 @pytest.mark.parametrize("wait", ["61", "-1", "1.5", "soon", ""])
 def test_long_poll_wait_out_of_range_is_422(client: TestClient, wait: str) -> None:
-    response = client.get(f"/agents/{UNKNOWN_AGENT}/messages/unread", params={"wait": wait})
+    response = client.get(f"/agents/{UNKNOWN}/messages/unread", params={"wait": wait})
     assert_invalid(response, "query", "wait")
 
 
 def test_long_poll_for_an_unknown_agent_is_404_at_once(client: TestClient) -> None:
     started = time.monotonic()
-    response = client.get(f"/agents/{UNKNOWN_AGENT}/messages/unread", params={"wait": 30})
+    response = client.get(f"/agents/{UNKNOWN}/messages/unread", params={"wait": 30})
     assert_not_found(response, "Agent not found")
     assert time.monotonic() - started < 1
 
@@ -382,7 +356,7 @@ def test_sigterm_ends_streams_with_a_final_event(database_url: str, tmp_path: Pa
             pytest.fail(f"no exit within 10 s of SIGTERM: {server.stderr()}")
         assert time.monotonic() - started < 5
     finally:
-        server.stop()
+        server.kill()
     assert final.kind == "shutdown"
     assert poll[0].status_code == 200 and poll[0].json() == []
     # uvicorn re-raises SIGTERM once it has shut down cleanly (tini -e 143 maps it to 0).

@@ -46,6 +46,19 @@ _ERROR_HEADERS = {
     429: _RETRY_AFTER,
     503: _RETRY_AFTER,
 }
+# The response header of a paginated list (a route with a `cursor` parameter).
+_LINK = {
+    "Link": {
+        "description": 'RFC 8288: `<url>; rel="next"`, the URL of the next page (its `cursor`'
+        " parameter is opaque: follow the URL as given). Absent on the last page.",
+        "required": False,
+        "schema": {"type": "string", "pattern": '^<[^>]+>; rel="next"$'},
+    }
+}
+EVENT_STREAM = "text/event-stream"
+# The `itemSchema` of OpenAPI 3.2's sequential media types, carried as an extension: in
+# OpenAPI 3.1 the schema of a text/event-stream body describes the text, not its events.
+ITEM_SCHEMA = "x-itemSchema"
 SECURITY_SCHEME = "bearer"
 _SECURITY_SCHEMES = {
     SECURITY_SCHEME: {
@@ -103,6 +116,78 @@ def query_parameters(kind: type | None) -> list[dict[str, Any]]:
     return parameters
 
 
+def _operation_id(op: Operation) -> str:
+    return op.method.lower() + _NOT_WORD.sub("_", op.path.lower()).rstrip("_")
+
+
+def _json_data(schema: dict[str, Any]) -> dict[str, Any]:
+    """An event's `data` field: text holding a JSON document that `schema` describes."""
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
+
+
+def _event_stream(item: dict[str, Any], item_name: str, end: dict[str, Any]) -> dict[str, Any]:
+    """The media type object of a stream of Server-Sent Events carrying `item`s.
+
+    The body is text, never one JSON document: a generated client reads it as a
+    string, and parses each event's `data` as JSON (the `x-itemSchema` says how).
+    """
+    return {
+        "schema": {
+            "type": "string",
+            "description": "Server-Sent Events (text/event-stream), not JSON. Each `message`"
+            f" event carries one {item_name} as JSON in `data:` and its cursor in `id:` (resume"
+            " with the Last-Event-ID header or ?after=). Another event name (`revoked`,"
+            ' `shutdown`) is the last one: its `data:` is `{"detail": sentence}`. The first'
+            " event also carries `retry:` (milliseconds before reconnecting). Lines starting"
+            " with `:` are comments (heartbeats) to ignore. `x-itemSchema` describes one event.",
+        },
+        ITEM_SCHEMA: {
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"type": "string"},
+                "id": {"type": "string"},
+                "retry": {"type": "integer", "minimum": 0},
+                "data": {"type": "string"},
+            },
+            "oneOf": [
+                {
+                    "required": ["id"],
+                    "properties": {"event": {"const": "message"}, "data": _json_data(item)},
+                },
+                {
+                    "properties": {"event": {"not": {"const": "message"}}, "data": _json_data(end)},
+                },
+            ],
+        },
+    }
+
+
+def _page_headers(parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    """The headers of a success answer: `Link` on a paginated list (it takes a cursor)."""
+    paginated = any(p["in"] == "query" and p["name"] == "cursor" for p in parameters)
+    return {"headers": _LINK} if paginated else {}
+
+
+def _links(op: Operation, operations: list[Operation]) -> dict[str, Any]:
+    """OpenAPI links from a create's response to every operation that takes the new id."""
+    if op.creates is None:
+        return {}
+    placeholder = "{" + op.creates + "}"
+    return {
+        "links": {
+            _operation_id(target): {
+                "operationId": _operation_id(target),
+                "parameters": {op.creates: "$response.body#/id"},
+                "description": f"The created resource's `id` is `{op.creates}` of {target.method}"
+                f" {target.path}",
+            }
+            for target in operations
+            if placeholder in target.path
+        }
+    }
+
+
 def build(title: str, version: str, description: str, operations: Sequence[Operation]) -> dict:
     """The whole document as a dict, ready to encode once."""
     types: set[Any] = {ErrorDetail, ValidationErrorBody}
@@ -133,14 +218,19 @@ def build(title: str, version: str, description: str, operations: Sequence[Opera
              "description": h.description}
             for h in op.headers
         ]  # fmt: skip
+        if op.response is None:
+            content = {}
+        elif op.media_type == EVENT_STREAM:
+            stream = _event_stream(by_type[op.response], op.response.__name__, by_type[ErrorDetail])
+            content = {"content": {op.media_type: stream}}
+        else:
+            content = {"content": {op.media_type: {"schema": by_type[op.response]}}}
         responses: dict[str, Any] = {
             str(op.status): {
                 "description": "Success",
-                **(
-                    {"content": {op.media_type: {"schema": by_type[op.response]}}}
-                    if op.response is not None
-                    else {}
-                ),
+                **_page_headers(parameters),
+                **content,
+                **_links(op, operations),
             }
         }
         for code, body in op.error_bodies().items():
@@ -151,7 +241,7 @@ def build(title: str, version: str, description: str, operations: Sequence[Opera
             }
         operation: dict[str, Any] = {
             "summary": op.summary,
-            "operationId": op.method.lower() + _NOT_WORD.sub("_", op.path.lower()).rstrip("_"),
+            "operationId": _operation_id(op),
             "tags": [op.tag],
             "parameters": parameters,
             "responses": responses,

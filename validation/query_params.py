@@ -20,9 +20,14 @@ Direction = Annotated[
     Literal["all", "sent", "received"],
     Meta(description="Which messages: sent, received, or both"),
 ]
+MAX_WAIT = 60  # seconds: the longest long-poll (proxies in front must wait longer)
 Wait = Annotated[
     int,
-    Meta(ge=0, le=60, description="Seconds to wait for a message when none is there (long-poll)"),
+    Meta(
+        ge=0,
+        le=MAX_WAIT,
+        description="Seconds to wait for a message when none is there (long-poll)",
+    ),
 ]
 
 
@@ -73,3 +78,19 @@ class ConversationsQuery(Page, frozen=True, kw_only=True):
     archived: Annotated[bool, Meta(description="Only archived (true) or active (false)")] | None = (
         None
     )
+
+
+class DirectoryQuery(Page, frozen=True, kw_only=True):
+    """GET /agents."""
+
+    name: (
+        Annotated[
+            str,
+            Meta(
+                max_length=255,
+                pattern="^[^\\x00]*$",
+                description="Only agents whose name starts with this, ignoring case",
+            ),
+        ]
+        | None
+    ) = None

@@ -19,25 +19,43 @@ from msgspec import UNSET, Meta, UnsetType
 
 from validation.errors import InvalidInput
 
-AgentName = Annotated[str, Meta(min_length=1, max_length=255, description="1..255 characters")]
-IpAddress = Annotated[str, Meta(description="A single IPv4 or IPv6 address")]
-Port = Annotated[int, Meta(ge=1, le=65535)]
-Content = Annotated[str, Meta(min_length=1, max_length=65536)]
-Label = Annotated[str, Meta(min_length=1, max_length=50)]
-Importance = Annotated[int, Meta(ge=0, le=10)]
-Title = Annotated[str, Meta(max_length=255)]
-MetadataKey = Annotated[str, Meta(min_length=1, max_length=255)]
+# PostgreSQL cannot store NUL (U+0000) in text: every text field refuses it here, with a
+# 422 naming the field, and the document says so with the same pattern.
+NO_NUL = "^[^\\u0000]*$"
+AgentName = Annotated[
+    str, Meta(min_length=1, max_length=255, pattern=NO_NUL, description="1..255 characters")
+]
+# What canonical_ip accepts, as JSON Schema formats (as in the original, "" is refused).
+# Each branch repeats the type: without it openapi-python-client types the field as Any.
+IpAddress = Annotated[
+    str,
+    Meta(
+        description="A single IPv4 or IPv6 address, returned in canonical form",
+        extra_json_schema={
+            "anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]
+        },
+    ),
+]
+# An int field takes an integral number, 5 or 5.0, as pydantic does (handlers.common.decode).
+Port = Annotated[int, Meta(ge=1, le=65535, description="1..65535; 8080.0 is taken as 8080")]
+Content = Annotated[str, Meta(min_length=1, max_length=65536, pattern=NO_NUL)]
+Label = Annotated[str, Meta(min_length=1, max_length=50, pattern=NO_NUL)]
+Importance = Annotated[int, Meta(ge=0, le=10, description="0..10; 5.0 is taken as 5")]
+Title = Annotated[str, Meta(max_length=255, pattern=NO_NUL)]
+Text = Annotated[str, Meta(pattern=NO_NUL)]
+MetadataKey = Annotated[str, Meta(min_length=1, max_length=255, pattern=NO_NUL)]
 JsonObject = dict[str, Any]
 RecipientIds = Annotated[list[UUID], Meta(max_length=1000)]
 
 _EXTRA_DIGITS = re.compile(r"(\.\d{6})\d+")
-ECHO_TEXT = re.compile(r"[A-Za-z0-9 .,!?_-]{1,1000}")
+ECHO_MIN_LENGTH, ECHO_MAX_LENGTH = 1, 1000
+ECHO_CHARACTERS = re.compile(r"[A-Za-z0-9 .,!?_-]*")
 # The same rule as one pattern on the unstripped text, for the OpenAPI document: what
 # str.strip() removes around 1..1000 allowed characters that start and end with no space.
 _STRIPPED = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x10000)) if c.isspace())
 ECHO_PATTERN = (
-    f"^[{_STRIPPED}]*[A-Za-z0-9.,!?_-](?:[A-Za-z0-9 .,!?_-]{{0,998}}[A-Za-z0-9.,!?_-])?"
-    f"[{_STRIPPED}]*$"
+    f"^[{_STRIPPED}]*[A-Za-z0-9.,!?_-](?:[A-Za-z0-9 .,!?_-]{{0,{ECHO_MAX_LENGTH - 2}}}"
+    f"[A-Za-z0-9.,!?_-])?[{_STRIPPED}]*$"
 )
 
 
@@ -129,7 +147,7 @@ class MetadataCreate(Input):
 
     message_id: UUID
     key: MetadataKey
-    value: str | None = None
+    value: Text | None = None
     agent_id: UUID | None = None
 
 
@@ -137,14 +155,14 @@ class MetadataUpdate(Input):
     """Change a metadata item's key or value."""
 
     key: MetadataKey | UnsetType = UNSET
-    value: str | UnsetType | None = UNSET
+    value: Text | UnsetType | None = UNSET
 
 
 class ConversationCreate(Input):
     """Start a conversation."""
 
     title: Title | None = None
-    description: str | None = None
+    description: Text | None = None
     archived: bool = False
     metadata: JsonObject = msgspec.field(default_factory=dict)
 
@@ -153,7 +171,7 @@ class ConversationUpdate(Input):
     """Change a conversation; a metadata object replaces the stored one."""
 
     title: Title | UnsetType | None = UNSET
-    description: str | UnsetType | None = UNSET
+    description: Text | UnsetType | None = UNSET
     archived: bool | UnsetType = UNSET
     metadata: JsonObject | UnsetType = UNSET
 
@@ -180,9 +198,9 @@ class MarkReadRequest(Input):
         text = _EXTRA_DIGITS.sub(r"\1", self.read_up_to_date)
         try:
             moment = msgspec.convert(text, datetime)
-        except msgspec.ValidationError:
-            raise InvalidInput.at(
-                ["body", "read_up_to_date"], f"Not an RFC 3339 timestamp: {text!r}"
+        except msgspec.ValidationError as error:
+            raise InvalidInput.from_msgspec(
+                error, ["body", "read_up_to_date"], self.read_up_to_date
             ) from None
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -194,10 +212,19 @@ class EchoRequest(Input):
     message: Annotated[str, Meta(extra_json_schema={"pattern": ECHO_PATTERN})]
 
     def __post_init__(self) -> None:
-        self.message = self.message.strip()
-        if not ECHO_TEXT.fullmatch(self.message):
+        sent, self.message = self.message, self.message.strip()
+        loc = ["body", "message"]
+        if len(self.message) < ECHO_MIN_LENGTH:
+            raise InvalidInput.pydantic(
+                "string_too_short", loc, {"min_length": ECHO_MIN_LENGTH}, sent
+            )
+        if len(self.message) > ECHO_MAX_LENGTH:
+            raise InvalidInput.pydantic(
+                "string_too_long", loc, {"max_length": ECHO_MAX_LENGTH}, sent
+            )
+        if not ECHO_CHARACTERS.fullmatch(self.message):
             raise InvalidInput.at(
-                ["body", "message"],
-                "Message contains invalid characters or has the wrong length: after trimming"
-                " it must be 1 to 1000 of A-Z a-z 0-9, space and . , ! ? - _",
+                loc,
+                "Message contains invalid characters: after trimming it must be"
+                f" {ECHO_MIN_LENGTH} to {ECHO_MAX_LENGTH} of A-Z a-z 0-9, space and . , ! ? - _",
             )

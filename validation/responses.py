@@ -8,8 +8,8 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, UnsetType
 
-# Server-set instants, RFC 3339 in UTC with microseconds, as the database layer
-# renders them (queries/database.py: TimestampLoader).
+# Server-set instants, RFC 3339 in UTC with microseconds, as the statements
+# return them (the SQL function rfc3339, queries/migrations/0005_shared_definitions.sql).
 Timestamp = Annotated[
     str,
     msgspec.Meta(
@@ -50,6 +50,18 @@ class Agent(msgspec.Struct, frozen=True):
     port: int | None
     created_at: Timestamp
     updated_at: Timestamp
+
+
+class DirectoryEntry(msgspec.Struct, frozen=True):
+    """An agent a caller may address: who it is, never where it runs. The admin (and an
+    open service) also gets each agent's unread count and the time of the last message
+    it sent or received (null: none yet); an agent's key gets neither field."""
+
+    id: UUID
+    agent_name: str
+    created_at: Timestamp
+    unread_count: int | UnsetType = UNSET
+    last_active_at: Timestamp | UnsetType | None = UNSET
 
 
 class AgentCreated(Agent, frozen=True):
@@ -176,12 +188,22 @@ class ErrorDetail(msgspec.Struct, frozen=True):
     detail: str
 
 
-class FieldError(msgspec.Struct, frozen=True):
-    """One invalid input, located FastAPI-style (`["body", "port"]`)."""
+# What pydantic filled an error's msg from (min_length, max_length, ge, le, error, ...).
+FilledIn = Annotated[
+    dict[str, Any], msgspec.Meta(description="The values in msg, e.g. max_length, ge, le, error")
+]
 
-    type: str
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One invalid input, located FastAPI-style (`["body", "port"]`), in pydantic's words."""
+
+    type: Annotated[
+        str, msgspec.Meta(description="pydantic's error type, e.g. missing, string_too_long")
+    ]
     loc: list[str | int]
     msg: str
+    input: Annotated[Any, msgspec.Meta(description="The refused value, when known")] = UNSET
+    ctx: FilledIn | UnsetType = UNSET
 
 
 class ValidationErrorBody(msgspec.Struct, frozen=True):
