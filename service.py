@@ -17,17 +17,19 @@ import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TypedDict
 
 import msgspec
 import psycopg
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
@@ -64,11 +66,14 @@ from handlers import (
 from handlers.http_errors import HTTPError
 from handlers.operation import Operation
 from operations import forwarded, logs
+from operations.http_limits import BoundedHttpToolsProtocol, Limits
 from operations.metrics import clean_directory
 from operations.middleware import RequestTelemetry, SecurityHeaders
 from queries.database import DatabaseDown, make_pool, migrate, purge_expired_keys
 from queries.listener import Listener
 from settings import Settings, load_settings
+from tools import endpoint as mcp_endpoint
+from tools import server as mcp_server
 from validation import openapi, requests, responses
 from validation.errors import InvalidInput
 from validation.openapi import IDEMPOTENCY_KEY, LAST_EVENT_ID
@@ -85,6 +90,7 @@ HERE = Path(__file__).parent
 VERSION = "0.1.0"
 log = logging.getLogger("mailroom")
 PURGE_INTERVAL = 3600.0  # seconds between two purges of expired Idempotency-Keys
+HTTP_PROTOCOL = "service:HttpProtocol"  # uvicorn's --http, by name: each worker imports it
 
 # The operations ---------------------------------------------------------------
 
@@ -178,6 +184,9 @@ OPERATIONS = [
     Operation("GET", "/docs", docs.swagger_ui, "Swagger UI", documented=False),
     Operation("GET", "/redoc", docs.redoc, "ReDoc", documented=False),
     Operation("GET", "/metrics", metrics.metrics, "Prometheus metrics", documented=False),
+    # The MCP endpoint (Streamable HTTP, docs/mcp.md): it authenticates its agent itself
+    # (the admin token is 403 there); each tool call runs an operation above, its rule too.
+    Operation("POST", "/mcp", mcp_endpoint.serve, "MCP tools for agents", documented=False),
     Operation("GET", "/console", console.console, "The operator console", documented=False),
 ]  # fmt: skip
 
@@ -195,14 +204,17 @@ EXCEPTION_HANDLERS = {
     HTTPError: errors.http_error,
     HTTPException: errors.starlette_error,
     InvalidInput: errors.invalid_input,
+    ClientDisconnect: errors.client_gone,
     psycopg.IntegrityError: errors.integrity_error,
     psycopg.DataError: errors.data_error,
     PoolTimeout: errors.pool_exhausted,
     DatabaseDown: errors.database_unavailable,
-    psycopg.OperationalError: errors.database_unavailable,
+    psycopg.OperationalError: errors.database_error,
     psycopg.InterfaceError: errors.database_unavailable,
     Exception: errors.unexpected_error,
 }
+# The tools of /mcp run the operations above, their errors mapped as above.
+MCP_SERVER = mcp_server.build(OPERATIONS, EXCEPTION_HANDLERS)
 
 # Lifespan ---------------------------------------------------------------------
 
@@ -218,6 +230,7 @@ class State(TypedDict):
     admin_digest: bytes
     rate_limits: RateLimits
     echo_slots: asyncio.Semaphore
+    mcp: StreamableHTTPSessionManager
 
 
 def make_lifespan(settings: Settings):
@@ -254,6 +267,8 @@ def make_lifespan(settings: Settings):
         # before it runs the lifespan's shutdown.
         call_on_termination(listener.shutting_down)
         purge = asyncio.create_task(purge_expired_keys(pool, PURGE_INTERVAL), name="purge")
+        tools = AsyncExitStack()
+        mcp = await tools.enter_async_context(mcp_endpoint.session_manager(MCP_SERVER, settings))
         log.info("mailroom %s ready", VERSION, extra=logs.event("startup", version=VERSION))
         try:
             yield State(
@@ -272,8 +287,10 @@ def make_lifespan(settings: Settings):
                     }
                 ),
                 echo_slots=asyncio.Semaphore(settings.echo_concurrency),
+                mcp=mcp,
             )
         finally:
+            await tools.aclose()
             purge.cancel()
             await listener.close()
             await pool.close()
@@ -322,7 +339,20 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
-app = create_app(load_settings())
+SETTINGS = load_settings()
+app = create_app(SETTINGS)
+
+
+class HttpProtocol(BoundedHttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol for this service (`--http service:HttpProtocol`): httptools
+    with the settings' bounds on each request's head and body."""
+
+    limits = Limits(
+        SETTINGS.max_header_bytes,
+        SETTINGS.max_headers,
+        SETTINGS.header_timeout,
+        SETTINGS.body_timeout,
+    )
 
 
 def own_embedded_server(settings: Settings) -> Settings:
@@ -371,6 +401,7 @@ def main() -> None:
             log_level=settings.log_level.lower(),
             log_config=str(HERE / "operations" / "logging.json"),
             access_log=False,  # the request middleware logs each request once
+            http=HTTP_PROTOCOL,
             # The app applies X-Forwarded-Proto/-Host from FORWARDED_ALLOW_IPS itself
             # (operations/forwarded.py); uvicorn's would hide the proxy's address from it.
             proxy_headers=False,

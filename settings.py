@@ -203,6 +203,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         | None
     ) = 10.0
 
+    max_header_bytes: Annotated[
+        int,
+        _env(
+            "MAILROOM_MAX_HEADER_BYTES",
+            "Largest request head (request line and headers), in bytes; more is 431",
+            ge=1024,
+        ),
+    ] = 16384
+    max_headers: Annotated[
+        int, _env("MAILROOM_MAX_HEADERS", "Most header fields in a request; more is 431", ge=1)
+    ] = 100
+    header_timeout: Annotated[
+        Seconds,
+        _env(
+            "MAILROOM_HEADER_TIMEOUT",
+            "Seconds a connection may take to send a request's head; then 408 (or closed)",
+            gt=0,
+        ),
+    ] = 10.0
+    body_timeout: Annotated[
+        Seconds,
+        _env(
+            "MAILROOM_BODY_TIMEOUT", "Seconds a request's body may take to arrive; then 408", gt=0
+        ),
+    ] = 30.0
     forwarded_allow_ips: Annotated[
         tuple[str, ...],
         _env(

@@ -110,6 +110,24 @@ async def authenticate(request: Request) -> UUID | None:
     return agent_id
 
 
+def identify(request: Request, agent_id: UUID | None) -> None:
+    """Record who is calling on the request: the rules, the limits and the log read it."""
+    request.scope[AGENT] = agent_id
+    request.scope[PRINCIPAL] = "admin" if agent_id is None else str(agent_id)
+
+
+async def admit(request: Request, agent_id: UUID, rule: Rule, bucket: str | None) -> None:
+    """Hold an agent to an operation: a token from its `bucket` (429 when empty), then
+    `rule` (403/404). A REST request and a tool call of /mcp pass through here alike."""
+    if bucket is not None:
+        wait = request.state.rate_limits.take(agent_id, bucket)
+        if wait:
+            raise TooManyRequests(
+                "Too many requests for this API key; retry later", {"Retry-After": str(wait)}
+            )
+    await rule(request, agent_id)
+
+
 def guard(handler: Handler, rule: Rule, bucket: str | None) -> Handler:
     """`handler`, run only for the admin or for an agent that `rule` lets through.
 
@@ -122,17 +140,9 @@ def guard(handler: Handler, rule: Rule, bucket: str | None) -> Handler:
         if not request.state.settings.auth_required:
             return await handler(request)
         agent_id = await authenticate(request)
-        request.scope[AGENT] = agent_id
-        request.scope[PRINCIPAL] = "admin" if agent_id is None else str(agent_id)
+        identify(request, agent_id)
         if agent_id is not None:
-            if bucket is not None:
-                wait = request.state.rate_limits.take(agent_id, bucket)
-                if wait:
-                    raise TooManyRequests(
-                        "Too many requests for this API key; retry later",
-                        {"Retry-After": str(wait)},
-                    )
-            await rule(request, agent_id)
+            await admit(request, agent_id, rule, bucket)
         return await handler(request)
 
     guarded.__name__ = handler.__name__

@@ -35,6 +35,7 @@ class _DirectoryRow(msgspec.Struct, frozen=True):
     created_at: str
     unread_count: int | None
     last_active_at: str | None
+    sort_name: str  # the cursor's sort key: the lower-cased name
 
 
 class _KeyHolder(msgspec.Struct, frozen=True):
@@ -83,7 +84,7 @@ async def list_agents(request: Request) -> Response:
         found = await sql.list_directory.page(
             conn,
             _DirectoryRow,
-            name=name or None,
+            prefix=name or "",
             after_name=after_name,
             after_id=after_id,
             activity=activity,
@@ -94,7 +95,7 @@ async def list_agents(request: Request) -> Response:
     headers = None
     if more:
         last = rows[-1]
-        cursor = encode_name_cursor(request.state.cursor_key, SCOPE, last.agent_name, last.id)
+        cursor = encode_name_cursor(request.state.cursor_key, SCOPE, last.sort_name, last.id)
         headers = next_link(request, cursor)
     items = [
         DirectoryEntry(row.id, row.agent_name, row.created_at, row.unread_count, row.last_active_at)

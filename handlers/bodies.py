@@ -17,7 +17,9 @@ S = TypeVar("S", bound=Input)
 
 ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
-_DECODED = "mailroom.body"  # scope key of the decoded body
+# Scope key of the decoded body: decode() keeps it there, and a tool call of /mcp
+# (tools/calls.py) puts the body it built from its arguments there.
+DECODED = "mailroom.body"
 # msgspec refusing a float for a top-level int field (every int of a request body is one).
 _FLOAT_FOR_INT = re.compile(r"Expected `int(?: \| null)?`, got `float` - at `\$\.(?P<field>\w+)`")
 
@@ -55,7 +57,7 @@ async def decode(request: Request, kind: type[S]) -> S:
     The result is kept on the request: an authorization rule that read the body
     and the handler that runs next share one decoding.
     """
-    decoded = request.scope.get(_DECODED)
+    decoded = request.scope.get(DECODED)
     if type(decoded) is kind:
         return decoded
     decoder = _DECODERS.get(kind)
@@ -73,7 +75,7 @@ async def decode(request: Request, kind: type[S]) -> S:
         raise InvalidInput.at(["body"], "Body is not valid UTF-8", "json_invalid") from None
     except RecursionError:
         raise InvalidInput.at(["body"], "JSON is nested too deeply", "json_invalid") from None
-    request.scope[_DECODED] = decoded
+    request.scope[DECODED] = decoded
     return decoded
 
 

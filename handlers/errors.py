@@ -2,7 +2,9 @@
 
 Handlers raise; these turn the exception into the contract's JSON body.
 Database constraint violations become 409 with a sentence naming the field,
-values the database cannot store become 422, an unreachable database 503.
+values the database cannot store become 422, an unreachable database 503, and
+a statement that ran out of time or memory 422 without Retry-After: the same
+request would fail the same way, so it is the request that must change.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ _CONFLICTS = {
     "replies: choose a parent_message_id outside its thread of replies",
 }
 RETRY_AFTER = {"Retry-After": "1"}
+# SQLSTATEs (codes, or a class by its two digits) of a statement that needed more
+# than one request may have: more time than statement_timeout (57014), more
+# memory than the server could give (53200), more temporary disk than
+# temp_file_limit (53400), or past one of PostgreSQL's own size limits (class 54,
+# e.g. a jsonb value over 256 MB or a string over 1 GB). Not a full disk (53100)
+# or too many connections (53300): those are the server's state, not the
+# request's size, and stay 503.
+TOO_EXPENSIVE = ("57014", "53200", "53400", "54")
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
@@ -106,7 +116,7 @@ async def integrity_error(request: Request, exc: Exception) -> Response:
 
 async def data_error(request: Request, exc: Exception) -> Response:
     """Values PostgreSQL cannot store (NUL characters, out-of-range numbers): 422."""
-    message = (str(exc).strip().splitlines() or ["Invalid value"])[0]
+    message = _first_line(exc)
     return json_response(
         ValidationErrorBody(
             [FieldError("value_error", ["body"], f"Cannot store value: {message}")]
@@ -115,10 +125,44 @@ async def data_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def database_error(request: Request, exc: Exception) -> Response:
+    """An OperationalError: a statement too expensive for one request (422), or else an
+    unreachable database (503)."""
+    assert isinstance(exc, psycopg.OperationalError)
+    if (exc.sqlstate or "").startswith(TOO_EXPENSIVE):
+        return await too_expensive(request, exc)
+    return await database_unavailable(request, exc)
+
+
 async def database_unavailable(request: Request, exc: Exception) -> Response:
     """Server down or restarting: 503, try again shortly."""
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
     return _error(503, "Database unavailable, try again shortly", RETRY_AFTER)
+
+
+async def too_expensive(request: Request, exc: Exception) -> Response:
+    """A statement that ran out of time or memory: 422 saying to ask for less, no Retry-After.
+
+    Logged with the request id (returned as X-Request-ID) for the operator, who
+    finds the statement in PostgreSQL's log at the same moment.
+    """
+    assert isinstance(exc, psycopg.Error)
+    resource = "time" if isinstance(exc, pg.QueryCanceled) else "memory or space"
+    log.warning(
+        "too expensive for one request on %s %s: SQLSTATE %s: %s",
+        request.method,
+        request.url.path,
+        exc.sqlstate,
+        _first_line(exc),
+        extra={"request_id": request.scope.get(REQUEST_ID_KEY)},
+    )
+    where = "query" if request.method == "GET" else "body"
+    message = (
+        f"This request needs more database {resource} than one request may use, so the "
+        "same request will fail again: ask for less at once (a smaller limit, fewer "
+        "items, a smaller value) rather than retrying it"
+    )
+    return json_response(ValidationErrorBody([FieldError("too_expensive", [where], message)]), 422)
 
 
 async def pool_exhausted(request: Request, exc: Exception) -> Response:
@@ -127,6 +171,14 @@ async def pool_exhausted(request: Request, exc: Exception) -> Response:
     return _error(
         503, "Service busy: no database connection became free, try again shortly", RETRY_AFTER
     )
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The connection closed before the body arrived (the client left, or the server's
+    MAILROOM_BODY_TIMEOUT closed it): nobody reads this answer, the log line says why."""
+    path = request.url.path
+    log.info("connection closed before the request body of %s %s arrived", request.method, path)
+    return _error(400, "The connection closed before the request body arrived")
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
@@ -144,3 +196,7 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
         extra={"request_id": error_id},
     )
     return _error(500, f"Internal server error (request id {error_id})", {"X-Request-ID": error_id})
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -142,9 +142,11 @@ class RequestLines:
         self.json = True
         self.pending: list[str] = []
 
-    def add(self, request_id: str, fields: dict[str, object]) -> None:
+    def add(self, request_id: str, fields: dict[str, object], message: str | None = None) -> None:
+        """One line: a request's (the message made from `fields`) or a tool call's."""
         now = time.time()
-        message = "{method} {route} {status} {duration_ms:.2f} ms".format_map(fields)
+        if message is None:
+            message = "{method} {route} {status} {duration_ms:.2f} ms".format_map(fields)
         if self.json:
             line = json_line(now, "INFO", self.ACCESS, message, request_id, fields)
         else:
@@ -169,6 +171,9 @@ def configure(level: str, log_format: str) -> None:
     and its access log is silenced: the request middleware writes that line."""
     REQUEST_LINES.json = log_format == "json"
     logging.getLogger("mailroom").setLevel(level)
+    # The MCP SDK logs each stateless request at INFO ("Terminating session"); the
+    # request middleware's line and the tool call's line already say what happened.
+    logging.getLogger("mcp").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     root = logging.getLogger()
     if root.handlers:
         return

@@ -71,6 +71,18 @@ RECIPIENTS = Counter(
 MARKED_READ = Counter(
     "mailroom_messages_marked_read", "Recipient rows marked read by PUT .../messages/mark-read"
 )
+# The tool calls of /mcp (each also a POST /mcp request above), by tool and outcome.
+TOOL_CALLS = Counter(
+    "mailroom_mcp_tool_calls",
+    "MCP tool calls, by tool and outcome (ok, invalid, forbidden, not_found, conflict, ...)",
+    ["tool", "outcome"],
+)
+TOOL_LATENCY = Histogram(
+    "mailroom_mcp_tool_call_duration_seconds",
+    "Time a tool call of /mcp took, by tool (check_inbox includes its wait)",
+    ["tool"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 ECHO_RUNS = Counter("mailroom_echo_runs", "Runs of echo by POST /cli/echo")
 ECHO_FAILURES = Counter("mailroom_echo_failures", "Runs of echo that exited non-zero or timed out")
 

@@ -24,32 +24,36 @@ RETURNING id, agent_name, ip_address, port,
           rfc3339(created_at) AS created_at, rfc3339(updated_at) AS updated_at;
 
 -- name: list_directory
--- A page of agents by name then id, after a sort key, optionally by case-insensitive name
--- prefix; with activity (the admin's view), each one's unread count and last message time.
+-- A page of agents by lower-cased name (byte order) then id, after a sort key, whose
+-- lower-cased name starts with a prefix ('' for all): one range of agents_by_lower_name.
+-- A name has at most 255 characters, so every name with the prefix sorts below the prefix
+-- followed by 256 copies of the highest code point, and nothing else in that range does.
+-- With activity (the admin's view), each one's unread count and last message time.
 -- Each row carries page_bytes, the bytes of the names up to it; the rows stop once those
 -- pass max_bytes (handlers/pagination.py fit() takes the page).
-SELECT id, agent_name, rfc3339(created_at) AS created_at, unread_count,
-       rfc3339(last_active_at) AS last_active_at, page_bytes
-  FROM (SELECT d.*, row_number() OVER w AS n, sum(d.bytes) OVER w AS page_bytes
-          FROM (SELECT a.id, a.agent_name, a.created_at, octet_length(a.agent_name) AS bytes,
+SELECT id, agent_name, created_at, unread_count, last_active_at, sort_name, page_bytes
+  FROM (SELECT d.*, row_number() OVER w AS n, sum(octet_length(d.agent_name)) OVER w AS page_bytes
+          FROM (SELECT a.id, a.agent_name, rfc3339(a.created_at) AS created_at,
                        CASE WHEN %(activity)s THEN
                            (SELECT count(*)::integer
                               FROM message_recipients r
                              WHERE r.recipient_id = a.id AND NOT r.is_read)
                        END AS unread_count,
                        CASE WHEN %(activity)s THEN
-                           greatest(
+                           rfc3339(greatest(
                                (SELECT max(r.sent_at)
                                   FROM message_recipients r
                                  WHERE r.recipient_id = a.id),
-                               (SELECT max(m.sent_at) FROM messages m WHERE m.sender_id = a.id))
-                       END AS last_active_at
+                               (SELECT max(m.sent_at) FROM messages m WHERE m.sender_id = a.id)))
+                       END AS last_active_at,
+                       lower(a.agent_name) AS sort_name
                   FROM agents a
-                 WHERE (a.agent_name, a.id) > (%(after_name)s, %(after_id)s)
-                   AND (%(name)s::text IS NULL
-                        OR starts_with(lower(a.agent_name), lower(%(name)s::text)))
-                 ORDER BY a.agent_name, a.id
+                 WHERE (lower(a.agent_name) COLLATE "C", a.id) > (%(after_name)s, %(after_id)s)
+                   AND lower(a.agent_name) COLLATE "C" >= lower(%(prefix)s)
+                   AND lower(a.agent_name) COLLATE "C"
+                       < lower(%(prefix)s) || repeat(chr(1114111), 256)
+                 ORDER BY lower(a.agent_name) COLLATE "C", a.id
                  LIMIT %(limit)s) AS d
-        WINDOW w AS (ORDER BY d.agent_name, d.id ROWS UNBOUNDED PRECEDING)) AS sized
- WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
+        WINDOW w AS (ORDER BY d.sort_name COLLATE "C", d.id ROWS UNBOUNDED PRECEDING)) AS sized
+ WHERE n <= 2 OR page_bytes - octet_length(agent_name) <= %(max_bytes)s
  ORDER BY n;

@@ -13,6 +13,10 @@ The listening connection doubles as the process's view of the database: when
 it is lost it reconnects at once, and when that fails, `up` is false and the
 pool refuses requests at once (503) instead of making each wait for its
 timeout; when it is back, the pool's idle connections are checked and replaced.
+
+It judges the database, not its own event loop: a check that timed out while
+the loop was stalled (a worker busy with one huge request, a long pause) is
+made again at once instead of counting as a failure (LoopLag).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.errors import ConnectionTimeout
 
 from queries import sql
 
@@ -35,6 +40,53 @@ log = logging.getLogger("mailroom.listener")
 Key = tuple[int, UUID]
 # Keys kept per waiter between two reads; beyond that it just reads the table.
 MAX_PENDING = 1000
+# A check that timed out counts only if the loop ran its timers within this many
+# seconds of their time throughout it. A stalled one is made again, for as long
+# as the stalls go on: a database that is gone refuses connections (an error, not
+# a timeout), and the pool's timeout still bounds each request's wait meanwhile.
+STALL = 0.25
+
+
+class LoopLag:
+    """How late this process's event loop runs its timers, sampled every TICK seconds."""
+
+    TICK = 0.1
+    REPORT = 1.0  # a stall this long is logged: every request waited as long
+
+    def __init__(self) -> None:
+        self.last_tick = 0.0
+        self.last_stall = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.last_tick = asyncio.get_running_loop().time()
+        self._task = asyncio.create_task(self._run(), name="mailroom-loop-lag")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.TICK)
+            now = loop.time()
+            lag = now - self.last_tick - self.TICK
+            if lag > STALL:
+                self.last_stall = now
+            if lag > self.REPORT:
+                log.warning(
+                    "event loop stalled for %.1f s: every request of this worker waited", lag
+                )
+            self.last_tick = now
+
+    def stalled_since(self, since: float) -> bool:
+        """Whether the loop stalled at some point after `since` (loop time), now included."""
+        now = asyncio.get_running_loop().time()
+        # A tick that is overdue right now is a stall its task has not seen yet.
+        return self.last_stall >= since or now - self.last_tick > self.TICK + STALL
 
 
 class Waiter:
@@ -115,10 +167,12 @@ class Listener:
         self.up = False
         self.closing = False
         self.connected = asyncio.Event()
+        self.lag = LoopLag()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, wait_seconds: float) -> None:
         """Start listening; returns once the first LISTEN is in place (or after `wait_seconds`)."""
+        self.lag.start()
         self._task = asyncio.create_task(self._run(), name="mailroom-listener")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_seconds):
@@ -131,6 +185,7 @@ class Listener:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.lag.stop()
 
     def shutting_down(self) -> None:
         """End streams and long-polls now (SIGTERM), ahead of the lifespan's shutdown."""
@@ -164,8 +219,10 @@ class Listener:
                 waiter.notify(None)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         lost_at = -self.retry_interval
         while not self.closing:
+            started = loop.time()
             try:
                 conn = await AsyncConnection.connect(
                     self.url,
@@ -174,6 +231,8 @@ class Listener:
                     application_name=f"mailroom listener {os.getpid()}",
                 )
             except psycopg.OperationalError as error:
+                if isinstance(error, ConnectionTimeout) and self._excused(started):
+                    continue
                 self._set_down(error)
                 await asyncio.sleep(self.retry_interval)
                 continue
@@ -185,8 +244,7 @@ class Listener:
                         async for notify in conn.notifies(timeout=self.check_interval):
                             self._dispatch(notify.payload)
                         # Quiet for a while: prove the connection still answers.
-                        async with asyncio.timeout(self.check_interval):
-                            await sql.ping.value(conn)
+                        await self._ping(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as error:
                 # Reconnect at once: only a failed connection attempt means the
                 # database is down (a killed listening connection alone refuses
@@ -195,6 +253,27 @@ class Listener:
                 if asyncio.get_running_loop().time() - lost_at < self.retry_interval:
                     await asyncio.sleep(self.retry_interval)
                 lost_at = asyncio.get_running_loop().time()
+
+    async def _ping(self, conn: AsyncConnection) -> None:
+        """A query on the listening connection, made again at once when it timed out
+        only because the loop stalled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                async with asyncio.timeout(self.check_interval):
+                    await sql.ping.value(conn)
+                return
+            except TimeoutError:
+                if not self._excused(started):
+                    raise
+
+    def _excused(self, started: float) -> bool:
+        """A check that timed out while the loop stalled: made again at once, not a failure."""
+        if not self.lag.stalled_since(started):
+            return False
+        log.warning("a database check timed out while the event loop was stalled: checking again")
+        return True
 
     def _set_down(self, error: Exception) -> None:
         if self.up:

@@ -1,8 +1,10 @@
-"""Helpers shared by the tests: types, Link headers, pages, error bodies, timestamps, streams."""
+"""Helpers shared by the tests: types, Link headers, pages, error bodies, timestamps, streams,
+logs."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 import time
@@ -198,3 +200,25 @@ class Stream:
     def close(self) -> None:
         self.context.__exit__(None, None, None)
         self.client.close()
+
+
+class LogRecords(logging.Handler):
+    """The records one logger (and its children) writes inside the block, for a test to read."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.logger = logging.getLogger(name)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self) -> list[str]:
+        return [record.getMessage() for record in self.records]
+
+    def __enter__(self) -> LogRecords:
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)

@@ -69,10 +69,13 @@ class Server:
     """A uvicorn process serving service:app on a free port, its output in files under `logs`.
 
     `options` are further uvicorn command-line options (bench/ adds uvloop,
-    httptools and no access log); `variables` are settings in its environment.
+    httptools and no access log); `variables` are settings in its environment;
+    `root` is the checkout it serves (another ref's files, for an A/B run).
     """
 
-    def __init__(self, database_url: str, logs: Path, *options: str, **variables: str) -> None:
+    def __init__(
+        self, database_url: str, logs: Path, *options: str, root: Path = ROOT, **variables: str
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.argv = [sys.executable, "-m", "uvicorn", "service:app"]
@@ -83,7 +86,7 @@ class Server:
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
                 self.argv,
-                cwd=ROOT,
+                cwd=root,
                 env=clean_env(DATABASE_URL=database_url, **variables),
                 stdout=out,
                 stderr=err,

@@ -135,6 +135,8 @@ MATRIX: list[tuple[str, str, str, Callable[[dict[str, str]], Any] | None, tuple[
     ("docs", "GET", "/docs", None, (200, 200, 200, 200, 200)),
     ("redoc", "GET", "/redoc", None, (200, 200, 200, 200, 200)),
     ("metrics", "GET", "/metrics", None, (*DENIED_AGENT, 200)),
+    # MCP: tools act as one agent, so the admin token is refused (tests/test_mcp.py).
+    ("mcp", "POST", "/mcp", lambda i: MCP_INITIALIZE, (401, 401, 200, 200, 403)),
     ("user", "GET", "/users/1", None, (*DENIED_AGENT, 200)),
     ("console", "GET", "/console", None, (200, 200, 200, 200, 200)),
     ("directory", "GET", "/agents", None, (401, 401, 200, 200, 200)),
@@ -171,6 +173,13 @@ MATRIX: list[tuple[str, str, str, Callable[[dict[str, str]], Any] | None, tuple[
     ("details", "GET", "/conversations/{conv_a}/details", None, (*OWN_ONLY, 200, 200)),
     ("echo", "POST", "/cli/echo", lambda i: {"message": "hi"}, (401, 401, 200, 200, 200)),
 ]  # fmt: skip
+MCP_INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+               "clientInfo": {"name": "matrix", "version": "1"}},
+}  # fmt: skip
 CELLS = [
     pytest.param(row, caller, status, id=f"{row[0]}-{caller}")
     for row in MATRIX
@@ -200,6 +209,8 @@ def call(http: httpx.Client, world: World, row: tuple, caller: str) -> httpx.Res
     url = template.format(**world.ids)
     headers = world.headers(caller)
     payload = None if body is None else body(world.ids)
+    if template == "/mcp":
+        headers = {**headers, "Accept": "application/json, text/event-stream"}
     if template.endswith("/stream"):
         with http.stream(method, url, headers=headers) as response:
             response.read() if response.status_code != 200 else None

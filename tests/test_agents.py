@@ -348,6 +348,14 @@ def test_directory_lists_agents_by_name_then_id_without_their_address(client, ag
         assert UTC_TIMESTAMP.match(item["created_at"])
 
 
+def test_directory_orders_names_ignoring_case(client, agent):
+    prefix = f"case-{uuid.uuid4().hex[:8]}-"
+    made = [agent(agent_name=prefix + name) for name in ("Beta", "alpha", "Alpha", "gamma")]
+    items = directory(client, name=prefix, limit=1000)
+    by_lower = sorted(made, key=lambda a: (a["agent_name"].lower(), a["id"]))
+    assert [item["id"] for item in items] == [a["id"] for a in by_lower]
+
+
 def test_directory_name_is_a_case_insensitive_prefix(client, agent):
     tag = uuid.uuid4().hex[:8]
     agent(agent_name=f"Scout-{tag}")
@@ -367,7 +375,7 @@ def test_directory_pages_by_the_link_header_each_agent_once(client, agent):
     assert [len(page) for page in pages] == [3, 3, 1]
     seen = [item["id"] for page in pages for item in page]
     assert sorted(seen) == sorted(made)
-    keys = [(item["agent_name"], item["id"]) for page in pages for item in page]
+    keys = [(item["agent_name"].lower(), item["id"]) for page in pages for item in page]
     assert keys == sorted(keys)
 
 

@@ -24,9 +24,9 @@ from validation import requests
 
 DOCUMENTED = [op for op in service.OPERATIONS if op.documented]
 DOC_ROUTES = {"/openapi.json", "/docs", "/redoc"}
-# Routes outside the API document: the documentation itself, the Prometheus scrape and the
-# operator console (a page, not an API).
-UNDOCUMENTED = {*DOC_ROUTES, "/metrics", "/console"}
+# Routes outside the API document: the documentation itself, the Prometheus scrape, the
+# operator console (a page, not an API) and /mcp (JSON-RPC, described in docs/mcp.md).
+UNDOCUMENTED = {*DOC_ROUTES, "/metrics", "/console", "/mcp"}
 # The one write without a body: a new API key.
 ROTATION = ("POST", "/agents/{agent_id}/api-key")
 PUBLIC = {("GET", "/"), ("GET", "/health"), ("GET", "/health/ready"), ("GET", "/health/live")}

@@ -414,7 +414,7 @@ def test_image_is_the_containerfiles_built_on_a_labelled_stand_in(image: Image):
     assert not names & {"pgserver", "pytest", "ruff", "httpx"}, "runtime dependencies only"
     assert sorted(p.name for p in (root / "app").iterdir()) == [
         ".venv", "access", "embedded.py", "handlers", "operations", "queries", "service.py",
-        "settings.py", "static", "validation",
+        "settings.py", "static", "tools", "validation",
     ]  # fmt: skip
     passwd = (root / "etc" / "passwd").read_text()
     assert "appuser:x:1000:1000::/app:/usr/sbin/nologin" in passwd
@@ -469,7 +469,7 @@ def test_sigterm_with_a_stream_open_sends_shutdown_and_exits_0(container: Contai
         with http.stream("GET", url, timeout=httpx.Timeout(10, read=30)) as response:
             assert response.status_code == 200
             lines = response.iter_lines()
-            assert next(lines) == "retry: 1000"
+            assert next(lines) == ": connected"  # the opening comment: subscribed
             http.post("/messages", json={"content": "before", "recipient_ids": [agent]})
             events = []
             for line in lines:

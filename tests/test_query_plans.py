@@ -21,17 +21,20 @@ from queries.database import migrate
 from tests.helpers import temporary_database
 
 BIG_TABLES = {"messages", "message_recipients", "agent_message_metadata"}
+# The directory's table: read through its index, never scanned (20,500 agents seeded).
+DIRECTORY_TABLES = {"agents"}
 
 SEED = """
 INSERT INTO agents (agent_name) SELECT 'agent ' || g FROM generate_series(1, 500) AS g;
+INSERT INTO agents (agent_name) SELECT 'Peer ' || g FROM generate_series(1, 20000) AS g;
 INSERT INTO conversations (title) SELECT 'topic ' || g FROM generate_series(1, 2000) AS g;
-WITH a AS (SELECT array_agg(id ORDER BY id) AS ids FROM agents),
+WITH a AS (SELECT array_agg(id ORDER BY id) AS ids FROM agents WHERE agent_name LIKE 'agent %'),
      c AS (SELECT array_agg(id ORDER BY id) AS ids FROM conversations)
 INSERT INTO messages (sender_id, conversation_id, content, sent_at)
 SELECT a.ids[1 + g % 500], c.ids[1 + g % 2000], 'message ' || g,
        now() - make_interval(secs => g)
   FROM a, c, generate_series(1, 60000) AS g;
-WITH a AS (SELECT array_agg(id ORDER BY id) AS ids FROM agents)
+WITH a AS (SELECT array_agg(id ORDER BY id) AS ids FROM agents WHERE agent_name LIKE 'agent %')
 INSERT INTO message_recipients (message_id, recipient_id, sent_at, is_read)
 SELECT m.id, a.ids[1 + (abs(hashtext(m.id::text)) + k * 7) % 500], m.sent_at, k > 1
   FROM messages m, a, generate_series(1, 3) AS k
@@ -105,7 +108,7 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
             (
                 "list_directory",
                 {
-                    "name": name,
+                    "prefix": prefix,
                     "after_name": "",
                     "after_id": OLDEST[1],
                     "activity": activity,
@@ -113,7 +116,7 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
                     "max_bytes": 4_194_304,
                 },
             )
-            for name in (None, "Agent 4")
+            for prefix in ("", "Agent 4")
             for activity in (True, False)
         ),
         # What authorization adds to the requests of an agent key.
@@ -141,4 +144,22 @@ def test_pull_queries_never_scan_big_tables(seeded: psycopg.Connection[Any]):
         tables = explain(seeded, text, params) & BIG_TABLES
         if tables:
             problems[f"{name}({sorted(k for k, v in params.items() if v is True)})"] = tables
+    assert problems == {}, f"sequential scans: {problems}"
+
+
+def test_the_directory_reads_the_agents_index(seeded: psycopg.Connection[Any]):
+    """Every page of GET /agents, with and without a name prefix, is one index range."""
+    start = {"after_name": "", "after_id": OLDEST[1], "limit": 101, "activity": False,
+             "max_bytes": 4_194_304}  # fmt: skip
+    cases = {
+        "first page": {**start, "prefix": ""},
+        "later page": {**start, "prefix": "", "after_name": "peer 5"},
+        "prefix": {**start, "prefix": "PEER 12"},
+        "prefix, later page": {**start, "prefix": "peer 1", "after_name": "peer 15"},
+    }
+    problems = {
+        name: tables
+        for name, params in cases.items()
+        if (tables := explain(seeded, sql.list_directory.text, params) & DIRECTORY_TABLES)
+    }
     assert problems == {}, f"sequential scans: {problems}"

@@ -28,6 +28,16 @@ _ERROR_TEXT = {
     429: "Too many requests from this caller; retry after the Retry-After header's seconds",
     503: "Database unavailable; retry after the Retry-After header's seconds",
 }
+# What a status also means on an operation that runs statements (handlers/errors.py):
+# a statement that ran out of time (statement_timeout) or memory is 422 with type
+# too_expensive and no Retry-After, since the same request fails the same way.
+_DATABASE_ERROR_TEXT = {
+    422: "Invalid input; or (type too_expensive) the request needs more database time or"
+    " memory than one request may use: ask for less (a smaller limit, fewer items)"
+    " instead of retrying it unchanged",
+    503: "Database unreachable, or no connection free within the pool timeout; retry after"
+    " the Retry-After header's seconds",
+}
 _RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before retrying",
@@ -234,8 +244,9 @@ def build(title: str, version: str, description: str, operations: Sequence[Opera
             }
         }
         for code, body in op.error_bodies().items():
+            text = _DATABASE_ERROR_TEXT.get(code) if op.database else None
             responses[str(code)] = {
-                "description": _ERROR_TEXT[code],
+                "description": text or _ERROR_TEXT[code],
                 **({"headers": _ERROR_HEADERS[code]} if code in _ERROR_HEADERS else {}),
                 "content": {"application/json": {"schema": by_type[body]}},
             }

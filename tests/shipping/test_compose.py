@@ -16,9 +16,12 @@ import jsonschema
 import pytest
 import yaml
 
+import service
+from settings import load_settings
 from tests.servers import ROOT, free_port
 from tests.shipping.containerfile import CMD, HEALTHCHECK, HEALTHCHECK_CMD, cmd_option
 from tests.shipping.image_command import ADMIN_HEADERS, ImageServer
+from tests.shipping.manifests import find
 from tests.shipping.programs import end, run, system_tool, venv_tool, wait_for_port
 
 COMPOSE = yaml.safe_load((ROOT / "compose.yml").read_text())
@@ -150,3 +153,30 @@ def test_proxy_forwards_to_the_app(image: Path, serving: ImageServer, tmp_path: 
         assert page.headers["link"].startswith(f"<http://127.0.0.1:{port}/"), page.headers
     finally:
         end(process)
+
+
+REQUEST_BOUNDS = (
+    "MAILROOM_MAX_HEADER_BYTES",
+    "MAILROOM_MAX_HEADERS",
+    "MAILROOM_HEADER_TIMEOUT",
+    "MAILROOM_BODY_TIMEOUT",
+)
+
+
+def test_request_bounds_are_carried_by_the_image_compose_the_manifests_and_caddy(base):
+    """The protocol that applies them runs; compose and the ConfigMap set them (the
+    service's defaults); the Caddyfile in front applies the same ones."""
+    assert cmd_option(CMD, "--http") == service.HTTP_PROTOCOL
+    defaults = load_settings({})
+    compose = {k: str(v) for k, v in SERVICES["app"]["environment"].items() if k in REQUEST_BOUNDS}
+    configmap = find(base, "ConfigMap")["data"]
+    manifests = {k: v for k, v in configmap.items() if k in REQUEST_BOUNDS}
+    for carried in (compose, manifests):
+        assert set(carried) == set(REQUEST_BOUNDS), carried
+        assert load_settings(carried) == defaults, carried
+    caddyfile = (ROOT / "compose/Caddyfile").read_text()
+    header_kib = re.search(r"max_header_size (\d+)KB", caddyfile)
+    assert header_kib and int(header_kib[1]) * 1024 == defaults.max_header_bytes
+    for option, seconds in (("read_header", defaults.header_timeout),
+                            ("read_body", defaults.body_timeout)):  # fmt: skip
+        assert re.search(rf"\b{option} {seconds:g}s\b", caddyfile), option

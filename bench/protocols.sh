@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# GET /users/1 throughput of one worker under each HTTP protocol uvicorn can run:
+# plain httptools (no bounds), h11 (bounds the head's size only) and the shipped
+# service:HttpProtocol (httptools with the bounds of operations/http_limits.py).
+#
+# Usage: bench/protocols.sh [seconds per run, default 5] [rounds, default 3]
+#
+# The protocols take turns, round after round, so that a busy machine slows them
+# alike; the table gives each run, the median and its ratio to httptools, and the
+# server's CPU time per request (user + system, from /proc), which a machine
+# shared with other work disturbs far less than the request rate. Environment: BENCH_DATABASE_URL [postgresql://postgres@127.0.0.1:5432],
+# WRK_THREADS [2], WRK_CONNECTIONS [64]. Needs wrk (apt-get install wrk).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+DURATION=${1:-5}
+ROUNDS=${2:-3}
+SERVER=${BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432}
+SERVER=${SERVER%/}
+PORT=8203
+PY="$ROOT/.venv/bin/python"
+PROTOCOLS=(httptools h11 service:HttpProtocol)
+TOKEN="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+LOG=$(mktemp -d)/server.log
+
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+(cd "$ROOT" && uv sync --quiet --locked)
+"$PY" - "$SERVER/postgres" <<'PY'
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute("DROP DATABASE IF EXISTS mailroom_protocols WITH (FORCE)")
+    conn.execute("CREATE DATABASE mailroom_protocols")
+PY
+
+SERVER_PID=
+stop_server() {
+  if [[ -n $SERVER_PID ]]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+  fi
+}
+trap stop_server EXIT
+
+declare -A RUNS CPU
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+for round in $(seq 1 "$ROUNDS"); do
+  for protocol in "${PROTOCOLS[@]}"; do
+    (cd "$ROOT" && DATABASE_URL="$SERVER/mailroom_protocols" MAILROOM_ADMIN_TOKEN="$TOKEN" \
+      exec "$PY" -m uvicorn service:app --host 127.0.0.1 --port $PORT --workers 1 \
+      --loop uvloop --http "$protocol" --no-access-log --log-level warning) >>"$LOG" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 60); do
+      curl -fsS -o /dev/null "http://127.0.0.1:$PORT/health" 2>/dev/null && break
+      sleep 0.5
+    done
+    args=(-t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-64}" -H "Authorization: Bearer $TOKEN")
+    wrk "${args[@]}" -d1s "http://127.0.0.1:$PORT/users/1" >/dev/null
+    before=$(cpu_ticks)
+    out=$(wrk "${args[@]}" -d"${DURATION}s" "http://127.0.0.1:$PORT/users/1")
+    ticks=$(($(cpu_ticks) - before))
+    rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    micros=$(echo "$ticks * 1000000 / $(getconf CLK_TCK) / $requests" | bc)
+    echo "== round $round: $protocol $rps req/s, $micros us CPU per request" >&2
+    RUNS[$protocol]="${RUNS[$protocol]:-} $rps"
+    CPU[$protocol]="${CPU[$protocol]:-} $micros"
+    stop_server
+  done
+done
+
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+base=$(echo "${RUNS[httptools]}" | median)
+cpu_base=$(echo "${CPU[httptools]}" | median)
+printf "%-22s %-28s %7s %6s %12s %6s\n" protocol "runs (req/s)" median ratio "CPU us/req" ratio
+for protocol in "${PROTOCOLS[@]}"; do
+  m=$(echo "${RUNS[$protocol]}" | median)
+  c=$(echo "${CPU[$protocol]}" | median)
+  printf "%-22s %-28s %7s %6.2f %12s %6.2f\n" "$protocol" "${RUNS[$protocol]# }" "$m" \
+    "$(echo "$m / $base" | bc -l)" "$c" "$(echo "$c / $cpu_base" | bc -l)"
+done

@@ -1,0 +1,139 @@
+"""The listener judges the database, not its own event loop.
+
+A worker busy with one huge request (a 100 MB header took tens of seconds to
+parse) stalls its event loop; a database check that timed out meanwhile says
+nothing about PostgreSQL. Here the loop stalls while the listener reconnects:
+the attempt that timed out is made again, and the database, which answered all
+along, is never declared down (which would refuse every request with 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+import psycopg
+
+from queries.listener import Listener
+from tests.helpers import LogRecords
+
+
+class HeldProxy:
+    """A TCP proxy to PostgreSQL in its own threads (so a stalled event loop does not stall
+    it): while `hold` is set, a new connection is accepted but not forwarded."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.hold = threading.Event()
+        self.sockets: list[socket.socket] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.sockets.append(client)
+            threading.Thread(target=self.forward, args=(client,), daemon=True).start()
+
+    def forward(self, client: socket.socket) -> None:
+        while self.hold.is_set():
+            time.sleep(0.01)
+        upstream = socket.create_connection(self.upstream)
+        self.sockets.append(upstream)
+        for source, target in ((client, upstream), (upstream, client)):
+            threading.Thread(target=pump, args=(source, target), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+        for each in self.sockets:
+            each.close()
+
+
+def pump(source: socket.socket, target: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            target.sendall(data)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)
+
+
+class StallsAfterLoss(logging.Handler):
+    """When the listener reports its connection lost, the proxy holds its reconnection
+    and the loop stalls 1.5 s (past the 1 s connect timeout), as it did while a worker
+    parsed a huge header; a second later the proxy lets the next attempt through."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, proxy: HeldProxy) -> None:
+        super().__init__()
+        self.loop = loop
+        self.proxy = proxy
+        self.task: asyncio.Task[None] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.task is None and "listening connection lost" in record.getMessage():
+            self.proxy.hold.set()
+            self.task = self.loop.create_task(self.stall())
+
+    async def stall(self) -> None:
+        await asyncio.sleep(0.05)  # the reconnection has started and waits on the proxy
+        time.sleep(1.5)  # noqa: ASYNC251 - blocks the loop, as parsing a huge header did
+        await asyncio.sleep(1.0)  # the attempt that spanned the stall times out by now
+        self.proxy.hold.clear()
+
+
+def test_a_reconnection_that_timed_out_while_the_loop_stalled_does_not_declare_the_database_down(
+    database_url: str, client: object
+) -> None:
+    """The reconnection (1 s connect timeout) times out during the stall: it is made
+    again, and the database, which answered all along, is never declared down. (`client`
+    runs the app once, which migrates the database the LISTEN statement needs.)"""
+    parts = urlsplit(database_url)
+    proxy = HeldProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    proxied = urlunsplit(parts._replace(netloc=_netloc(parts, proxy.port)))
+
+    async def scenario() -> bool:
+        async def nothing() -> None:
+            pass
+
+        listener = Listener(proxied, 0.3, 0.5, on_reconnect=nothing)
+        await listener.start(10)
+        stalls = StallsAfterLoss(asyncio.get_running_loop(), proxy)
+        logging.getLogger("mailroom.listener").addHandler(stalls)
+        try:
+            async with await psycopg.AsyncConnection.connect(database_url) as admin:
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = %s AND datname = current_database()",
+                    (f"mailroom listener {os.getpid()}",),
+                )
+            deadline = asyncio.get_running_loop().time() + 30
+            while stalls.task is None or not stalls.task.done() or not listener.up:
+                assert asyncio.get_running_loop().time() < deadline, "no reconnection"
+                await asyncio.sleep(0.1)
+            return listener.up
+        finally:
+            logging.getLogger("mailroom.listener").removeHandler(stalls)
+            await listener.close()
+
+    try:
+        with LogRecords("mailroom.listener") as log:
+            assert asyncio.run(scenario())
+    finally:
+        proxy.close()
+    messages = log.messages()
+    assert any("while the event loop was stalled" in m for m in messages), messages
+    assert not any("database unreachable" in m for m in messages), messages
+
+
+def _netloc(parts: SplitResult, port: int) -> str:
+    credentials = parts.netloc.rpartition("@")[0]
+    return (credentials + "@" if credentials else "") + f"127.0.0.1:{port}"
