@@ -57,6 +57,7 @@ RETRY_AFTER = {"Retry-After": "1"}
 # or too many connections (53300): those are the server's state, not the
 # request's size, and stay 503.
 TOO_EXPENSIVE = ("57014", "53200", "53400", "54")
+TOO_EXPENSIVE_TYPE = "too_expensive"  # the 422 item's type: ask for less, do not retry
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
@@ -162,7 +163,9 @@ async def too_expensive(request: Request, exc: Exception) -> Response:
         "same request will fail again: ask for less at once (a smaller limit, fewer "
         "items, a smaller value) rather than retrying it"
     )
-    return json_response(ValidationErrorBody([FieldError("too_expensive", [where], message)]), 422)
+    return json_response(
+        ValidationErrorBody([FieldError(TOO_EXPENSIVE_TYPE, [where], message)]), 422
+    )
 
 
 async def pool_exhausted(request: Request, exc: Exception) -> Response:

@@ -588,7 +588,8 @@ def test_write_rate_and_wait_slots_apply_to_tool_calls(limited: Server) -> None:
 
 def test_statement_timeout_cuts_off_a_tool_call(limited: Server, database_url: str) -> None:
     """A send blocked by a lock on its recipient's row ends at the 1 s statement_timeout
-    as a tool error (503 by REST), and stores nothing."""
+    as a tool error (422 too_expensive by REST, its sentence without an argument to fix),
+    and stores nothing."""
     with httpx.Client(base_url=limited.base_url, timeout=30) as admin:
         alice, bob = register(admin), register(admin)
     with psycopg.connect(database_url) as locker:
@@ -602,7 +603,8 @@ def test_statement_timeout_cuts_off_a_tool_call(limited: Server, database_url: s
 
         elapsed, result = asyncio.run(scenario())
         locker.rollback()
-    assert result.is_error and "try again shortly" in text_of(result), text_of(result)
+    text = text_of(result)
+    assert result.is_error and "more database time" in text and "Argument" not in text, text
     assert 0.9 <= elapsed < 5, elapsed
     with psycopg.connect(database_url) as conn:
         stored = conn.execute("SELECT count(*) FROM messages WHERE sender_id = %s", (alice["id"],))

@@ -24,6 +24,7 @@ from starlette.types import Message
 
 from access.authentication import AGENT, KEY, PRINCIPAL, admit, caller
 from handlers.bodies import DECODED
+from handlers.errors import TOO_EXPENSIVE_TYPE
 from handlers.operation import Operation
 from operations.middleware import SCOPE_KEY as REQUEST_ID
 from validation.errors import InvalidInput
@@ -177,6 +178,8 @@ def failure_text(response: Response, renamed: Mapping[str, str]) -> str:
     detail = found.get("detail") if isinstance(found, dict) else None
     if isinstance(detail, list):
         errors = msgspec.convert(detail, list[FieldError])
+        if errors and errors[0].type == TOO_EXPENSIVE_TYPE:
+            return errors[0].msg  # no argument is wrong: the request asked too much at once
         return invalid_text(errors, renamed)
     text = str(detail) if detail else f"The call failed with status {response.status_code}."
     retry = response.headers.get("retry-after")
