@@ -34,6 +34,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from access.admin import ADMIN_KEY_MISSING, admin_digest, needs_admin_token
+from access.authentication import FAILED_KEYS
 from access.limits import RateLimits
 from access.rules import (
     adds_to_own_message,
@@ -81,6 +82,7 @@ from validation.errors import InvalidInput
 from validation.openapi import IDEMPOTENCY_KEY, LAST_EVENT_ID
 from validation.query_params import (
     ConversationsQuery,
+    DetailsQuery,
     DirectoryQuery,
     MailboxQuery,
     RetireQuery,
@@ -182,8 +184,9 @@ OPERATIONS = [
               "Update a conversation", starter_of_conversation, responses.Conversation,
               body=requests.ConversationUpdate, errors=(404, 422), tag="conversations"),
     Operation("GET", "/conversations/{conversation_id}/details", conversations.get_details,
-              "A conversation with its messages, agents and counts", takes_part,
-              responses.ConversationDetails, errors=(404, 422), tag="conversations"),
+              "A conversation with a page of its messages, its agents and counts", takes_part,
+              responses.ConversationDetails, query=DetailsQuery, errors=(404, 422),
+              tag="conversations"),
     Operation("POST", "/cli/echo", echo.echo, "Run echo with a validated message",
               any_principal, responses.EchoResult, body=requests.EchoRequest,
               errors=(408, 422), tag="cli", database=False, bucket="echo"),
@@ -299,7 +302,12 @@ def make_lifespan(settings: Settings):
                 openapi=OPENAPI_DOCUMENT,
                 admin_digest=admin,
                 rate_limits=RateLimits(
-                    {"write": settings.write_rate_limit, "echo": settings.echo_rate_limit}
+                    {
+                        "write": settings.write_rate_limit,
+                        "echo": settings.echo_rate_limit,
+                        "recipients": settings.recipient_rate_limit,
+                        FAILED_KEYS: settings.auth_failure_limit,
+                    }
                 ),
                 echo_slots=asyncio.Semaphore(settings.echo_concurrency),
                 mcp=mcp,

@@ -15,7 +15,7 @@ from access.keys import key_digest, new_api_key
 from handlers.bodies import decode, json_response
 from handlers.http_errors import NotFound
 from handlers.idempotency import REPLAYED, create_once
-from handlers.pagination import encode_name_cursor, name_page_start, next_link
+from handlers.pagination import encode_name_cursor, fit, name_page_start, next_link
 from handlers.params import path_uuid, query
 from handlers.rows import one_or_404, read_one, update_one
 from operations import metrics
@@ -82,8 +82,9 @@ async def list_agents(request: Request) -> Response:
     limit, name = page.limit, page.name
     after_name, after_id = name_page_start(request, SCOPE, page.cursor)
     activity = caller(request) is None
+    max_bytes = request.state.settings.max_response_bytes
     async with request.state.pool.connection() as conn:
-        rows = await sql.list_directory.all(
+        found = await sql.list_directory.page(
             conn,
             _DirectoryRow,
             prefix=name or "",
@@ -91,10 +92,11 @@ async def list_agents(request: Request) -> Response:
             after_id=after_id,
             activity=activity,
             limit=limit + 1,
+            max_bytes=max_bytes,
         )
+    rows, more = fit(found, limit, max_bytes)
     headers = None
-    if len(rows) > limit:
-        del rows[limit:]
+    if more:
         last = rows[-1]
         cursor = encode_name_cursor(request.state.cursor_key, SCOPE, last.sort_name, last.id)
         headers = next_link(request, cursor)

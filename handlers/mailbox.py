@@ -38,19 +38,19 @@ async def _read_page(
     after_sent_at, after_id = page_start(request, SCOPE, page.cursor, descending)
     statement = newest_first if descending else oldest_first
     async with request.state.pool.connection() as conn:
-        items = await statement.all(
+        rows = await statement.page(
             conn,
             MailboxItem,
             agent_id=agent_id,
             after_sent_at=after_sent_at,
             after_id=after_id,
             limit=page.limit + 1,
+            max_bytes=request.state.settings.max_response_bytes,
             **filters,
         )
-        if not items and not await sql.agent_exists.value(conn, agent_id=agent_id):
+        if not rows and not await sql.agent_exists.value(conn, agent_id=agent_id):
             raise NotFound("Agent not found")
-    headers = cut_page(request, SCOPE, items, page.limit, lambda item: (item.sent_at, item.id))
-    return items, headers
+    return cut_page(request, SCOPE, rows, page.limit, lambda item: (item.sent_at, item.id))
 
 
 async def list_messages(request: Request) -> Response:

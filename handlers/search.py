@@ -17,6 +17,7 @@ from handlers.pagination import (
     decode_ranked_cursor,
     encode_cursor,
     encode_ranked_cursor,
+    fit,
     next_link,
 )
 from handlers.params import path_uuid, query
@@ -34,9 +35,11 @@ NO_TERMS = (
 
 
 class _Hit(SearchItem, frozen=True):
-    """Row of the search statements: the item and its rank (0 in time order)."""
+    """Row of the search statements: the item, its rank (0 in time order) and the page's
+    bytes up to it."""
 
     rank: float
+    page_bytes: int
 
 
 async def search_messages(request: Request) -> Response:
@@ -73,14 +76,14 @@ async def search_messages(request: Request) -> Response:
             after_sent_at=after_sent_at,
             after_id=after_id,
             limit=page.limit + 1,
+            max_bytes=request.state.settings.max_response_bytes,
         )
         if not hits and not await sql.agent_exists.value(conn, agent_id=agent_id):
             raise NotFound("Agent not found")
-    headers = None
-    if len(hits) > page.limit:
-        del hits[page.limit :]
-        headers = next_link(request, _cursor(key, by_relevance, hits[-1]))
-    return json_response([SearchItem(*astuple(hit)[:-1]) for hit in hits], headers=headers)
+    budget = request.state.settings.max_response_bytes
+    kept, more = fit([(hit, hit.page_bytes) for hit in hits], page.limit, budget)
+    headers = next_link(request, _cursor(key, by_relevance, kept[-1])) if more else None
+    return json_response([SearchItem(*astuple(hit)[:-2]) for hit in kept], headers=headers)
 
 
 def _cursor(key: bytes, by_relevance: bool, last: _Hit) -> str:

@@ -26,7 +26,7 @@ from access.limits import hold_wait_slot
 from handlers.bodies import ENCODER
 from handlers.http_errors import NotFound
 from handlers.mailbox import RETIRED_AGENT, SCOPE
-from handlers.pagination import EPOCH, OLDEST, decode_cursor, encode_cursor
+from handlers.pagination import EPOCH, OLDEST, decode_cursor, encode_cursor, fit
 from handlers.params import path_uuid, query
 from queries import sql
 from queries.listener import Key, Listener, Subscription
@@ -101,6 +101,7 @@ async def stream_messages(request: Request) -> Response:
         state.listener,
         state.cursor_key,
         state.settings.stream_heartbeat,
+        state.settings.max_response_bytes,
         agent_id,
         position,
         caller_key(request),
@@ -119,18 +120,21 @@ def _position(item: MailboxItem) -> Position:
 
 
 async def _read(
-    pool: AsyncConnectionPool, agent_id: UUID, after: Position, late: list[UUID]
-) -> tuple[list[MailboxItem], list[MailboxItem]]:
-    """Unread items after `after` (oldest first), and the late ones still unread."""
+    pool: AsyncConnectionPool, agent_id: UUID, after: Position, late: list[UUID], max_bytes: int
+) -> tuple[list[MailboxItem], bool, list[MailboxItem]]:
+    """Unread items after `after` (oldest first, a batch bounded like a page), whether more
+    follow them, and the late ones still unread."""
     async with pool.connection() as conn:
-        items = await sql.list_unread_asc.all(
+        rows = await sql.list_unread_asc.page(
             conn,
             MailboxItem,
             agent_id=agent_id,
             after_sent_at=after[0],
             after_id=after[1],
-            limit=BATCH,
+            limit=BATCH + 1,
+            max_bytes=max_bytes,
         )
+        items, more = fit(rows, BATCH, max_bytes)
         found = []
         for message_id in late:
             item = await sql.get_unread_item.one(
@@ -138,7 +142,7 @@ async def _read(
             )
             if item is not None:
                 found.append(item)
-    return items, found
+    return items, more, found
 
 
 def _late(keys: list[Key], position: Position, sent: dict[UUID, None]) -> list[UUID]:
@@ -161,6 +165,7 @@ async def _events(
     listener: Listener,
     cursor_key: bytes,
     heartbeat: float,
+    max_bytes: int,
     agent_id: UUID,
     position: Position,
     key: bytes | None,
@@ -188,7 +193,9 @@ async def _events(
                 late = _late(keys, position, sent)
                 # Shielded: a client leaving mid-read cancels the stream again at
                 # every await, which would lose the pooled connection on its way back.
-                items, late_items = await asyncio.shield(_read(pool, agent_id, position, late))
+                items, more, late_items = await asyncio.shield(
+                    _read(pool, agent_id, position, late, max_bytes)
+                )
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout):
                 # The database is away: read again when the listener is back (it
                 # wakes every waiter) or after the retry interval.
@@ -207,7 +214,7 @@ async def _events(
                 retry = b""
             while len(sent) > REMEMBERED:
                 del sent[next(iter(sent))]
-            if len(items) == BATCH:
+            if more:
                 continue
             if not await waiter.wait(heartbeat) and not waiter.closed:
                 yield HEARTBEAT

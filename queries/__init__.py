@@ -71,6 +71,25 @@ class Query:
             await cur.execute(self.text, params, prepare=prepare)
             return await cur.fetchall()
 
+    async def page(self, conn: AsyncConnection, row: type[T], **params: Any) -> list[tuple[T, int]]:
+        """Every row as a `row` Struct paired with its last column, `page_bytes`: the
+        size of the page up to it (handlers/pagination.py fit() reads it)."""
+
+        def factory(cursor: BaseCursor[Any, Any]) -> RowMaker[tuple[T, int]]:
+            if row not in self.checked and cursor.description is not None:
+                columns = tuple(column.name for column in cursor.description)
+                fields = (*getattr(row, "__struct_fields__", ()), "page_bytes")
+                if columns != fields:
+                    raise TypeError(
+                        f"{self.name} returns {columns}, a page of {row.__name__} is {fields}"
+                    )
+                self.checked.add(row)
+            return lambda values: (row(*values[:-1]), values[-1])
+
+        async with conn.cursor(row_factory=factory) as cur:
+            await cur.execute(self.text, params)
+            return await cur.fetchall()
+
     async def value(self, conn: AsyncConnection, **params: Any) -> Any:
         """The first column of the first row, or None when there is no row."""
         async with conn.cursor() as cur:

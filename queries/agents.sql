@@ -32,25 +32,35 @@ RETURNING id, agent_name, ip_address, port,
 -- followed by 256 copies of the highest code point, and nothing else in that range does.
 -- With activity (the admin's view), each one's unread count and last message time.
 -- A retired agent is not listed (docs/lifecycle.md).
-SELECT a.id, a.agent_name, rfc3339(a.created_at) AS created_at,
-       CASE WHEN %(activity)s THEN
-           (SELECT count(*)::integer
-              FROM message_recipients r
-             WHERE r.recipient_id = a.id AND NOT r.is_read)
-       END AS unread_count,
-       CASE WHEN %(activity)s THEN
-           rfc3339(greatest(
-               (SELECT max(r.sent_at) FROM message_recipients r WHERE r.recipient_id = a.id),
-               (SELECT max(m.sent_at) FROM messages m WHERE m.sender_id = a.id)))
-       END AS last_active_at,
-       lower(a.agent_name) AS sort_name
-  FROM agents a
- WHERE a.retired_at IS NULL
-   AND (lower(a.agent_name) COLLATE "C", a.id) > (%(after_name)s, %(after_id)s)
-   AND lower(a.agent_name) COLLATE "C" >= lower(%(prefix)s)
-   AND lower(a.agent_name) COLLATE "C" < lower(%(prefix)s) || repeat(chr(1114111), 256)
- ORDER BY lower(a.agent_name) COLLATE "C", a.id
- LIMIT %(limit)s;
+-- Each row carries page_bytes, the bytes of the names up to it; the rows stop once those
+-- pass max_bytes (handlers/pagination.py fit() takes the page).
+SELECT id, agent_name, created_at, unread_count, last_active_at, sort_name, page_bytes
+  FROM (SELECT d.*, row_number() OVER w AS n, sum(octet_length(d.agent_name)) OVER w AS page_bytes
+          FROM (SELECT a.id, a.agent_name, rfc3339(a.created_at) AS created_at,
+                       CASE WHEN %(activity)s THEN
+                           (SELECT count(*)::integer
+                              FROM message_recipients r
+                             WHERE r.recipient_id = a.id AND NOT r.is_read)
+                       END AS unread_count,
+                       CASE WHEN %(activity)s THEN
+                           rfc3339(greatest(
+                               (SELECT max(r.sent_at)
+                                  FROM message_recipients r
+                                 WHERE r.recipient_id = a.id),
+                               (SELECT max(m.sent_at) FROM messages m WHERE m.sender_id = a.id)))
+                       END AS last_active_at,
+                       lower(a.agent_name) AS sort_name
+                  FROM agents a
+                 WHERE a.retired_at IS NULL
+                   AND (lower(a.agent_name) COLLATE "C", a.id) > (%(after_name)s, %(after_id)s)
+                   AND lower(a.agent_name) COLLATE "C" >= lower(%(prefix)s)
+                   AND lower(a.agent_name) COLLATE "C"
+                       < lower(%(prefix)s) || repeat(chr(1114111), 256)
+                 ORDER BY lower(a.agent_name) COLLATE "C", a.id
+                 LIMIT %(limit)s) AS d
+        WINDOW w AS (ORDER BY d.sort_name COLLATE "C", d.id ROWS UNBOUNDED PRECEDING)) AS sized
+ WHERE n <= 2 OR page_bytes - octet_length(agent_name) <= %(max_bytes)s
+ ORDER BY n;
 
 -- name: retire_agent
 -- Retire an agent: its key is cleared (it stops working at once), retired_at stamped

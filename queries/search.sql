@@ -9,6 +9,8 @@ SELECT numnode(search_query(%(q)s));
 -- indexes bound a common one. A message sent to oneself is listed once, as received.
 -- search_query(%(q)s) is written out where it is used (not in a CTE): the planner folds
 -- it into a constant and estimates from the column's statistics how rare its words are.
+-- Each row carries page_bytes (content twice: it and its snippet, plus metadata, up to
+-- it); the rows stop once those pass max_bytes (handlers/pagination.py fit()).
 WITH parties AS (
     SELECT r.message_id, 'received' AS direction, r.is_read, r.read_at
       FROM message_recipients r
@@ -40,14 +42,22 @@ WITH parties AS (
      ORDER BY rank DESC, sent_at DESC, id DESC
      LIMIT %(limit)s
 )
-SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
-       m.conversation_id, m.content, m.message_type, m.importance, m.status, m.msg_metadata,
-       rfc3339(m.updated_at) AS updated_at, p.direction, p.is_read,
-       rfc3339(p.read_at) AS read_at, search_snippet(m.content, search_query(%(q)s)) AS snippet,
-       p.rank
-  FROM page p
-  JOIN messages m ON m.id = p.id
- ORDER BY p.rank DESC, p.sent_at DESC, p.id DESC;
+SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content, message_type,
+       importance, status, msg_metadata, updated_at, direction, is_read, read_at,
+       search_snippet(content, search_query(%(q)s)) AS snippet, rank, page_bytes
+  FROM (SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
+               m.conversation_id, m.content, m.message_type, m.importance, m.status,
+               m.msg_metadata, rfc3339(m.updated_at) AS updated_at, p.direction, p.is_read,
+               rfc3339(p.read_at) AS read_at, p.rank,
+               row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes, size.bytes
+          FROM page p
+          JOIN messages m ON m.id = p.id
+         CROSS JOIN LATERAL (SELECT 2 * octet_length(m.content)
+                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+        WINDOW w AS (ORDER BY p.rank DESC, p.sent_at DESC, p.id DESC ROWS UNBOUNDED PRECEDING)
+       ) AS sized
+ WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
+ ORDER BY n;
 
 -- name: search_messages_by_time
 -- A page of an agent's sent and/or received messages matching a search, newest first,
@@ -89,11 +99,19 @@ WITH received AS (
      ORDER BY sent_at DESC, message_id DESC
      LIMIT %(limit)s
 )
-SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
-       m.conversation_id, m.content, m.message_type, m.importance, m.status, m.msg_metadata,
-       rfc3339(m.updated_at) AS updated_at, p.direction, p.is_read,
-       rfc3339(p.read_at) AS read_at, search_snippet(m.content, search_query(%(q)s)) AS snippet,
-       0::real AS rank
-  FROM page p
-  JOIN messages m ON m.id = p.message_id
- ORDER BY p.sent_at DESC, p.message_id DESC;
+SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content, message_type,
+       importance, status, msg_metadata, updated_at, direction, is_read, read_at,
+       search_snippet(content, search_query(%(q)s)) AS snippet, rank, page_bytes
+  FROM (SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
+               m.conversation_id, m.content, m.message_type, m.importance, m.status,
+               m.msg_metadata, rfc3339(m.updated_at) AS updated_at, p.direction, p.is_read,
+               rfc3339(p.read_at) AS read_at, 0::real AS rank,
+               row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes, size.bytes
+          FROM page p
+          JOIN messages m ON m.id = p.message_id
+         CROSS JOIN LATERAL (SELECT 2 * octet_length(m.content)
+                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+        WINDOW w AS (ORDER BY p.sent_at DESC, p.message_id DESC ROWS UNBOUNDED PRECEDING)
+       ) AS sized
+ WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
+ ORDER BY n;

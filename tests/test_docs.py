@@ -827,6 +827,7 @@ def test_every_paginated_list_declares_the_link_header(
         ("GET", "/agents/{agent_id}/messages/unread"),
         ("GET", "/agents/{agent_id}/messages/search"),
         ("GET", "/conversations"),
+        ("GET", "/conversations/{conversation_id}/details"),
     }
     for _ in range(2):
         assert client.post("/conversations", json={"title": "page"}).status_code == 201

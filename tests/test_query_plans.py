@@ -112,7 +112,8 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
     )
     mailbox: list[tuple[str, dict[str, Any]]] = []
     for name, start in (("desc", NEWEST), ("asc", OLDEST)):
-        page = {"agent_id": agent_id, "after_sent_at": start[0], "after_id": start[1], "limit": 101}
+        page = {"agent_id": agent_id, "after_sent_at": start[0], "after_id": start[1], "limit": 101,
+                "max_bytes": 4_194_304}  # fmt: skip
         for sent, received in ((True, True), (True, False), (False, True)):
             mailbox.append((f"list_mailbox_{name}", {**page, "sent": sent, "received": received}))
         mailbox.append((f"list_unread_{name}", page))
@@ -128,6 +129,8 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
         # PostgreSQL rightly does (docs/search.md, "Cost").
         if not (who == archivist and name.endswith("relevance") and q.startswith("message"))
     ]
+    details_page = {**details, "after_sent_at": OLDEST[0], "after_id": OLDEST[1], "limit": 1000,
+                    "max_bytes": 4_194_304}  # fmt: skip
     agent_ids = [row[0] for row in conn.execute("SELECT id FROM agents LIMIT 10")]
     return [
         *mailbox,
@@ -139,9 +142,9 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
         ("purge_agent", {"agent_id": agent_id}),
         ("agent_exists", {"agent_id": agent_id}),
         ("get_conversation", details),
-        ("get_conversation_messages_json", {**details, "agent_id": None}),
-        ("get_conversation_messages_json", {**details, "agent_id": agent_id}),
-        ("list_agents", {"agent_ids": agent_ids}),
+        ("get_conversation_messages_json", {**details_page, "agent_id": None}),
+        ("get_conversation_messages_json", {**details_page, "agent_id": agent_id}),
+        ("list_agents", {"agent_ids": agent_ids, "viewer": agent_id}),
         # The directory: the admin's page reads each agent's counts from the inbox indexes.
         *(
             (
@@ -152,6 +155,7 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
                     "after_id": OLDEST[1],
                     "activity": activity,
                     "limit": 1001,
+                    "max_bytes": 4_194_304,
                 },
             )
             for prefix in ("", "Agent 4")
@@ -168,6 +172,7 @@ def cases(conn: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
                 "after_created_at": NEWEST[0],
                 "after_id": NEWEST[1],
                 "limit": 101,
+                "max_bytes": 4_194_304,
             },
         ),
     ]
@@ -186,6 +191,7 @@ def search_params(agent_id: Any, q: str) -> dict[str, Any]:
         "after_sent_at": NEWEST[0],
         "after_id": NEWEST[1],
         "limit": 101,
+        "max_bytes": 4_194_304,
     }
 
 
@@ -212,7 +218,8 @@ def test_pull_queries_never_scan_big_tables(seeded: psycopg.Connection[Any]):
 
 def test_the_directory_reads_the_agents_index(seeded: psycopg.Connection[Any]):
     """Every page of GET /agents, with and without a name prefix, is one index range."""
-    start = {"after_name": "", "after_id": OLDEST[1], "limit": 101, "activity": False}
+    start = {"after_name": "", "after_id": OLDEST[1], "limit": 101, "activity": False,
+             "max_bytes": 4_194_304}  # fmt: skip
     cases = {
         "first page": {**start, "prefix": ""},
         "later page": {**start, "prefix": "", "after_name": "peer 5"},

@@ -169,6 +169,20 @@ def test_pages_follow_the_link_without_gaps_or_repeats(
     assert ids(flat) == ids(search(client, b, "mango", order=order))
 
 
+@pytest.mark.parametrize("order", ["relevance", "newest"])
+def test_pages_stop_at_the_byte_budget(
+    small_pages: TestClient, agent: Callable[..., Item], send: Callable[..., Item], order: str
+) -> None:
+    """Eight 4,000-character matches: each counts its content and its snippet, so a page
+    under the small app's 20,000-byte budget holds two, and Link continues."""
+    a, b = agent(), agent()
+    expected = [send(a, b, content=f"kiwi {n} " + "x" * 4000)["id"] for n in range(8)]
+    url = f"/agents/{b['id']}/messages/search?q=kiwi&limit=100&order={order}"
+    pages = walk(small_pages, url)
+    assert [len(page) for page in pages] == [2, 2, 2, 2]
+    assert sorted(ids([item for page in pages for item in page])) == sorted(expected)
+
+
 def test_filters_narrow_the_results(
     client: TestClient,
     agent: Callable[..., Item],

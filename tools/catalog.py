@@ -202,7 +202,7 @@ async def _names(request: Request, messages: list[dict[str, Any]]) -> dict[str, 
     if not ids:
         return {}
     async with request.state.pool.connection() as conn:
-        agents = await sql.list_agents.all(conn, Agent, agent_ids=ids)
+        agents = await sql.list_agents.all(conn, Agent, agent_ids=ids, viewer=agent_of(request))
     return {str(agent.id): agent.agent_name for agent in agents}
 
 

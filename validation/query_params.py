@@ -78,6 +78,16 @@ class RetireQuery(Query, frozen=True, kw_only=True):
     ] = False
 
 
+class DetailsQuery(Page, frozen=True, kw_only=True):
+    """GET /conversations/{conversation_id}/details: a page of its messages, oldest first.
+
+    The default is the most, 1000: a conversation within it (and within
+    MAILROOM_MAX_RESPONSE_BYTES) answers whole, as the original did.
+    """
+
+    limit: Annotated[int, Meta(ge=1, le=1000, description="Messages per page")] = 1000
+
+
 class ConversationsQuery(Page, frozen=True, kw_only=True):
     """GET /conversations."""
 

@@ -478,7 +478,7 @@ def app_config(docs: list[dict[str, Any]]) -> Settings:
     (source,) = container["envFrom"]
     data = dict(find(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
     data.pop("MAILROOM_ADMIN_TOKEN_FILE")
-    return load_settings({**data, "MAILROOM_ADMIN_TOKEN": "k8s-admin-token-0123456789"})
+    return load_settings({**data, "MAILROOM_ADMIN_TOKEN": "k8s-admin-token-0123456789abcdefghij"})
 
 
 def nginx_bytes(size: str) -> int:
