@@ -34,6 +34,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from access.admin import ADMIN_KEY_MISSING, admin_digest, needs_admin_token
+from access.authentication import FAILED_KEYS
 from access.limits import RateLimits
 from access.rules import (
     adds_to_own_message,
@@ -42,6 +43,7 @@ from access.rules import (
     any_principal,
     itself,
     owner_of_metadata,
+    retires_itself,
     sender_of_message,
     sends_as_itself,
     starter_of_conversation,
@@ -59,6 +61,7 @@ from handlers import (
     mailbox,
     messages,
     metrics,
+    search,
     stream,
     users,
     webhooks,
@@ -69,6 +72,7 @@ from operations import forwarded, logs
 from operations.http_limits import BoundedHttpToolsProtocol, Limits
 from operations.metrics import clean_directory
 from operations.middleware import RequestTelemetry, SecurityHeaders
+from operations.retention import run_retention
 from queries.database import DatabaseDown, make_pool, migrate, purge_expired_keys
 from queries.listener import Listener
 from settings import Settings, load_settings
@@ -80,8 +84,11 @@ from validation.openapi import IDEMPOTENCY_KEY, LAST_EVENT_ID
 from validation.query_params import (
     ConversationsQuery,
     DeliveriesQuery,
+    DetailsQuery,
     DirectoryQuery,
     MailboxQuery,
+    RetireQuery,
+    SearchQuery,
     StreamQuery,
     UnreadQuery,
 )
@@ -120,6 +127,10 @@ OPERATIONS = [
     Operation("PUT", "/agents/{agent_id}", agents.update_agent, "Update an agent", SELF,
               responses.AgentUpdated, body=requests.AgentUpdate, errors=(404, 422),
               tag="agents"),
+    Operation("DELETE", "/agents/{agent_id}", agents.retire_agent,
+              "Retire an agent (its key stops working, nothing new reaches it); "
+              "?purge=true (admin) also erases what only it held", retires_itself, None, 204,
+              query=RetireQuery, errors=(404, 422), tag="agents"),
     Operation("POST", "/agents/{agent_id}/api-key", agents.rotate_key,
               "Replace an agent's API key; the old one stops working", SELF,
               responses.ApiKey, errors=(404, 422), tag="agents"),
@@ -138,6 +149,9 @@ OPERATIONS = [
     Operation("GET", "/agents/{agent_id}/messages/unread", mailbox.list_unread,
               "Unread received messages", SELF, list[responses.MailboxItem],
               query=UnreadQuery, errors=(404, 422), tag="mailbox"),
+    Operation("GET", "/agents/{agent_id}/messages/search", search.search_messages,
+              "Search the messages an agent sent or received, best match first", SELF,
+              list[responses.SearchItem], query=SearchQuery, errors=(404, 422), tag="mailbox"),
     Operation("GET", "/agents/{agent_id}/messages/stream", stream.stream_messages,
               "Unread received messages as Server-Sent Events: missed ones, then live", SELF,
               responses.MailboxItem, query=StreamQuery, headers=(LAST_EVENT_ID,),
@@ -183,8 +197,9 @@ OPERATIONS = [
               "Update a conversation", starter_of_conversation, responses.Conversation,
               body=requests.ConversationUpdate, errors=(404, 422), tag="conversations"),
     Operation("GET", "/conversations/{conversation_id}/details", conversations.get_details,
-              "A conversation with its messages, agents and counts", takes_part,
-              responses.ConversationDetails, errors=(404, 422), tag="conversations"),
+              "A conversation with a page of its messages, its agents and counts", takes_part,
+              responses.ConversationDetails, query=DetailsQuery, errors=(404, 422),
+              tag="conversations"),
     Operation("POST", "/cli/echo", echo.echo, "Run echo with a validated message",
               any_principal, responses.EchoResult, body=requests.EchoRequest,
               errors=(408, 422), tag="cli", database=False, bucket="echo"),
@@ -281,6 +296,17 @@ def make_lifespan(settings: Settings):
         dispatcher.start()
         tools = AsyncExitStack()
         mcp = await tools.enter_async_context(mcp_endpoint.session_manager(MCP_SERVER, settings))
+        retention = None
+        if settings.retention_days is not None:
+            retention = asyncio.create_task(
+                run_retention(
+                    pool,
+                    settings.retention_days,
+                    settings.retention_batch,
+                    settings.retention_interval,
+                ),
+                name="retention",
+            )
         log.info("mailroom %s ready", VERSION, extra=logs.event("startup", version=VERSION))
         try:
             yield State(
@@ -291,7 +317,12 @@ def make_lifespan(settings: Settings):
                 openapi=OPENAPI_DOCUMENT,
                 admin_digest=admin,
                 rate_limits=RateLimits(
-                    {"write": settings.write_rate_limit, "echo": settings.echo_rate_limit}
+                    {
+                        "write": settings.write_rate_limit,
+                        "echo": settings.echo_rate_limit,
+                        "recipients": settings.recipient_rate_limit,
+                        FAILED_KEYS: settings.auth_failure_limit,
+                    }
                 ),
                 echo_slots=asyncio.Semaphore(settings.echo_concurrency),
                 mcp=mcp,
@@ -300,6 +331,8 @@ def make_lifespan(settings: Settings):
             await tools.aclose()
             purge.cancel()
             await dispatcher.close()
+            if retention is not None:
+                retention.cancel()
             await listener.close()
             await pool.close()
             logs.REQUEST_LINES.flush()

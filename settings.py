@@ -128,6 +128,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: Annotated[
         int, _env("MAILROOM_MAX_BODY_BYTES", "Largest request body, in bytes; more is 413", ge=1)
     ] = 1_048_576
+    max_response_bytes: Annotated[
+        int,
+        _env(
+            "MAILROOM_MAX_RESPONSE_BYTES",
+            "Bytes of content and metadata a page holds before it stops early (Link continues)",
+            ge=1024,
+        ),
+    ] = 4_194_304
     stream_heartbeat: Annotated[
         Seconds,
         _env("MAILROOM_STREAM_HEARTBEAT", "Seconds between heartbeats on an idle stream", gt=0),
@@ -161,10 +169,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ]
         | None
     ) = None
+    auth_failure_limit: Annotated[
+        int,
+        _env(
+            "MAILROOM_AUTH_FAILURE_LIMIT",
+            "Failed authentications per client address a minute, then 429; 0 is no limit",
+            ge=0,
+        ),
+    ] = 30
     write_rate_limit: Annotated[
         int,
         _env("MAILROOM_WRITE_RATE_LIMIT", "POST/PUT per agent key a minute; 0 is no limit", ge=0),
     ] = 600
+    recipient_rate_limit: Annotated[
+        int,
+        _env(
+            "MAILROOM_RECIPIENT_RATE_LIMIT",
+            "Recipients per agent key a minute, of messages and added later; 0 is no limit",
+            ge=0,
+        ),
+    ] = 6000
     echo_rate_limit: Annotated[
         int,
         _env("MAILROOM_ECHO_RATE_LIMIT", "/cli/echo per agent key a minute; 0 is no limit", ge=0),
@@ -192,6 +216,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ]
         | None
     ) = 10.0
+    retention_days: (
+        Annotated[
+            int,
+            _env(
+                "MAILROOM_RETENTION_DAYS",
+                "Days a message is kept, then deleted with its recipients and metadata",
+                ge=1,
+                le=36500,
+            ),
+        ]
+        | None
+    ) = None
+    retention_batch: Annotated[
+        int,
+        _env(
+            "MAILROOM_RETENTION_BATCH",
+            "Messages the retention job deletes per transaction",
+            ge=1,
+            le=10000,
+        ),
+    ] = 500
+    retention_interval: Annotated[
+        Seconds,
+        _env(
+            "MAILROOM_RETENTION_INTERVAL",
+            "Seconds between two rounds of the retention job",
+            ge=0.01,
+        ),
+    ] = 300.0
 
     webhook_timeout: Annotated[
         Seconds,
@@ -271,7 +324,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         tuple[str, ...],
         _env(
             "FORWARDED_ALLOW_IPS",
-            "Proxies (addresses, networks or *) whose X-Forwarded-Proto/-Host build URLs",
+            "Proxies (addresses, networks or *) whose X-Forwarded-Proto/-Host/-For are believed",
         ),
     ] = forwarded.LOCAL
 
@@ -283,7 +336,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
 
 
-MIN_ADMIN_TOKEN = 16  # characters: a shorter operator secret is refused at start-up
+# An operator secret (the admin token, the metrics token) shorter than this, or with
+# fewer different characters ("0000...", "abab..."), is refused at start-up.
+MIN_SECRET_LENGTH = 32
+MIN_SECRET_VARIETY = 8
+WEAK_SECRET = (
+    f"an operator secret must be at least {MIN_SECRET_LENGTH} characters of printable ASCII "
+    f"with at least {MIN_SECRET_VARIETY} different ones; make one with "
+    "`openssl rand -base64 32`"
+)
 OFF = ("off", "none", "")
 SECRETS = ("METRICS_TOKEN", "MAILROOM_ADMIN_TOKEN")  # never echoed in an error
 
@@ -296,18 +357,25 @@ def read_file(path: str) -> str:
         raise ValueError(f"cannot read {path}: {error}") from None
 
 
-def _secret(text: str) -> str | None:
-    """A token from the environment or a file; empty means unset."""
-    return text.strip() or None
+def _operator_secret(text: str) -> str:
+    """A token the operator chose, of real strength: long, and not one character repeated.
 
-
-def _admin_token(text: str) -> str:
+    The error says what is missing (how long, how many different characters)
+    and never the secret itself.
+    """
     text = text.strip()
-    if len(text) < MIN_ADMIN_TOKEN or not text.isascii() or not text.isprintable():
+    if not text.isascii() or not text.isprintable():
+        raise ValueError(f"{WEAK_SECRET} (it has other characters)")
+    if len(text) < MIN_SECRET_LENGTH or len(set(text)) < MIN_SECRET_VARIETY:
         raise ValueError(
-            f"the admin token must be at least {MIN_ADMIN_TOKEN} printable ASCII characters"
+            f"{WEAK_SECRET} (it has {len(text)} characters, {len(set(text))} different)"
         )
     return text
+
+
+def _optional_secret(text: str) -> str | None:
+    """An operator secret that may be left empty (unset)."""
+    return _operator_secret(text) if text.strip() else None
 
 
 def _auth(text: str) -> bool:
@@ -345,13 +413,14 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "DATABASE_URL": normalise_url,
     "LOG_LEVEL": str.upper,
     "LOG_FORMAT": str.lower,
-    "METRICS_TOKEN": _secret,
+    "METRICS_TOKEN": _optional_secret,
     "MAILROOM_AUTH": _auth,
-    "MAILROOM_ADMIN_TOKEN": _admin_token,
+    "MAILROOM_ADMIN_TOKEN": _operator_secret,
     "MAILROOM_PREPARE_THRESHOLD": _optional(int),
     "MAILROOM_STATEMENT_TIMEOUT": _optional(float, (*OFF, "0")),
     "MAILROOM_WEBHOOK_RETRY_SCHEDULE": _schedule,
     "MAILROOM_WEBHOOK_ALLOW_PRIVATE": _switch,
+    "MAILROOM_RETENTION_DAYS": _optional(int),
     "FORWARDED_ALLOW_IPS": forwarded.trusted_proxies,
 }
 # Variables that name a file holding the value of another (a mounted Secret). The

@@ -6,6 +6,11 @@ operator's admin token or an agent's API key), lets the admin through, holds
 an agent to its rate limit and to the route's rule (access/rules.py), and only
 then runs the handler: a denied request never reaches a write. With
 MAILROOM_AUTH=off the guard passes every request straight on.
+
+Failed keys are counted per client address (MAILROOM_AUTH_FAILURE_LIMIT a
+minute): past that, the address is answered 429 before any key it sends is
+looked at, so guessing keys costs time. The address is the connection's, or
+the one a proxy in FORWARDED_ALLOW_IPS forwarded (operations/forwarded.py).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from starlette.responses import Response
 
 from access.keys import KEY_FORMAT, key_digest
 from handlers.http_errors import TooManyRequests, Unauthorized
+from operations.forwarded import client_address
 from queries import sql
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -28,6 +34,7 @@ Rule = Callable[[Request, UUID], Awaitable[None]]
 PRINCIPAL = "mailroom.principal"  # scope key: "admin" or the agent's id, for logs and scopes
 AGENT = "mailroom.agent"  # scope key: the calling agent's UUID, None for the admin
 KEY = "mailroom.key"  # scope key: the digest of the calling agent's key
+FAILED_KEYS = "failed-keys"  # the rate-limit kind of failed authentications, per address
 
 
 def caller(request: Request) -> UUID | None:
@@ -58,6 +65,23 @@ def presented_key(request: Request) -> str | None:
     return key if scheme.lower() == "bearer" and key else None
 
 
+def refuse_throttled(request: Request) -> None:
+    """429 while the caller's address has used up its failed authentications."""
+    wait = request.state.rate_limits.wait(client_address(request.scope), FAILED_KEYS)
+    if wait:
+        raise TooManyRequests(
+            f"Too many failed authentications from this address; retry in {wait} seconds "
+            "with a valid key",
+            {"Retry-After": str(wait)},
+        )
+
+
+def refused_key(request: Request, detail: str) -> Unauthorized:
+    """The 401 for a key or token that is not valid, counted against the caller's address."""
+    request.state.rate_limits.take(client_address(request.scope), FAILED_KEYS)
+    return Unauthorized(detail)
+
+
 def bearer_key(request: Request) -> str:
     """The key of `Authorization: Bearer <key>`, or 401."""
     key = presented_key(request)
@@ -70,17 +94,18 @@ def bearer_key(request: Request) -> str:
 
 async def authenticate(request: Request) -> UUID | None:
     """The agent a Bearer key belongs to (its key's digest kept on the request), None for
-    the admin token, or 401."""
+    the admin token, 401, or 429 for an address that failed too often."""
+    refuse_throttled(request)
     key = bearer_key(request)
     digest = key_digest(key)
     if hmac.compare_digest(digest, request.state.admin_digest):
         return None
     if not KEY_FORMAT.fullmatch(key):
-        raise Unauthorized("Invalid API key")
+        raise refused_key(request, "Invalid API key")
     async with request.state.pool.connection() as conn:
         agent_id = await sql.get_agent_by_key.value(conn, digest=digest)
     if agent_id is None:
-        raise Unauthorized("Invalid API key")
+        raise refused_key(request, "Invalid API key")
     request.scope[KEY] = digest
     return agent_id
 

@@ -1,8 +1,10 @@
-"""Limits per agent key: rate limits on writes and the cap on open streams and long-polls."""
+"""Limits per agent key: rate limits on writes and recipients, the cap on open streams and
+long-polls."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable
 from uuid import UUID
 
 from starlette.requests import Request
@@ -10,36 +12,75 @@ from starlette.requests import Request
 from access.authentication import caller
 from handlers.http_errors import TooManyRequests
 from queries.listener import Subscription
+from validation.errors import InvalidInput
 
 
 class RateLimits:
-    """Token buckets per (agent, kind) in this process: a replica's own count.
+    """Token buckets per (who, kind) in this process: a replica's own count.
 
-    Each kind allows `per_minute` requests a minute, with bursts of as many;
-    0 turns the kind's limit off. The admin and an unauthenticated service are
-    never limited here.
+    `who` is an agent's id, or a client address for failed authentications.
+    Each kind allows `per_minute` tokens a minute, with bursts of as many; 0
+    turns the kind's limit off. The admin and an unauthenticated service are
+    never limited by agent.
     """
 
     def __init__(self, per_minute: dict[str, int]) -> None:
         self.per_minute = per_minute
-        self.buckets: dict[tuple[UUID, str], tuple[float, float]] = {}
+        self.buckets: dict[tuple[Hashable, str], tuple[float, float]] = {}
 
-    def take(self, agent_id: UUID, kind: str) -> int:
-        """0 when a request may go ahead, else the whole seconds to wait."""
+    def take(self, who: Hashable, kind: str, count: int = 1) -> int:
+        """0 when a request costing `count` tokens may go ahead, else the whole seconds
+        to wait (`count` is at most the kind's capacity: more would never pass)."""
+        return self._spend(who, kind, count, take=True)
+
+    def wait(self, who: Hashable, kind: str) -> int:
+        """The whole seconds until `who` has a token of `kind` again, 0 if it has one;
+        nothing is taken."""
+        return self._spend(who, kind, 1, take=False)
+
+    def _spend(self, who: Hashable, kind: str, count: int, take: bool) -> int:
         capacity = self.per_minute.get(kind, 0)
         if capacity <= 0:
             return 0
         rate = capacity / 60.0
         now = time.monotonic()
-        tokens, then = self.buckets.get((agent_id, kind), (float(capacity), now))
+        tokens, then = self.buckets.get((who, kind), (float(capacity), now))
         tokens = min(float(capacity), tokens + (now - then) * rate)
-        if tokens < 1.0:
-            self.buckets[(agent_id, kind)] = (tokens, now)
-            return max(1, int((1.0 - tokens) / rate + 0.999))
-        if len(self.buckets) > 100_000:
-            self.buckets.clear()  # full buckets are the default: forgetting them loses nothing
-        self.buckets[(agent_id, kind)] = (tokens - 1.0, now)
+        if tokens < count:
+            self.buckets[(who, kind)] = (tokens, now)
+            return max(1, int((count - tokens) / rate + 0.999))
+        if take:
+            if len(self.buckets) > 100_000:
+                self.buckets.clear()  # full buckets are the default: forgetting them loses nothing
+            self.buckets[(who, kind)] = (tokens - count, now)
         return 0
+
+
+def take_recipients(request: Request, count: int) -> None:
+    """Spend `count` recipient rows of the calling agent's minute, or 429.
+
+    The write rate counts requests, and one POST /messages may name 1000
+    recipients (each a row and a notification); MAILROOM_RECIPIENT_RATE_LIMIT
+    counts the rows. More recipients than a whole minute's budget is 422: no
+    wait would let them through.
+    """
+    agent_id = caller(request)
+    budget = request.state.settings.recipient_rate_limit
+    if agent_id is None or count == 0 or budget == 0:
+        return
+    if count > budget:
+        raise InvalidInput.at(
+            ["body", "recipient_ids"],
+            f"At most {budget} recipients a minute per API key: send this message to fewer "
+            "recipients, then add the rest with POST /message_recipients",
+            "too_long",
+        )
+    wait = request.state.rate_limits.take(agent_id, "recipients", count)
+    if wait:
+        raise TooManyRequests(
+            f"This API key has used its {budget} recipients a minute; retry later",
+            {"Retry-After": str(wait)},
+        )
 
 
 def hold_wait_slot(request: Request, agent_id: UUID) -> Subscription:

@@ -15,9 +15,10 @@ from starlette.requests import Request
 from access.authentication import Rule
 from handlers.bodies import decode, decode_update
 from handlers.http_errors import Forbidden, NotFound
-from handlers.params import path_uuid
+from handlers.params import path_uuid, query
 from handlers.rows import one_or_404
 from queries import Query, sql
+from validation.query_params import RetireQuery
 from validation.requests import (
     ConversationUpdate,
     Input,
@@ -47,6 +48,15 @@ def itself(name: str) -> Rule:
 
     rule.__doc__ = f"{{{name}}} is the caller"
     return rule
+
+
+async def retires_itself(request: Request, agent_id: UUID) -> None:
+    """{agent_id} is the caller, who may retire itself; only the admin may purge."""
+    purge = query(request, RetireQuery).purge  # a bad value is 422 before a 403
+    if path_uuid(request, "agent_id") != agent_id:
+        raise Forbidden("An agent may only do this for itself")
+    if purge:
+        raise Forbidden("Only the operator (admin key) may purge an agent; retire it without purge")
 
 
 async def _check_links(

@@ -1,7 +1,8 @@
-"""Agents: register, list, read and update, and issue API keys and webhook secrets."""
+"""Agents: register, list, read and update, issue API keys and webhook secrets, and retire them."""
 
 from __future__ import annotations
 
+import logging
 from uuid import UUID
 
 import msgspec
@@ -15,13 +16,14 @@ from access.keys import key_digest, new_api_key
 from handlers.bodies import decode, decode_update, json_response
 from handlers.http_errors import NotFound
 from handlers.idempotency import REPLAYED, create_once
-from handlers.pagination import encode_name_cursor, name_page_start, next_link
+from handlers.pagination import encode_name_cursor, fit, name_page_start, next_link
 from handlers.params import path_uuid, query
 from handlers.rows import one_or_404, read_one
+from operations import metrics
 from queries import sql
 from queries.params import create_params, update_params
 from validation.errors import InvalidInput
-from validation.query_params import DirectoryQuery
+from validation.query_params import DirectoryQuery, RetireQuery
 from validation.requests import AgentCreate, AgentUpdate
 from validation.responses import (
     AgentCreated,
@@ -35,6 +37,7 @@ from webhooks.signing import new_secret
 
 SCOPE = b"a"
 MISSING = "Agent not found"
+log = logging.getLogger("mailroom.agents")
 
 
 class _DirectoryRow(msgspec.Struct, frozen=True):
@@ -116,8 +119,9 @@ async def list_agents(request: Request) -> Response:
     limit, name = page.limit, page.name
     after_name, after_id = name_page_start(request, SCOPE, page.cursor)
     activity = caller(request) is None
+    max_bytes = request.state.settings.max_response_bytes
     async with request.state.pool.connection() as conn:
-        rows = await sql.list_directory.all(
+        found = await sql.list_directory.page(
             conn,
             _DirectoryRow,
             prefix=name or "",
@@ -125,10 +129,11 @@ async def list_agents(request: Request) -> Response:
             after_id=after_id,
             activity=activity,
             limit=limit + 1,
+            max_bytes=max_bytes,
         )
+    rows, more = fit(found, limit, max_bytes)
     headers = None
-    if len(rows) > limit:
-        del rows[limit:]
+    if more:
         last = rows[-1]
         cursor = encode_name_cursor(request.state.cursor_key, SCOPE, last.sort_name, last.id)
         headers = next_link(request, cursor)
@@ -183,3 +188,39 @@ async def rotate_key(request: Request) -> Response:
             sql.set_api_key, conn, _KeyHolder, "Agent not found", agent_id=agent_id, digest=digest
         )
     return json_response(ApiKey(agent_id=agent_id, api_key=key))
+
+
+class _Purged(msgspec.Struct, frozen=True):
+    """Row of purge_agent: how many rows of each kind were erased or changed."""
+
+    agents: int
+    received_copies: int
+    messages: int
+    metadata: int
+    idempotency_keys: int
+    replies_unlinked: int
+
+
+async def retire_agent(request: Request) -> Response:
+    """Retire an agent (204): its key stops working, its streams and long-polls end, nothing
+    new reaches it; its history stays with the other parties. Again: 204, nothing changes.
+
+    With `?purge=true` (the admin) also erase what only it held, and its row: a later call
+    is 404. docs/lifecycle.md has the whole rule.
+    """
+    agent_id = path_uuid(request, "agent_id")
+    purge = query(request, RetireQuery).purge
+    purged = None
+    async with request.state.pool.connection() as conn, conn.transaction():
+        if not await sql.retire_agent.value(conn, agent_id=agent_id):
+            raise NotFound(MISSING)
+        if purge:
+            purged = await sql.purge_agent.one(conn, _Purged, agent_id=agent_id)
+    # The other replicas hear it from the database at commit; this one ends its own at once.
+    request.state.listener.retire(agent_id)
+    metrics.AGENTS_RETIRED.labels(purged=str(purge).lower()).inc()
+    if purged is None:
+        log.info("retired agent %s", agent_id)
+    else:
+        log.info("retired and purged agent %s: %s", agent_id, msgspec.structs.asdict(purged))
+    return Response(status_code=204)

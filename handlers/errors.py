@@ -43,6 +43,11 @@ _DUPLICATE = {
     "message_recipients_pkey": "This agent is already a recipient of this message",
     "agent_message_metadata_message_key": "This message already has a metadata item with this key",
 }
+# Checks between rows rather than on one value: a conflict with what is stored, 409.
+_CONFLICTS = {
+    "messages_reply_cycle": "A message cannot be its own parent or reply to one of its own "
+    "replies: choose a parent_message_id outside its thread of replies",
+}
 RETRY_AFTER = {"Retry-After": "1"}
 # SQLSTATEs (codes, or a class by its two digits) of a statement that needed more
 # than one request may have: more time than statement_timeout (57014), more
@@ -84,9 +89,13 @@ async def invalid_input(request: Request, exc: Exception) -> Response:
 
 
 async def integrity_error(request: Request, exc: Exception) -> Response:
-    """Unique and foreign-key violations: 409 naming the field."""
+    """Unique and foreign-key violations and reply cycles: 409 naming the field."""
     assert isinstance(exc, psycopg.IntegrityError)
     diag = exc.diag
+    if diag.constraint_name == "agent_retired":  # refuse_retired_agent(), migration 0021
+        return _error(409, diag.message_primary or "This agent is retired")
+    if diag.constraint_name in _CONFLICTS:
+        return _error(409, _CONFLICTS[diag.constraint_name])
     key = _KEY.search(diag.message_detail or "")
     if isinstance(exc, pg.ForeignKeyViolation) and key:
         column, value = key["columns"], key["values"]

@@ -21,6 +21,7 @@ from validation.requests import MarkReadRequest
 from validation.responses import MailboxItem, MarkRead
 
 SCOPE = b"m"
+RETIRED_AGENT = "Agent not found: it was retired, and a retired agent receives no messages"
 DIRECTIONS = {"all": (True, True), "sent": (True, False), "received": (False, True)}
 
 
@@ -37,19 +38,19 @@ async def _read_page(
     after_sent_at, after_id = page_start(request, SCOPE, page.cursor, descending)
     statement = newest_first if descending else oldest_first
     async with request.state.pool.connection() as conn:
-        items = await statement.all(
+        rows = await statement.page(
             conn,
             MailboxItem,
             agent_id=agent_id,
             after_sent_at=after_sent_at,
             after_id=after_id,
             limit=page.limit + 1,
+            max_bytes=request.state.settings.max_response_bytes,
             **filters,
         )
-        if not items and not await sql.agent_exists.value(conn, agent_id=agent_id):
+        if not rows and not await sql.agent_exists.value(conn, agent_id=agent_id):
             raise NotFound("Agent not found")
-    headers = cut_page(request, SCOPE, items, page.limit, lambda item: (item.sent_at, item.id))
-    return items, headers
+    return cut_page(request, SCOPE, rows, page.limit, lambda item: (item.sent_at, item.id))
 
 
 async def list_messages(request: Request) -> Response:
@@ -77,6 +78,10 @@ async def list_unread(request: Request) -> Response:
     deadline = asyncio.get_running_loop().time() + page.wait
     # Subscribe before the first read, so a message stored in between still wakes us.
     with hold_wait_slot(request, agent_id) as waiter:
+        # A retired agent gets no new mail: nothing to wait for.
+        async with request.state.pool.connection() as conn:
+            if await sql.agent_is_active.value(conn, agent_id=agent_id) is False:
+                raise NotFound(RETIRED_AGENT)
         while True:
             waiter.take()
             items, headers = await _read_page(
@@ -85,6 +90,8 @@ async def list_unread(request: Request) -> Response:
             remaining = deadline - asyncio.get_running_loop().time()
             if items or waiter.closed or remaining <= 0 or not await waiter.wait(remaining):
                 break
+    if waiter.retired:
+        raise NotFound(RETIRED_AGENT)
     key = caller_key(request)
     if key is not None and not await key_is_current(request.state.pool, agent_id, key):
         raise Unauthorized("This API key was replaced while the request waited")

@@ -6,6 +6,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from access.limits import take_recipients
 from handlers.bodies import decode, json_response
 from handlers.http_errors import Conflict, Forbidden, NotFound
 from handlers.idempotency import REPLAYED, create_once
@@ -28,6 +29,7 @@ from validation.responses import Agent, Message, MessageMetadata, Metadata, Reci
 async def create_message(request: Request) -> Response:
     """Store a message and, with recipient_ids, its recipient rows: all or nothing."""
     body = await decode(request, MessageCreate)
+    take_recipients(request, len(set(body.recipient_ids or ())))
     params = create_params(body, json_fields=("msg_metadata",))
     response = await create_once(
         request, body, lambda conn: sql.create_message.one(conn, Message, **params)
@@ -47,6 +49,7 @@ async def update_message(request: Request) -> Response:
 
 async def create_recipient(request: Request) -> Response:
     body = await decode(request, RecipientCreate)
+    take_recipients(request, 1)
     async with request.state.pool.connection() as conn:
         recipient = await sql.create_recipient.one(conn, Recipient, **create_params(body))
     if recipient is None:

@@ -16,8 +16,9 @@ from validation.openapi import Header
 from validation.query_params import Query
 from validation.responses import ErrorDetail, ValidationErrorBody
 
-# Methods whose calls take a token from the caller's rate limit ("write" bucket).
-RATE_LIMITED = frozenset({"POST", "PUT"})
+# Methods whose calls take a token from the caller's rate limit ("write" bucket): every
+# method that changes something, DELETE too (it writes as much as a PUT).
+RATE_LIMITED = frozenset({"POST", "PUT", "DELETE"})
 
 
 class Operation(NamedTuple):
@@ -43,7 +44,7 @@ class Operation(NamedTuple):
     tag: str = "core"
     media_type: str = "application/json"
     database: bool = True
-    bucket: str | None = None  # the rate limit taken; default: "write" for POST and PUT
+    bucket: str | None = None  # the rate limit taken; default: "write" for POST, PUT, DELETE
     documented: bool = True  # False: served, but outside the API document (docs, metrics)
     # For a create (201): the path parameter its new `id` fills in other operations; the
     # document links the response to each of them (generated clients follow the links).

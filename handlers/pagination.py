@@ -1,8 +1,17 @@
-"""Keyset pagination: signed, opaque cursors and the RFC 8288 `Link` header.
+"""Keyset pagination: signed, opaque cursors, pages bounded by count and bytes, and the
+RFC 8288 `Link` header.
 
 A cursor names the last item of a page by its sort key (a timestamp or a
-name, and an id). It is signed with a key every replica shares (stored in
-the database), so a cursor that the service did not issue is refused with 422.
+name, and an id; for search results by relevance, the rank before them). It
+is signed with a key every replica shares (stored in the database), so a
+cursor that the service did not issue is refused with 422.
+
+A page holds at most `limit` items and stops early, before the item that
+would take it past MAILROOM_MAX_RESPONSE_BYTES (its first item always
+stays): the `Link` then continues after its last item. The statements count
+the bytes of what a caller can make large (content, metadata, names) as a
+running `page_bytes` and stop reading there, so neither PostgreSQL nor the
+worker holds much more than a page.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEWEST = (datetime(9999, 12, 31, tzinfo=UTC), UUID(int=(1 << 128) - 1))
 OLDEST = (datetime(1, 1, 2, tzinfo=UTC), UUID(int=0))
 _PAYLOAD = struct.Struct(">1sq16s")
+# Search results by relevance: the rank (a float4 in PostgreSQL, exact in 4 bytes) first.
+_RANKED = struct.Struct(">1sfq16s")
 _SIG_BYTES = 16
 _NAME_AT = 17  # a name cursor's payload: the scope byte, the id's 16 bytes, then the name
 
@@ -72,6 +83,23 @@ def decode_cursor(
     return EPOCH + timedelta(microseconds=micros), UUID(bytes=id_bytes)
 
 
+def encode_ranked_cursor(key: bytes, scope: bytes, rank: float, at: datetime, item_id: UUID) -> str:
+    """An opaque cursor for the item sorted at (`rank`, `at`, `item_id`)."""
+    micros = (at - EPOCH) // timedelta(microseconds=1)
+    return _seal(key, _RANKED.pack(scope, rank, micros, item_id.bytes))
+
+
+def decode_ranked_cursor(
+    key: bytes, scope: bytes, cursor: str, loc: tuple[str, str] = ("query", "cursor")
+) -> tuple[float, datetime, UUID]:
+    """The (rank, time, id) inside a ranked cursor this service issued for `scope`, or 422."""
+    payload = _unseal(key, scope, cursor, loc)
+    if len(payload) != _RANKED.size:
+        raise InvalidInput.at(list(loc), "Not a cursor this service issued")
+    _, rank, micros, id_bytes = _RANKED.unpack(payload)
+    return rank, EPOCH + timedelta(microseconds=micros), UUID(bytes=id_bytes)
+
+
 def encode_name_cursor(key: bytes, scope: bytes, name: str, item_id: UUID) -> str:
     """An opaque cursor for the item sorted at (`name`, `item_id`): the name travels in it,
     so a page goes on from where the last one ended even if that agent is renamed since."""
@@ -98,20 +126,42 @@ def page_start(
     return decode_cursor(request.state.cursor_key, scope, cursor)
 
 
-def cut_page(
-    request: Request, scope: bytes, rows: list[T], limit: int, key: Callable[[T], tuple[str, UUID]]
-) -> dict[str, str] | None:
-    """Trim `rows` (fetched as limit + 1) to a page; the Link header when more remain.
+def fit(rows: list[tuple[T, int]], limit: int, max_bytes: int) -> tuple[list[T], bool]:
+    """The page in `rows`, and whether more items follow it.
 
-    `key` gives a row's sort key: its timestamp text and id.
+    `rows` pairs each item with `page_bytes`, the page's bytes up to and
+    including it, and comes from a statement that reads at most limit + 1 rows
+    and stops after the first row whose predecessors already pass `max_bytes`
+    (but not before two): so a row left over after the page means more follow.
     """
-    if len(rows) <= limit:
-        return None
-    del rows[limit:]
-    at, item_id = key(rows[-1])
-    return next_link(
-        request, encode_cursor(request.state.cursor_key, scope, datetime.fromisoformat(at), item_id)
-    )
+    kept = 0
+    for _, through in rows[:limit]:
+        if kept and through > max_bytes:
+            break
+        kept += 1
+    return [item for item, _ in rows[:kept]], len(rows) > kept
+
+
+def time_cursor(request: Request, scope: bytes, at: str, item_id: UUID) -> str:
+    """The cursor of the item sorted at `at` (a timestamp's text) and `item_id`."""
+    return encode_cursor(request.state.cursor_key, scope, datetime.fromisoformat(at), item_id)
+
+
+def cut_page(
+    request: Request,
+    scope: bytes,
+    rows: list[tuple[T, int]],
+    limit: int,
+    key: Callable[[T], tuple[str, UUID]],
+) -> tuple[list[T], dict[str, str] | None]:
+    """The page in `rows` (see fit) and its Link header when more remain.
+
+    `key` gives an item's sort key: its timestamp text and id.
+    """
+    items, more = fit(rows, limit, request.state.settings.max_response_bytes)
+    if not more:
+        return items, None
+    return items, next_link(request, time_cursor(request, scope, *key(items[-1])))
 
 
 def next_link(request: Request, cursor: str) -> dict[str, str]:

@@ -25,8 +25,8 @@ from access.authentication import caller_key, key_is_current
 from access.limits import hold_wait_slot
 from handlers.bodies import ENCODER
 from handlers.http_errors import NotFound
-from handlers.mailbox import SCOPE
-from handlers.pagination import EPOCH, OLDEST, decode_cursor, encode_cursor
+from handlers.mailbox import RETIRED_AGENT, SCOPE
+from handlers.pagination import EPOCH, OLDEST, decode_cursor, encode_cursor, fit
 from handlers.params import path_uuid, query
 from queries import sql
 from queries.listener import Key, Listener, Subscription
@@ -49,6 +49,7 @@ REVOKED = b'event: revoked\ndata: {"detail": "This API key was replaced"}\n\n'
 SHUTDOWN = (
     b'event: shutdown\ndata: {"detail": "Server shutting down, reconnect with Last-Event-ID"}\n\n'
 )
+RETIRED = b'event: retired\ndata: {"detail": "This agent was retired; its stream has ended"}\n\n'
 Position = tuple[datetime, UUID]
 
 
@@ -87,8 +88,11 @@ async def stream_messages(request: Request) -> Response:
     subscription = hold_wait_slot(request, agent_id)
     try:
         async with state.pool.connection() as conn:
-            if not await sql.agent_exists.value(conn, agent_id=agent_id):
-                raise NotFound("Agent not found")
+            active = await sql.agent_is_active.value(conn, agent_id=agent_id)
+        if active is None:
+            raise NotFound("Agent not found")
+        if not active:
+            raise NotFound(RETIRED_AGENT)
     except BaseException:
         subscription.release()
         raise
@@ -97,6 +101,7 @@ async def stream_messages(request: Request) -> Response:
         state.listener,
         state.cursor_key,
         state.settings.stream_heartbeat,
+        state.settings.max_response_bytes,
         agent_id,
         position,
         caller_key(request),
@@ -115,18 +120,21 @@ def _position(item: MailboxItem) -> Position:
 
 
 async def _read(
-    pool: AsyncConnectionPool, agent_id: UUID, after: Position, late: list[UUID]
-) -> tuple[list[MailboxItem], list[MailboxItem]]:
-    """Unread items after `after` (oldest first), and the late ones still unread."""
+    pool: AsyncConnectionPool, agent_id: UUID, after: Position, late: list[UUID], max_bytes: int
+) -> tuple[list[MailboxItem], bool, list[MailboxItem]]:
+    """Unread items after `after` (oldest first, a batch bounded like a page), whether more
+    follow them, and the late ones still unread."""
     async with pool.connection() as conn:
-        items = await sql.list_unread_asc.all(
+        rows = await sql.list_unread_asc.page(
             conn,
             MailboxItem,
             agent_id=agent_id,
             after_sent_at=after[0],
             after_id=after[1],
-            limit=BATCH,
+            limit=BATCH + 1,
+            max_bytes=max_bytes,
         )
+        items, more = fit(rows, BATCH, max_bytes)
         found = []
         for message_id in late:
             item = await sql.get_unread_item.one(
@@ -134,7 +142,7 @@ async def _read(
             )
             if item is not None:
                 found.append(item)
-    return items, found
+    return items, more, found
 
 
 def _late(keys: list[Key], position: Position, sent: dict[UUID, None]) -> list[UUID]:
@@ -157,6 +165,7 @@ async def _events(
     listener: Listener,
     cursor_key: bytes,
     heartbeat: float,
+    max_bytes: int,
     agent_id: UUID,
     position: Position,
     key: bytes | None,
@@ -184,7 +193,9 @@ async def _events(
                 late = _late(keys, position, sent)
                 # Shielded: a client leaving mid-read cancels the stream again at
                 # every await, which would lose the pooled connection on its way back.
-                items, late_items = await asyncio.shield(_read(pool, agent_id, position, late))
+                items, more, late_items = await asyncio.shield(
+                    _read(pool, agent_id, position, late, max_bytes)
+                )
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout):
                 # The database is away: read again when the listener is back (it
                 # wakes every waiter) or after the retry interval.
@@ -203,8 +214,8 @@ async def _events(
                 retry = b""
             while len(sent) > REMEMBERED:
                 del sent[next(iter(sent))]
-            if len(items) == BATCH:
+            if more:
                 continue
             if not await waiter.wait(heartbeat) and not waiter.closed:
                 yield HEARTBEAT
-        yield retry + SHUTDOWN
+        yield retry + (RETIRED if waiter.retired else SHUTDOWN)

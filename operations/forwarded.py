@@ -1,4 +1,4 @@
-"""Proxy headers: the scheme and host a client used, as a trusted reverse proxy reports them.
+"""Proxy headers: the scheme, host and address of a client, as a trusted reverse proxy reports them.
 
 Behind a proxy (Caddy in compose, an ingress controller or a Gateway in
 Kubernetes) the connection mailroom sees is the proxy's: plain HTTP, sometimes
@@ -13,8 +13,9 @@ applies X-Forwarded-Proto only, never X-Forwarded-Host, and replaces the
 connection's address with the X-Forwarded-For one before the app sees it, so
 the app could no longer tell whether the proxy is trusted. mailroom therefore
 runs uvicorn with --no-proxy-headers (the image's CMD, `python service.py`) and
-decides here, once. X-Forwarded-For is left alone: mailroom uses the client's
-address for nothing (no log field, no limit is keyed on it).
+decides here, once. The client's address from X-Forwarded-For is kept apart
+(`client_address`), for the one limit keyed on it: failed authentications
+(access/authentication.py); the connection's own address stays in the scope.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ SCHEMES = {b"http": "http", b"https": "https"}
 # A host name, an IPv4 address or a bracketed IPv6 address, with an optional port.
 HOST = re.compile(rb"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+CLIENT = "mailroom.client"  # scope key: the client's address a trusted proxy forwarded
 
 
 def trusted_proxies(text: str) -> tuple[str, ...]:
@@ -72,18 +74,53 @@ class ForwardedHeaders:
             return True
         if client is None or not self.networks:
             return False
+        return self.is_proxy(client[0])
+
+    def is_proxy(self, text: str) -> bool:
+        """Whether an address (text) lies in FORWARDED_ALLOW_IPS's networks."""
         try:
-            address = ipaddress.ip_address(client[0])
+            address = ipaddress.ip_address(text)
         except ValueError:  # a Unix socket's peer, or a test client's name
             return False
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped  # a dual-stack socket reports IPv4 peers this way
         return any(address in network for network in self.networks)
 
+    def forwarded_client(self, scope: Scope) -> str | None:
+        """The client's address in X-Forwarded-For: walking from the right (the hop the
+        proxy added), the first address that is not itself a trusted proxy. With `*`
+        every hop is trusted, so the rightmost: the one the nearest proxy saw."""
+        hops = [
+            hop.strip()
+            for name, value in scope["headers"]
+            if name == b"x-forwarded-for"
+            for hop in value.decode("latin-1").split(",")
+        ]
+        for hop in reversed(hops):
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                return None  # a hop that is not an address: believe none of them
+            if self.everyone or not self.is_proxy(hop):
+                return hop
+        return hops[0] if hops else None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.trusts(scope.get("client")):
             apply_forwarded(scope)
+            client = self.forwarded_client(scope)
+            if client is not None:
+                scope[CLIENT] = client
         await self.app(scope, receive, send)
+
+
+def client_address(scope: Scope) -> str:
+    """Where a request comes from: the address a trusted proxy forwarded, else the peer's."""
+    forwarded = scope.get(CLIENT)
+    if forwarded is not None:
+        return forwarded
+    client = scope.get("client")
+    return client[0] if client else "-"
 
 
 def apply_forwarded(scope: Scope) -> None:

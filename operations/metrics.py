@@ -84,6 +84,20 @@ TOOL_LATENCY = Histogram(
     ["tool"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+AGENTS_RETIRED = Counter(
+    "mailroom_agents_retired", "Agents retired by DELETE /agents/{id}, by purge", ["purged"]
+)
+# The retention job (operations/retention.py).
+RETENTION_DELETED = Counter(
+    "mailroom_retention_deleted",
+    "Rows deleted by the retention job, by kind (messages, recipients, metadata)",
+    ["kind"],
+)
+RETENTION_BATCH_SECONDS = Histogram(
+    "mailroom_retention_batch_seconds",
+    "Duration of one retention batch's transaction: how long it holds its row locks",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 ECHO_RUNS = Counter("mailroom_echo_runs", "Runs of echo by POST /cli/echo")
 ECHO_FAILURES = Counter("mailroom_echo_failures", "Runs of echo that exited non-zero or timed out")
 

@@ -62,9 +62,31 @@ class Query:
             await cur.execute(self.text, params)
             return await cur.fetchone()
 
-    async def all(self, conn: AsyncConnection, row: type[T], **params: Any) -> list[T]:
-        """Every row as a `row` Struct."""
+    async def all(
+        self, conn: AsyncConnection, row: type[T], *, prepare: bool | None = None, **params: Any
+    ) -> list[T]:
+        """Every row as a `row` Struct. `prepare=False` keeps the statement from ever being
+        prepared on the server, so each run is planned for its own values (no generic plan)."""
         async with conn.cursor(row_factory=self._rows(row)) as cur:
+            await cur.execute(self.text, params, prepare=prepare)
+            return await cur.fetchall()
+
+    async def page(self, conn: AsyncConnection, row: type[T], **params: Any) -> list[tuple[T, int]]:
+        """Every row as a `row` Struct paired with its last column, `page_bytes`: the
+        size of the page up to it (handlers/pagination.py fit() reads it)."""
+
+        def factory(cursor: BaseCursor[Any, Any]) -> RowMaker[tuple[T, int]]:
+            if row not in self.checked and cursor.description is not None:
+                columns = tuple(column.name for column in cursor.description)
+                fields = (*getattr(row, "__struct_fields__", ()), "page_bytes")
+                if columns != fields:
+                    raise TypeError(
+                        f"{self.name} returns {columns}, a page of {row.__name__} is {fields}"
+                    )
+                self.checked.add(row)
+            return lambda values: (row(*values[:-1]), values[-1])
+
+        async with conn.cursor(row_factory=factory) as cur:
             await cur.execute(self.text, params)
             return await cur.fetchall()
 

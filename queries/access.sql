@@ -2,13 +2,15 @@
 -- The agent holding an API key, found by the key's SHA-256 digest; no row means 401.
 SELECT id
   FROM agents
- WHERE api_key_digest = %(digest)s;
+ WHERE api_key_digest = %(digest)s
+   AND retired_at IS NULL;
 
 -- name: set_api_key
 -- Replace an agent's key (the old one stops working at once); no row means 404.
 UPDATE agents
    SET api_key_digest = %(digest)s
  WHERE id = %(agent_id)s
+   AND retired_at IS NULL
 RETURNING id;
 
 -- name: get_message_sender

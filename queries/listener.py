@@ -9,6 +9,9 @@ new from the table, never from the notification, so a notification lost while
 the connection was down costs nothing: on every (re)connection all waiters are
 woken to read the table again.
 
+The same channel carries `'retired <agent_id>'` (notify_retired(), migration 0021):
+every replica then ends that agent's streams and long-polls.
+
 The same connection listens on `webhook_channel()` (queries/migrations/0010_webhooks.sql),
 which each new webhook delivery notifies: `deliveries` is set then, and on every
 (re)connection, to wake the process's webhook dispatcher (webhooks/dispatcher.py).
@@ -96,12 +99,13 @@ class LoopLag:
 class Waiter:
     """One stream or long-poll waiting for an agent's new messages."""
 
-    __slots__ = ("closed", "event", "pending")
+    __slots__ = ("closed", "event", "pending", "retired")
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.pending: list[Key] = []
         self.closed = False
+        self.retired = False  # closed because its agent was retired, not for a shutdown
 
     def notify(self, key: Key | None) -> None:
         """Wake the waiter; `key` (None: just read the table again) is kept for take()."""
@@ -109,8 +113,9 @@ class Waiter:
             self.pending.append(key)
         self.event.set()
 
-    def close(self) -> None:
+    def close(self, retired: bool = False) -> None:
         self.closed = True
+        self.retired = self.retired or retired
         self.event.set()
 
     async def wait(self, seconds: float) -> bool:
@@ -209,7 +214,19 @@ class Listener:
         self.waiters.setdefault(agent_id, set()).add(waiter)
         return Subscription(self.waiters, agent_id, waiter)
 
+    def retire(self, agent_id: UUID) -> None:
+        """End the streams and long-polls of an agent that was retired."""
+        for waiter in self.waiters.get(agent_id, ()):
+            waiter.close(retired=True)
+
     def _dispatch(self, payload: str) -> None:
+        kind, _, retired = payload.partition(" ")
+        if kind == "retired":
+            try:
+                self.retire(UUID(retired))
+            except ValueError:
+                log.warning("ignoring a malformed notification %r", payload)
+            return
         try:
             recipient, micros, message = payload.split(" ")
             agent_id, key = UUID(recipient), (int(micros), UUID(message))

@@ -1,6 +1,8 @@
 -- name: list_mailbox_desc
 -- A page of what an agent sent and/or received, newest first, after a sort key.
 -- A message an agent sent to itself is listed once, as received, unless only sent is asked.
+-- Each row carries page_bytes, the bytes of content and metadata up to it; the rows stop
+-- once those pass max_bytes (handlers/pagination.py fit() takes the page).
 WITH received AS (
     SELECT r.message_id, r.sent_at, r.is_read, r.read_at
       FROM message_recipients r
@@ -27,17 +29,27 @@ WITH received AS (
      ORDER BY sent_at DESC, message_id DESC
      LIMIT %(limit)s
 )
-SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
-       m.conversation_id, m.content, m.message_type, m.importance, m.status, m.msg_metadata,
-       rfc3339(m.updated_at) AS updated_at, p.direction, p.is_read,
-       rfc3339(p.read_at) AS read_at
-  FROM page p
-  JOIN messages m ON m.id = p.message_id
- ORDER BY p.sent_at DESC, p.message_id DESC;
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at, direction, is_read, rfc3339(read_at) AS read_at,
+       page_bytes
+  FROM (SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
+               m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
+               p.direction, p.is_read, p.read_at, size.bytes,
+               row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes
+          FROM page p
+          JOIN messages m ON m.id = p.message_id
+         CROSS JOIN LATERAL (SELECT octet_length(m.content)
+                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+        WINDOW w AS (ORDER BY p.sent_at DESC, p.message_id DESC ROWS UNBOUNDED PRECEDING)) AS sized
+ WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
+ ORDER BY n;
 
 -- name: list_mailbox_asc
 -- A page of what an agent sent and/or received, oldest first, after a sort key.
 -- A message an agent sent to itself is listed once, as received, unless only sent is asked.
+-- Each row carries page_bytes, the bytes of content and metadata up to it; the rows stop
+-- once those pass max_bytes (handlers/pagination.py fit() takes the page).
 WITH received AS (
     SELECT r.message_id, r.sent_at, r.is_read, r.read_at
       FROM message_recipients r
@@ -64,16 +76,26 @@ WITH received AS (
      ORDER BY sent_at, message_id
      LIMIT %(limit)s
 )
-SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
-       m.conversation_id, m.content, m.message_type, m.importance, m.status, m.msg_metadata,
-       rfc3339(m.updated_at) AS updated_at, p.direction, p.is_read,
-       rfc3339(p.read_at) AS read_at
-  FROM page p
-  JOIN messages m ON m.id = p.message_id
- ORDER BY p.sent_at, p.message_id;
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at, direction, is_read, rfc3339(read_at) AS read_at,
+       page_bytes
+  FROM (SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
+               m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
+               p.direction, p.is_read, p.read_at, size.bytes,
+               row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes
+          FROM page p
+          JOIN messages m ON m.id = p.message_id
+         CROSS JOIN LATERAL (SELECT octet_length(m.content)
+                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+        WINDOW w AS (ORDER BY p.sent_at, p.message_id ROWS UNBOUNDED PRECEDING)) AS sized
+ WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
+ ORDER BY n;
 
 -- name: list_unread_desc
 -- A page of an agent's received, unread messages, newest first, after a sort key.
+-- Each row carries page_bytes, the bytes of content and metadata up to it; the rows stop
+-- once those pass max_bytes (handlers/pagination.py fit() takes the page).
 WITH page AS (
     SELECT r.message_id, r.sent_at, 'received' AS direction, r.is_read, r.read_at
       FROM message_recipients r
@@ -83,16 +105,26 @@ WITH page AS (
      ORDER BY r.sent_at DESC, r.message_id DESC
      LIMIT %(limit)s
 )
-SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
-       m.conversation_id, m.content, m.message_type, m.importance, m.status, m.msg_metadata,
-       rfc3339(m.updated_at) AS updated_at, p.direction, p.is_read,
-       rfc3339(p.read_at) AS read_at
-  FROM page p
-  JOIN messages m ON m.id = p.message_id
- ORDER BY p.sent_at DESC, p.message_id DESC;
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at, direction, is_read, rfc3339(read_at) AS read_at,
+       page_bytes
+  FROM (SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
+               m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
+               p.direction, p.is_read, p.read_at, size.bytes,
+               row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes
+          FROM page p
+          JOIN messages m ON m.id = p.message_id
+         CROSS JOIN LATERAL (SELECT octet_length(m.content)
+                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+        WINDOW w AS (ORDER BY p.sent_at DESC, p.message_id DESC ROWS UNBOUNDED PRECEDING)) AS sized
+ WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
+ ORDER BY n;
 
 -- name: list_unread_asc
 -- A page of an agent's received, unread messages, oldest first, after a sort key.
+-- Each row carries page_bytes, the bytes of content and metadata up to it; the rows stop
+-- once those pass max_bytes (handlers/pagination.py fit() takes the page).
 WITH page AS (
     SELECT r.message_id, r.sent_at, 'received' AS direction, r.is_read, r.read_at
       FROM message_recipients r
@@ -102,17 +134,30 @@ WITH page AS (
      ORDER BY r.sent_at, r.message_id
      LIMIT %(limit)s
 )
-SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
-       m.conversation_id, m.content, m.message_type, m.importance, m.status, m.msg_metadata,
-       rfc3339(m.updated_at) AS updated_at, p.direction, p.is_read,
-       rfc3339(p.read_at) AS read_at
-  FROM page p
-  JOIN messages m ON m.id = p.message_id
- ORDER BY p.sent_at, p.message_id;
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at, direction, is_read, rfc3339(read_at) AS read_at,
+       page_bytes
+  FROM (SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
+               m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
+               p.direction, p.is_read, p.read_at, size.bytes,
+               row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes
+          FROM page p
+          JOIN messages m ON m.id = p.message_id
+         CROSS JOIN LATERAL (SELECT octet_length(m.content)
+                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+        WINDOW w AS (ORDER BY p.sent_at, p.message_id ROWS UNBOUNDED PRECEDING)) AS sized
+ WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
+ ORDER BY n;
 
 -- name: agent_exists
--- Whether an agent id names a registered agent.
+-- Whether an agent id names a registered agent (retired or not: its history stays readable).
 SELECT EXISTS (SELECT 1 FROM agents WHERE id = %(agent_id)s);
+
+-- name: agent_is_active
+-- Whether an agent is active (true) or retired (false); no row: no such agent.
+-- Only an active agent's new mail is waited for.
+SELECT retired_at IS NULL FROM agents WHERE id = %(agent_id)s;
 
 -- name: mark_read
 -- Mark every unread message the agent received up to an instant (inclusive) as read.

@@ -37,6 +37,7 @@ WITH wanted AS (
       FROM message, wanted
       JOIN agents agent ON agent.id = wanted.recipient_id
      WHERE agent.webhook_url IS NOT NULL AND agent.webhook_disabled_at IS NULL
+       AND agent.retired_at IS NULL
     RETURNING pg_notify(webhook_channel(), '')
 )
 SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,

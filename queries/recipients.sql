@@ -16,6 +16,7 @@ WITH recipient AS (
       JOIN agents agent ON agent.id = recipient.recipient_id
      WHERE NOT recipient.is_read
        AND agent.webhook_url IS NOT NULL AND agent.webhook_disabled_at IS NULL
+       AND agent.retired_at IS NULL
     RETURNING pg_notify(webhook_channel(), '')
 )
 SELECT message_id, recipient_id, is_read, rfc3339(read_at) AS read_at

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -23,7 +24,7 @@ from embedded import start_embedded
 from queries.database import normalise_url
 from service import create_app
 from settings import Settings
-from tests.helpers import Db, temporary_database
+from tests.helpers import SMALL_PAGE_BYTES, Db, temporary_database
 from tests.servers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +52,14 @@ def settings(database_url: str) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     """The app with its lifespan running, shared by the whole run."""
     with TestClient(create_app(settings), raise_server_exceptions=True) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def small_pages(settings: Settings) -> Iterator[TestClient]:
+    """The app with a byte budget of SMALL_PAGE_BYTES: a page stops after two 8,000-byte items."""
+    small = msgspec.structs.replace(settings, max_response_bytes=SMALL_PAGE_BYTES)
+    with TestClient(create_app(small)) as test_client:
         yield test_client
 
 

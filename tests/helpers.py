@@ -103,6 +103,9 @@ def instant(timestamp: str) -> datetime:
     return parsed
 
 
+# MAILROOM_MAX_RESPONSE_BYTES of the `small_pages` app (conftest.py).
+SMALL_PAGE_BYTES = 20_000
+
 # The fields of a message as the API returns it (API.md).
 MESSAGE_FIELDS = {
     "id",

@@ -50,6 +50,7 @@ def secured(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         MAILROOM_ADMIN_TOKEN=ADMIN,
         MAILROOM_WRITE_RATE_LIMIT="0",
         MAILROOM_ECHO_RATE_LIMIT="0",
+        MAILROOM_AUTH_FAILURE_LIMIT="0",  # the matrix tries many bad keys
     )
     try:
         server.wait_healthy()
@@ -150,8 +151,11 @@ MATRIX: list[tuple[str, str, str, Callable[[dict[str, str]], Any] | None, tuple[
     ("deliveries", "GET", "/agents/{A}/deliveries", None, (*OWN_ONLY, 200, 200)),
     ("retry delivery", "POST", "/agents/{A}/deliveries/{no_delivery}/retry", None,
      (*OWN_ONLY, 404, 404)),
+    ("retire agent", "DELETE", "/agents/{A}", None, (*OWN_ONLY, 204, 204)),
+    ("purge agent", "DELETE", "/agents/{A}?purge=true", None, (*OWN_ONLY, 403, 204)),
     ("mailbox", "GET", "/agents/{A}/messages", None, (*OWN_ONLY, 200, 200)),
     ("unread", "GET", "/agents/{A}/messages/unread", None, (*OWN_ONLY, 200, 200)),
+    ("search", "GET", "/agents/{A}/messages/search?q=hi", None, (*OWN_ONLY, 200, 200)),
     ("stream", "GET", "/agents/{A}/messages/stream", None, (*OWN_ONLY, 200, 200)),
     ("mark read", "PUT", "/agents/{A}/messages/mark-read",
      lambda i: {"read_up_to_date": now()}, (*OWN_ONLY, 200, 200)),
@@ -248,6 +252,7 @@ def test_every_served_route_is_in_the_matrix() -> None:
     from service import ROUTES
 
     def shape(path: str) -> str:
+        path = path.partition("?")[0]
         return re.sub(r"\{[^}]+\}", "{}", path).replace("/users/1", "/users/{}")
 
     served = {
@@ -338,6 +343,54 @@ def test_rotation_retires_the_old_key_at_once(http: httpx.Client) -> None:
     missing = UNKNOWN
     unknown = http.post(f"/agents/{missing}/api-key", headers=bearer(ADMIN))
     assert (unknown.status_code, unknown.json()) == (404, {"detail": "Agent not found"})
+
+
+def test_search_finds_only_the_callers_mail(http: httpx.Client) -> None:
+    world = build_world(http)
+    ids, a, b = world.ids, world.headers("own"), world.headers("other")
+    word = "quince" + secrets.token_hex(3)
+    for headers, sender, to in ((a, "A", "B"), (b, "B", "C"), (b, "B", "A")):
+        body = {"sender_id": ids[sender], "content": f"{word} note", "recipient_ids": [ids[to]]}
+        created(http.post("/messages", json=body, headers=headers))
+
+    def found(agent: str, headers: dict[str, str]) -> list[tuple[str, str]]:
+        response = http.get(f"/agents/{ids[agent]}/messages/search", params={"q": word},
+                            headers=headers)  # fmt: skip
+        assert response.status_code == 200, response.text
+        return sorted((item["sender_id"], item["direction"]) for item in response.json())
+
+    assert found("A", a) == sorted([(ids["A"], "sent"), (ids["B"], "received")])
+    mail_of_b = sorted([(ids["A"], "received"), (ids["B"], "sent"), (ids["B"], "sent")])
+    assert found("B", b) == found("B", bearer(ADMIN)) == mail_of_b
+    assert found("C", bearer(ADMIN)) == [(ids["B"], "received")]
+    # A's key on B's or C's search: 403, whatever the word.
+    for agent in ("B", "C"):
+        response = http.get(f"/agents/{ids[agent]}/messages/search", params={"q": word},
+                            headers=a)  # fmt: skip
+        assert response.status_code == 403
+
+
+def test_retirement_refuses_the_key_and_ends_its_stream(http: httpx.Client) -> None:
+    world = build_world(http)
+    a_id, a = world.ids["A"], world.headers("own")
+    with http.stream("GET", f"/agents/{a_id}/messages/stream", headers=a,
+                     timeout=httpx.Timeout(10, read=10)) as stream:  # fmt: skip
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        assert next(lines) == ": connected"
+        assert http.delete(f"/agents/{a_id}", headers=a).status_code == 204
+        rest = list(lines)  # the stream ends by itself
+    assert "event: retired" in rest
+    assert http.get(f"/agents/{a_id}", headers=a).status_code == 401
+    assert http.delete(f"/agents/{a_id}", headers=a).status_code == 401
+    assert http.delete(f"/agents/{a_id}", headers=bearer(ADMIN)).status_code == 204
+    # The others keep their history with A, and cannot write to it any more.
+    b = world.headers("other")
+    mailbox = http.get(f"/agents/{world.ids['B']}/messages", headers=b).json()
+    assert world.ids["m_ab"] in {item["id"] for item in mailbox}
+    body = {"sender_id": world.ids["B"], "content": "x", "recipient_ids": [a_id]}
+    refused = http.post("/messages", json=body, headers=b)
+    assert refused.status_code == 409 and a_id in refused.json()["detail"]
 
 
 def test_only_the_digest_of_a_key_is_stored(http: httpx.Client, database_url: str) -> None:
@@ -440,6 +493,7 @@ def limited(database_url: str) -> Iterator[TestClient]:
         admin_token=ADMIN,
         write_rate_limit=3,
         echo_rate_limit=2,
+        recipient_rate_limit=5,
         echo_concurrency=1,
         statement_timeout=1.5,
         metrics_token=SCRAPER,
@@ -470,6 +524,31 @@ def test_writes_beyond_the_rate_are_429_per_agent(limited: TestClient, db: Any) 
     assert limited.post("/messages", json=other, headers=other_key).status_code == 201
     for _ in range(5):
         assert limited.post("/messages", json=send, headers=bearer(ADMIN)).status_code == 201
+
+
+def test_recipients_draw_on_a_budget_of_their_own(limited: TestClient, db: Any) -> None:
+    """One write may make up to 1000 recipient rows: they are counted too."""
+    agent_id, key = new_agent(limited)
+    others = [new_agent(limited)[0] for _ in range(6)]
+    send = {"sender_id": agent_id, "content": "fan-out", "recipient_ids": others[:5]}
+    first = limited.post("/messages", json=send, headers=key)
+    assert first.status_code == 201, first.text
+    # The budget (5 a minute) is spent: one more recipient must wait.
+    add = {"message_id": first.json()["id"], "recipient_id": others[5]}
+    refused = limited.post("/message_recipients", json=add, headers=key)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert "recipients" in refused.json()["detail"]
+    rows = db.execute("SELECT count(*) AS n FROM message_recipients WHERE message_id = %s",
+                      (first.json()["id"],))  # fmt: skip
+    assert rows.fetchone()["n"] == 5
+    # More recipients than the budget holds can never pass: 422, not a retry.
+    too_many = dict(send, recipient_ids=others)
+    refused = limited.post("/messages", json=too_many, headers=key)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"][0]["loc"] == ["body", "recipient_ids"]
+    # The admin is not limited.
+    admin = limited.post("/messages", json=too_many, headers=bearer(ADMIN))
+    assert admin.status_code == 201, admin.text
 
 
 def test_echo_has_its_own_rate(limited: TestClient) -> None:
@@ -644,14 +723,43 @@ def test_bad_auth_settings_stop_start_up_naming_the_variable(
         load_settings(environ)
 
 
+STRONG = "Zq3-" + "0123456789abcdef" * 2  # 36 characters, 20 different
+
+
+@pytest.mark.parametrize("variable", ["MAILROOM_ADMIN_TOKEN", "METRICS_TOKEN"])
+@pytest.mark.parametrize(
+    "weak",
+    ["x", "0" * 16, "0" * 64, "ab" * 20, "abcdefg" * 5, STRONG[:31], STRONG[:30] + " \t"],
+)
+def test_weak_operator_secrets_stop_start_up_saying_what_is_needed(
+    variable: str, weak: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        load_settings({variable: weak})
+    said = str(stopped.value)
+    assert variable in said and weak.strip() not in said
+    assert "32 characters" in said and "8 different" in said and "openssl rand" in said
+
+
+def test_strong_operator_secrets_are_taken(tmp_path: Path) -> None:
+    loaded = load_settings({"MAILROOM_ADMIN_TOKEN": STRONG, "METRICS_TOKEN": STRONG[::-1]})
+    assert (loaded.admin_token, loaded.metrics_token) == (STRONG, STRONG[::-1])
+    for token in (secrets.token_urlsafe(32), secrets.token_hex(16), secrets.token_hex(32)):
+        assert load_settings({"MAILROOM_ADMIN_TOKEN": token}).admin_token == token
+    weak_file = tmp_path / "weak"
+    weak_file.write_text("0" * 40)
+    with pytest.raises(SystemExit, match="MAILROOM_ADMIN_TOKEN"):
+        load_settings({"MAILROOM_ADMIN_TOKEN_FILE": str(weak_file)})
+
+
 def test_auth_settings_defaults_and_token_file(tmp_path: Path) -> None:
     defaults = load_settings({})
     assert defaults.auth_required is True and defaults.admin_token is None
     assert defaults.statement_timeout == 10.0
     token_file = tmp_path / "token"
-    token_file.write_text("  from-a-mounted-secret-file\n")
+    token_file.write_text(f"  {STRONG}\n")
     settings = load_settings({"MAILROOM_ADMIN_TOKEN_FILE": str(token_file), "MAILROOM_AUTH": "off"})
-    assert settings.admin_token == "from-a-mounted-secret-file" and not settings.auth_required
+    assert settings.admin_token == STRONG and not settings.auth_required
     assert load_settings({"MAILROOM_STATEMENT_TIMEOUT": "off"}).statement_timeout is None
 
 
@@ -837,3 +945,74 @@ def test_an_agent_holds_a_bounded_number_of_streams_and_long_polls(http: httpx.C
             assert admin.status_code == 200  # the operator is not limited
     with http.stream("GET", url, headers=own) as again:
         assert again.status_code == 200
+
+
+def test_details_hide_other_agents_addresses_from_an_agent(http: httpx.Client) -> None:
+    world = build_world(http)
+    ids = world.ids
+    for name, port in (("A", 7001), ("B", 7002)):
+        located = http.put(f"/agents/{ids[name]}", json={"ip_address": "10.0.0.1", "port": port},
+                           headers=bearer(world.keys[name]))  # fmt: skip
+        assert located.status_code == 200, located.text
+    # B starts a conversation and sends A one message in it: A now takes part.
+    conv = created(http.post("/conversations", json={}, headers=world.headers("other")))["id"]
+    note = {"sender_id": ids["B"], "content": "hi", "conversation_id": conv,
+            "recipient_ids": [ids["A"]]}  # fmt: skip
+    created(http.post("/messages", json=note, headers=world.headers("other")))
+
+    def addresses(caller: dict[str, str]) -> dict[str, tuple[Any, Any]]:
+        details = http.get(f"/conversations/{conv}/details", headers=caller)
+        assert details.status_code == 200, details.text
+        return {a["id"]: (a["ip_address"], a["port"]) for a in details.json()["unique_agents"]}
+
+    assert addresses(world.headers("own")) == {ids["A"]: ("10.0.0.1", 7001), ids["B"]: (None, None)}
+    assert addresses(world.headers("other")) == {
+        ids["A"]: (None, None),
+        ids["B"]: ("10.0.0.1", 7002),
+    }
+    assert addresses(bearer(ADMIN)) == {
+        ids["A"]: ("10.0.0.1", 7001),
+        ids["B"]: ("10.0.0.1", 7002),
+    }
+
+
+def test_failed_keys_are_throttled_per_client_address(database_url: str, tmp_path: Path) -> None:
+    """After a burst of bad keys an address is refused (429), good keys too, while
+    other addresses go on. A forwarded address counts only from a trusted proxy:
+    this server trusts 127.0.0.2 (FORWARDED_ALLOW_IPS), not 127.0.0.1. It runs as
+    the image does, without uvicorn's own proxy headers."""
+    server = Server(database_url, tmp_path, "--no-proxy-headers", MAILROOM_AUTH="required",
+                    MAILROOM_ADMIN_TOKEN=ADMIN, MAILROOM_AUTH_FAILURE_LIMIT="4",
+                    FORWARDED_ALLOW_IPS="127.0.0.2")  # fmt: skip
+    proxy = httpx.HTTPTransport(local_address="127.0.0.2")
+    try:
+        server.wait_healthy()
+        with (
+            httpx.Client(base_url=server.base_url, timeout=10, transport=proxy) as via_proxy,
+            httpx.Client(base_url=server.base_url, timeout=10) as direct,
+        ):
+
+            def as_client(address: str, key: str, path: str = "/conversations") -> httpx.Response:
+                return via_proxy.get(path, headers={"X-Forwarded-For": address, **bearer(key)})
+
+            guess = "mr_" + "A" * 43  # the format of a key, not a key
+            statuses = [as_client("203.0.113.7", guess).status_code for _ in range(3)]
+            statuses.append(as_client("203.0.113.7", "scrape-guess", "/metrics").status_code)
+            assert statuses == [401, 401, 401, 401]
+            refused = as_client("203.0.113.7", guess)
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+            assert "failed authentications" in refused.json()["detail"]
+            # While refused, even the right key is not checked from that address.
+            assert as_client("203.0.113.7", ADMIN).status_code == 429
+            # Another client behind the same proxy is not affected.
+            assert as_client("203.0.113.8", ADMIN).status_code == 200
+            assert as_client("203.0.113.8", guess).status_code == 401
+            # An untrusted peer cannot pick its address: X-Forwarded-For is ignored.
+            spoofed = [
+                direct.get("/conversations", headers={"X-Forwarded-For": f"198.51.100.{n}",
+                                                      **bearer(guess)}).status_code
+                for n in range(5)
+            ]  # fmt: skip
+            assert spoofed == [401, 401, 401, 401, 429]
+    finally:
+        server.stop()

@@ -383,6 +383,15 @@ def test_directory_pages_by_the_link_header_each_agent_once(client, agent):
     assert keys == sorted(keys)
 
 
+def test_directory_pages_stop_at_the_byte_budget(small_pages, agent):
+    prefix = f"long-{uuid.uuid4().hex[:8]}-"
+    made = [agent(agent_name=f"{prefix}{i:03d}".ljust(250, "n"))["id"] for i in range(100)]
+    pages = walk(small_pages, f"/agents?name={prefix}&limit=100")
+    # 250-byte names: 80 of them fill SMALL_PAGE_BYTES (20,000).
+    assert [len(page) for page in pages] == [80, 20]
+    assert [item["id"] for page in pages for item in page] == made
+
+
 def test_directory_page_goes_on_after_its_last_agent_is_renamed(client, agent):
     prefix = f"rename-{uuid.uuid4().hex[:8]}-"
     made = [agent(agent_name=f"{prefix}{letter}")["id"] for letter in "abcd"]

@@ -9,11 +9,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 from starlette.testclient import TestClient
 
 from tests.helpers import (
     MESSAGE_FIELDS,
+    SMALL_PAGE_BYTES,
     UNKNOWN,
     Db,
     Item,
@@ -629,3 +631,100 @@ def test_details_spell_awkward_values_as_the_other_routes_do(client, agent, mess
     assert got["recipients"] == [{"recipient_id": b["id"], "is_read": False, "read_at": None}]
     (pulled,) = client.get(f"/agents/{b['id']}/messages/unread").json()
     assert {field: pulled[field] for field in sent} == sent
+
+
+# Details in pages, and every page within the byte budget ------------------------------
+
+
+def a_thread(agent, message, conversation, count: int, size: int = 10) -> tuple[dict, list]:
+    """A conversation of `count` messages from a to b, each of `size` characters."""
+    a, b = agent(), agent()
+    topic = conversation()
+    sent = [
+        message(sender_id=a["id"], conversation_id=topic["id"], recipient_ids=[b["id"]],
+                content=f"{n:04d}" + "x" * (size - 4))
+        for n in range(count)
+    ]  # fmt: skip
+    return topic, sent
+
+
+def test_details_within_the_bounds_answer_whole_without_a_link(
+    client, agent, message, conversation
+):
+    topic, sent = a_thread(agent, message, conversation, 3)
+
+    response = client.get(f"/conversations/{topic['id']}/details")
+
+    assert response.status_code == 200 and "link" not in response.headers
+    assert ids(response.json()["messages"]) == ids(sent)
+
+
+def test_details_pages_follow_next_and_keep_the_whole_counts(client, agent, message, conversation):
+    topic, sent = a_thread(agent, message, conversation, 5)
+    url = f"/conversations/{topic['id']}/details?limit=2"
+
+    first = client.get(url)
+    pages = walk(client, url)
+
+    assert [len(page["messages"]) for page in pages] == [2, 2, 1]
+    assert [m["id"] for page in pages for m in page["messages"]] == ids(sent)
+    assert query_of(next_url(first))["limit"] == ["2"]
+    whole = client.get(f"/conversations/{topic['id']}/details").json()
+    for page in pages:
+        rest = {key: value for key, value in page.items() if key != "messages"}
+        assert rest == {key: value for key, value in whole.items() if key != "messages"}
+        assert (page["total_messages"], page["unread_count"]) == (5, 5)
+
+
+@pytest.mark.parametrize("limit", ["0", "1001", "-1", "x"])
+def test_details_limit_out_of_range_is_422(client, conversation, limit):
+    response = client.get(f"/conversations/{conversation()['id']}/details", params={"limit": limit})
+
+    assert_invalid(response, "query", "limit")
+
+
+def test_details_cursor_of_another_list_is_422(client, agent, message, conversation):
+    topic, _ = a_thread(agent, message, conversation, 3)
+    listed = client.get("/conversations", params={"limit": 1})
+    mailbox_cursor = cursor_of(next_url(listed))
+
+    response = client.get(
+        f"/conversations/{topic['id']}/details", params={"cursor": mailbox_cursor}
+    )
+
+    assert_invalid(response, "query", "cursor")
+
+
+def test_details_pages_stop_at_the_byte_budget(small_pages, agent, message, conversation):
+    topic, sent = a_thread(agent, message, conversation, 7, size=8_000)
+    url = f"/conversations/{topic['id']}/details"
+
+    first = small_pages.get(url)
+    pages = walk(small_pages, url)
+
+    assert first.status_code == 200 and next_url(first) is not None
+    assert [len(page["messages"]) for page in pages] == [2, 2, 2, 1]
+    assert [m["id"] for page in pages for m in page["messages"]] == ids(sent)
+    assert all(len(msgspec.json.encode(page["messages"])) <= SMALL_PAGE_BYTES for page in pages)
+
+
+def test_details_message_larger_than_the_budget_comes_alone(
+    small_pages, agent, message, conversation
+):
+    topic, sent = a_thread(agent, message, conversation, 3, size=30_000)
+
+    pages = walk(small_pages, f"/conversations/{topic['id']}/details")
+
+    assert [ids(page["messages"]) for page in pages] == [[m["id"]] for m in sent]
+
+
+def test_conversation_lists_stop_at_the_byte_budget(small_pages, conversation):
+    big = {"padding": "p" * 7_000}
+    made = [conversation(title=f"big {n}", metadata=big) for n in range(5)]
+    url = "/conversations?limit=5"
+
+    pages = walk(small_pages, url)
+
+    # Older conversations of other tests follow the five on the third page.
+    assert [ids(page) for page in pages[:2]] == [ids(made)[:2:-1], ids(made)[2:0:-1]]
+    assert pages[2][0]["id"] == made[0]["id"]

@@ -127,6 +127,8 @@ def test_served_routes_cover_the_contract() -> None:
         ("GET", "/agents/{agent_id}/messages/unread"),
         ("GET", "/agents/{agent_id}/messages/stream"),  # issue 6: the live inbox
         ("POST", "/agents/{agent_id}/api-key"),  # issue 4: a new key, no body
+        ("DELETE", "/agents/{agent_id}"),  # issue 15: retire (and purge) an agent
+        ("GET", "/agents/{agent_id}/messages/search"),  # issue 15: full-text search
         ("PUT", "/agents/{agent_id}/messages/mark-read"),
         ("POST", "/messages"),
         ("PUT", "/messages/{message_id}"),
@@ -226,7 +228,8 @@ def test_documented_success_status_matches_the_contract(document: dict[str, Any]
                 ROTATION,
                 *WEBHOOK_ACTIONS,
             }
-            assert success == ({"201"} if creates else {"200"}), (method, path)
+            expected = {"201"} if creates else {"204"} if method == "delete" else {"200"}
+            assert success == expected, (method, path)
 
 
 # Security and error responses ----------------------------------------------------
@@ -269,7 +272,7 @@ def test_error_responses_where_they_apply(document: dict[str, Any]) -> None:
         assert (401 in codes) == guarded, (method, path)
         assert (403 in codes) == guarded, (method, path)
         assert (413 in codes) == ("requestBody" in operation), (method, path)
-        assert (429 in codes) == (method in {"POST", "PUT"}), (method, path)
+        assert (429 in codes) == (method in {"POST", "PUT", "DELETE"}), (method, path)
         assert (422 in codes) == bool(operation["parameters"] or "requestBody" in operation), (
             method,
             path,
@@ -837,7 +840,9 @@ def test_every_paginated_list_declares_the_link_header(
         ("GET", "/agents/{agent_id}/messages"),
         ("GET", "/agents/{agent_id}/messages/unread"),
         ("GET", "/agents/{agent_id}/deliveries"),
+        ("GET", "/agents/{agent_id}/messages/search"),
         ("GET", "/conversations"),
+        ("GET", "/conversations/{conversation_id}/details"),
     }
     for _ in range(2):
         assert client.post("/conversations", json={"title": "page"}).status_code == 201
@@ -878,8 +883,8 @@ def test_the_links_lead_to_the_created_resource(
         links = document["paths"][path]["post"]["responses"]["201"]["links"]
         for link in links.values():
             method, target = by_id[link["operationId"]]
-            if method != "GET" or target.count("{") > 1 or target.endswith("/stream"):
-                continue  # writes need a body; the stream never ends
+            if method != "GET" or target.count("{") > 1 or target.endswith(("/stream", "/search")):
+                continue  # writes need a body; the stream never ends; a search needs words
             response = client.get(target.replace("{" + name + "}", created.json()["id"]))
             assert response.status_code == 200, (target, response.text)
             followed += 1

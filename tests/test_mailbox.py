@@ -12,11 +12,13 @@ from datetime import UTC, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode
 
+import msgspec
 import pytest
 from starlette.testclient import TestClient
 
 from tests.helpers import (
     MESSAGE_FIELDS,
+    SMALL_PAGE_BYTES,
     UNKNOWN,
     UTC_TIMESTAMP,
     Db,
@@ -780,3 +782,38 @@ def test_conversation_cursor_is_not_a_mailbox_cursor(client, agent, conversation
     response = client.get(f"/agents/{agent()['id']}/messages", params={"cursor": cursor_of(url)})
 
     assert_invalid(response, "query", "cursor")
+
+
+# Pages within the byte budget --------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PULL_PATHS)
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_pages_stop_at_the_byte_budget(small_pages, agent, send, path, order):
+    a, b = agent(), agent()
+    sent = [send(a, b, content=f"{n:04d}" + "y" * 7_996) for n in range(5)]
+    sent.append(send(a, b, content="small", msg_metadata={"padding": "m" * 7_990}))
+    sent.append(send(a, b, content="z" * 30_000))  # more than a page on its own
+    newest_first = ids(sent)[::-1]
+
+    pages = walk(small_pages, f"/agents/{b['id']}/{path}?order={order}")
+
+    expected = newest_first if order == "desc" else newest_first[::-1]
+    assert [item["id"] for page in pages for item in page] == expected
+    sizes = [len(page) for page in pages]
+    assert sizes == ([1, 2, 2, 2] if order == "desc" else [2, 2, 2, 1])
+    for page in pages:
+        assert len(page) == 1 or len(msgspec.json.encode(page)) <= SMALL_PAGE_BYTES
+
+
+def test_a_stream_replays_a_big_backlog_in_bounded_batches(small_pages, agent, send):
+    a, b = agent(), agent()
+    sent = [send(a, b, content=f"{n:04d}" + "s" * 7_996) for n in range(5)]
+    got = []
+    with small_pages.stream("GET", f"/agents/{b['id']}/messages/stream") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                got.append(msgspec.json.decode(line[5:])["id"])
+                if len(got) == len(sent):
+                    break
+    assert got == ids(sent)

@@ -36,6 +36,7 @@ TOOLS = {
     "list_agents",
     "send_message",
     "check_inbox",
+    "search_messages",
     "mark_read",
     "read_thread",
     "start_conversation",
@@ -166,6 +167,35 @@ def test_sdk_client_lists_tools_and_two_agents_exchange_a_message(
             assert history["messages"][0]["is_read"] is True
             thread = await ok(b, "read_thread", message_id=reply["id"])
             assert thread["message"]["content"] == "Yes"
+
+    asyncio.run(scenario())
+
+
+def test_search_messages_finds_own_mail_by_a_part_of_an_id_and_marks_it(
+    secured: Server, http: httpx.Client
+) -> None:
+    alice, bob, carol = register(http), register(http), register(http)
+    tag = secrets.token_hex(3)
+
+    async def scenario() -> None:
+        async with (
+            as_agent(secured.base_url, alice) as a,
+            as_agent(secured.base_url, bob) as b,
+            as_agent(secured.base_url, carol) as c,
+        ):
+            sent = await ok(b, "send_message", to=[alice["id"]], content=f"build-{tag} is green")
+            await ok(b, "send_message", to=[carol["id"]], content=f"build-{tag} for carol")
+            found = await a.call_tool("search_messages", {"q": tag})
+            assert not found.is_error, text_of(found)
+            (item,) = found.structured_content["messages"]
+            assert item["id"] == sent["id"] and item["direction"] == "received"
+            assert "\ue000" in item["snippet"] and f"[[{tag}]]" in text_of(found)
+            assert bob["agent_name"] in text_of(found)
+            # Carol's copy is hers: alice's search never shows it, nor carol's alice's.
+            theirs = await ok(c, "search_messages", q=f"build-{tag}", direction="received")
+            assert [m["content"] for m in theirs["messages"]] == [f"build-{tag} for carol"]
+            empty = await a.call_tool("search_messages", {"q": "..."})
+            assert empty.is_error and "no word" in text_of(empty)
 
     asyncio.run(scenario())
 

@@ -6,12 +6,15 @@ checks stored rows by the ids (or unique contents) it created.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.helpers import (
@@ -440,6 +443,60 @@ def test_put_reference_that_does_not_exist_is_409(client, conversation, message,
     assert_conflict(response)
     row = message_row(db, created["id"])
     assert (row["conversation_id"], row["parent_message_id"]) == (topic["id"], None)
+
+
+def test_put_a_message_as_its_own_parent_is_409(client, message, db):
+    created = message()
+
+    response = client.put(f"/messages/{created['id']}", json={"parent_message_id": created["id"]})
+
+    assert_conflict(response)
+    assert "parent_message_id" in response.json()["detail"]
+    assert message_row(db, created["id"])["parent_message_id"] is None
+
+
+def test_put_a_parent_that_replies_to_the_message_is_409(client, message, db):
+    root = message()
+    reply = message(parent_message_id=root["id"])
+    reply_to_reply = message(parent_message_id=reply["id"])
+
+    response = client.put(
+        f"/messages/{root['id']}", json={"parent_message_id": reply_to_reply["id"], "content": "x"}
+    )
+
+    assert_conflict(response)
+    assert message_row(db, root["id"])["parent_message_id"] is None
+    assert message_row(db, root["id"])["content"] == root["content"]
+    # A parent elsewhere in the tree is fine.
+    sibling = message(parent_message_id=root["id"])
+    moved = client.put(
+        f"/messages/{reply_to_reply['id']}", json={"parent_message_id": sibling["id"]}
+    )
+    assert moved.status_code == 200, moved.text
+
+
+def test_two_concurrent_changes_cannot_close_a_reply_cycle(database_url, message):
+    """Each change alone is fine; together they would make a cycle. The second
+    waits for the first to commit, then sees it and is refused."""
+    first, second = message(), message()
+    with (
+        psycopg.connect(database_url) as one,
+        psycopg.connect(database_url, autocommit=True) as two,
+    ):
+        one.execute(
+            "UPDATE messages SET parent_message_id = %s WHERE id = %s", (second["id"], first["id"])
+        )
+        with ThreadPoolExecutor(1) as pool:
+            closing = pool.submit(
+                two.execute,
+                "UPDATE messages SET parent_message_id = %s WHERE id = %s",
+                (first["id"], second["id"]),
+            )
+            time.sleep(0.3)
+            assert not closing.done(), "the second change must wait for the first"
+            one.commit()
+            with pytest.raises(psycopg.errors.IntegrityError):
+                closing.result(timeout=10)
 
 
 # POST /message_recipients --------------------------------------------------

@@ -148,7 +148,7 @@ def test_metrics_is_not_part_of_the_api_document(client):
 @pytest.fixture(scope="module")
 def gated(settings: Settings) -> Iterator[tuple[TestClient, str]]:
     """The app with METRICS_TOKEN set."""
-    token = "mt_" + secrets.token_urlsafe(16)
+    token = "mt_" + secrets.token_urlsafe(32)
     gated_settings = msgspec.structs.replace(settings, metrics_token=token)
     with TestClient(create_app(gated_settings)) as gated_client:
         yield gated_client, token
@@ -179,10 +179,11 @@ def test_metrics_token_opens_metrics(gated):
 
 def test_metrics_token_is_read_from_a_file(tmp_path):
     path = tmp_path / "token"
-    path.write_text("from-a-file\n")
-    assert load_settings({"METRICS_TOKEN_FILE": str(path)}).metrics_token == "from-a-file"
-    both = {"METRICS_TOKEN_FILE": str(path), "METRICS_TOKEN": "direct"}
-    assert load_settings(both).metrics_token == "direct"
+    from_file, direct = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    path.write_text(f"{from_file}\n")
+    assert load_settings({"METRICS_TOKEN_FILE": str(path)}).metrics_token == from_file
+    both = {"METRICS_TOKEN_FILE": str(path), "METRICS_TOKEN": direct}
+    assert load_settings(both).metrics_token == direct
     assert load_settings({"METRICS_TOKEN": ""}).metrics_token is None
 
 
@@ -244,7 +245,7 @@ def test_a_500_names_its_request_id_in_the_body_the_header_and_the_log(
 def test_json_log_has_one_line_per_request_and_no_key_or_content(database_url, tmp_path):
     secret = "mr_secret_" + secrets.token_hex(12)
     content = "CONTENT-" + secrets.token_hex(12)
-    metrics_token = "mt_" + secrets.token_hex(12)
+    metrics_token = "mt_" + secrets.token_hex(16)
     server = Server(database_url, tmp_path, LOG_FORMAT="json", METRICS_TOKEN=metrics_token)
     try:
         server.wait_healthy()

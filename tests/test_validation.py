@@ -901,7 +901,6 @@ def test_unknown_route_is_404_with_json_detail(client, existing, method, path):
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("DELETE", "/agents/{agent}"),
         ("PATCH", "/agents/{agent}"),
         ("POST", "/agents/{agent}"),
         ("DELETE", "/agents"),  # GET lists the directory, POST registers
@@ -954,7 +953,7 @@ def test_path_uuid_must_be_canonical(client, agent, spelling):
     ("method", "path", "allowed"),
     [
         ("DELETE", "/conversations", {"GET", "HEAD", "POST"}),
-        ("PATCH", "/agents/00000000-0000-0000-0000-000000000000", {"GET", "HEAD", "PUT"}),
+        ("PATCH", "/agents/00000000-0000-0000-0000-000000000000", {"DELETE", "GET", "HEAD", "PUT"}),
     ],
 )
 def test_405_allow_header_names_every_method_of_the_path(client, method, path, allowed):

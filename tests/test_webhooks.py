@@ -723,3 +723,21 @@ def test_a_url_that_cannot_be_sent_to_fails_the_attempt(client, agent, db) -> No
     assert delivery["status"] == "pending" and delivery["attempts"] == 1
     db.execute("UPDATE agents SET webhook_url = NULL WHERE id = %s", (target["id"],))
     db.execute("UPDATE webhook_deliveries SET status = 'dead' WHERE agent_id = %s", (target["id"],))
+
+
+def test_retiring_an_agent_ends_its_pending_deliveries(http, receivers, webhook_database) -> None:
+    receiver = receivers(start=False)
+    agent = register(http, receiver)
+    send(http, agent, "never delivered")
+    wait_until(lambda: deliveries(http, agent)[0]["attempts"] >= 1)
+    retired = http.delete(f"/agents/{agent['id']}")
+    assert retired.status_code == 204, retired.text
+    with psycopg.connect(webhook_database, autocommit=True) as db:
+        rows = db.execute(
+            "SELECT status, last_error FROM webhook_deliveries WHERE agent_id = %s",
+            (agent["id"],),
+        ).fetchall()
+    assert rows == [("dead", "The agent was retired")]
+    receiver.start()
+    time.sleep(1.5)  # past the next retry the schedule would have made
+    assert receiver.received() == []

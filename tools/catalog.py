@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -21,7 +21,7 @@ from queries import sql
 from tools import text
 from tools.calls import Calls, ToolFailure, agent_of, invalid_text
 from validation.errors import InvalidInput
-from validation.query_params import Cursor, Limit, Wait
+from validation.query_params import Cursor, Instant, Limit, SearchText, Wait
 from validation.requests import (
     Content,
     ConversationCreate,
@@ -161,6 +161,29 @@ class ReadThread(Arguments, frozen=True):
     )
 
 
+class SearchMessages(Arguments, frozen=True):
+    """Arguments of search_messages."""
+
+    q: SearchText
+    order: Annotated[
+        Literal["relevance", "newest"],
+        Meta(description="relevance (default): best match first; newest: newest first"),
+    ] = "relevance"
+    direction: Annotated[
+        Literal["all", "sent", "received"],
+        Meta(description="Search the messages you sent, received, or both (default)"),
+    ] = "all"
+    conversation_id: (
+        Annotated[UUID, Meta(description="Only messages of this conversation")] | None
+    ) = None
+    since: (
+        Annotated[Instant, Meta(description="Only messages sent at or after this time")] | None
+    ) = None
+    until: Annotated[Instant, Meta(description="Only messages sent before this time")] | None = None
+    limit: PageLimit = 100
+    cursor: PageCursor | None = None
+
+
 class StartConversation(Arguments, frozen=True):
     """Arguments of start_conversation."""
 
@@ -202,7 +225,7 @@ async def _names(request: Request, messages: list[dict[str, Any]]) -> dict[str, 
     if not ids:
         return {}
     async with request.state.pool.connection() as conn:
-        agents = await sql.list_agents.all(conn, Agent, agent_ids=ids)
+        agents = await sql.list_agents.all(conn, Agent, agent_ids=ids, viewer=agent_of(request))
     return {str(agent.id): agent.agent_name for agent in agents}
 
 
@@ -326,6 +349,28 @@ async def read_thread(calls: Calls, request: Request, args: ReadThread) -> Resul
     return Result(found, text.thread(found, messages, await _names(request, messages)))
 
 
+async def search_messages(calls: Calls, request: Request, args: SearchMessages) -> Result:
+    answer = await calls.run(
+        request,
+        "GET",
+        "/agents/{agent_id}/messages/search",
+        path_params={"agent_id": agent_of(request)},
+        query={
+            "q": args.q,
+            "order": args.order,
+            "direction": args.direction,
+            "conversation_id": args.conversation_id,
+            "since": None if args.since is None else args.since.isoformat(),
+            "until": None if args.until is None else args.until.isoformat(),
+            "limit": args.limit,
+            "cursor": args.cursor,
+        },
+    )
+    messages = answer.body
+    found = {"messages": messages, "next_cursor": answer.next_cursor}
+    return Result(found, text.search(messages, await _names(request, messages), found))
+
+
 async def start_conversation(calls: Calls, request: Request, args: StartConversation) -> Result:
     body = ConversationCreate(
         title=args.title, description=args.description, metadata=args.metadata or {}
@@ -394,6 +439,17 @@ TOOLS = [
         "that message when it belongs to none). You see the messages you sent or received.",
         ReadThread,
         read_thread,
+        read_only=True,
+    ),
+    Tool(
+        "search_messages",
+        "Find messages you sent or received by their words: ids like build-1234, names like "
+        "retry_count or app.config, paths, URLs and numbers are found by a part or the whole. "
+        'q takes web-search syntax: "an exact phrase", a or b, -excluded. Each result has a '
+        "snippet with the matched words between \\uE000 and \\uE001 (shown as [[ ]] in the "
+        "text). When next_cursor is not null, call again with it for more.",
+        SearchMessages,
+        search_messages,
         read_only=True,
     ),
     Tool(

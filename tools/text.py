@@ -54,6 +54,18 @@ def inbox(messages: list[dict[str, Any]], names: dict[str, str], found: dict[str
     return f"{head}:\n\n{shown}\n\n{tail}"
 
 
+def search(messages: list[dict[str, Any]], names: dict[str, str], found: dict[str, Any]) -> str:
+    if not messages:
+        return "No message matches."
+    shown = "\n\n".join(
+        _message(m, names)
+        + "\n  match: "
+        + m["snippet"].replace("\ue000", "[[").replace("\ue001", "]]")
+        for m in messages
+    )
+    return f"{_count(len(messages), 'result')}:\n\n{shown}" + _more(found["next_cursor"])
+
+
 def marked(result: dict[str, Any]) -> str:
     return f"Marked {_count(result['updated_count'], 'message')} as read."
 

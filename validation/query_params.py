@@ -8,7 +8,9 @@ know are ignored, as FastAPI does.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
+from uuid import UUID
 
 import msgspec
 from msgspec import Meta
@@ -62,12 +64,74 @@ class StreamQuery(Query, frozen=True, kw_only=True):
     after: Annotated[str, Meta(description="Resume after this cursor (an event id)")] | None = None
 
 
+class RetireQuery(Query, frozen=True, kw_only=True):
+    """DELETE /agents/{agent_id}."""
+
+    purge: Annotated[
+        bool,
+        Meta(
+            description=(
+                "Also erase what only this agent held (admin only): its received copies, "
+                "metadata, keys and row; what it sent stays with its recipients, sender null"
+            )
+        ),
+    ] = False
+
+
+class DetailsQuery(Page, frozen=True, kw_only=True):
+    """GET /conversations/{conversation_id}/details: a page of its messages, oldest first.
+
+    The default is the most, 1000: a conversation within it (and within
+    MAILROOM_MAX_RESPONSE_BYTES) answers whole, as the original did.
+    """
+
+    limit: Annotated[int, Meta(ge=1, le=1000, description="Messages per page")] = 1000
+
+
 class ConversationsQuery(Page, frozen=True, kw_only=True):
     """GET /conversations."""
 
     archived: Annotated[bool, Meta(description="Only archived (true) or active (false)")] | None = (
         None
     )
+
+
+SearchText = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=1000,
+        description=(
+            'Words to find, in web-search syntax: "a phrase", `or`, `-excluded`; any other '
+            "punctuation joins the parts of one term (build-1234, app.config, a/b.py)"
+        ),
+    ),
+]
+Instant = Annotated[datetime, Meta(description="RFC 3339; without an offset it is taken as UTC")]
+
+
+class SearchQuery(Page, frozen=True, kw_only=True):
+    """GET /agents/{agent_id}/messages/search."""
+
+    q: SearchText
+    order: Annotated[
+        Literal["relevance", "newest"],
+        Meta(description="Best match first (newest first among equals), or newest first"),
+    ] = "relevance"
+    direction: Direction = "all"
+    conversation_id: (
+        Annotated[UUID, Meta(description="Only messages of this conversation")] | None
+    ) = None
+    since: Annotated[Instant, Meta(description="Only messages sent at or after")] | None = None
+    until: Annotated[Instant, Meta(description="Only messages sent before")] | None = None
+
+    def window(self) -> tuple[datetime | None, datetime | None]:
+        """`since` and `until` as instants: a time without an offset is UTC."""
+        return _utc(self.since), _utc(self.until)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 class DirectoryQuery(Page, frozen=True, kw_only=True):

@@ -157,6 +157,21 @@ class MailboxItem(Message, frozen=True):
     read_at: Timestamp | None
 
 
+class SearchItem(MailboxItem, frozen=True):
+    """A mailbox item that matched a search, with the words around the match."""
+
+    snippet: Annotated[
+        str,
+        msgspec.Meta(
+            description=(
+                "A few words of the content around the match, accents folded; each matched "
+                "word between U+E000 and U+E001 (private-use characters, never in the text "
+                "itself). Fragments are joined by ' … '"
+            )
+        ),
+    ]
+
+
 class MarkRead(msgspec.Struct, frozen=True):
     """How many received messages a mark-read turned to read."""
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from settings import load_settings
@@ -31,10 +33,17 @@ def test_monitoring_component_scrapes_the_app_with_the_metrics_token(monitored, 
         "name": credentials["name"],
         "key": credentials["key"],
     }
-    token = token_secret["stringData"][credentials["key"]]
-    variables = {**config(monitored), "METRICS_TOKEN": token}
+    # The example token is refused, so it cannot go live; the one its comment makes is taken.
+    example = token_secret["stringData"][credentials["key"]]
+    variables = {**config(monitored), "METRICS_TOKEN": example}
     variables.pop("MAILROOM_ADMIN_TOKEN_FILE")  # a file in the pod: not here
-    assert load_settings(variables).metrics_token
+    with pytest.raises(SystemExit, match="METRICS_TOKEN"):
+        load_settings(variables)
+    assert (
+        "openssl rand -hex 32" in (ROOT / "manifests/components/monitoring/secret.yaml").read_text()
+    )
+    variables["METRICS_TOKEN"] = secrets.token_hex(32)
+    assert load_settings(variables).metrics_token == variables["METRICS_TOKEN"]
     # Without the component nothing changes: no token, no ServiceMonitor.
     assert not [d for d in base if d["kind"] == "ServiceMonitor"]
     dashboard = find(monitored, "ConfigMap", "mailroom-grafana-dashboard")

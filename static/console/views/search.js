@@ -45,7 +45,25 @@ export async function search(main, agentId, query, signal) {
     return;
   }
   show(results,
-    h("ol", { className: "messages" }, page.data.map((item) => h("li", {}, mailboxCard(item)))),
+    h("ol", { className: "messages" }, page.data.map((item) =>
+      h("li", {}, mailboxCard(item), snippet(item.snippet)))),
     pager(`${base}?q=${encodeURIComponent(q)}`, page.next && `${base}${page.next}`,
       !params.has("cursor")));
+}
+
+// The matched words of a snippet, between U+E000 and U+E001 (docs/search.md): the server
+// strips those two characters from the text first, so each one is a marker. Shown as
+// text in <mark> elements, never as HTML.
+const START = "\uE000";
+const END = "\uE001";
+
+function snippet(text) {
+  if (!text) return h("p", { className: "snippet" });
+  const [before, ...rest] = text.split(START);
+  const parts = [before];
+  for (const piece of rest) {
+    const [matched, after = ""] = piece.split(END);
+    parts.push(h("mark", {}, matched), after);
+  }
+  return h("p", { className: "snippet" }, ...parts);
 }

@@ -47,7 +47,7 @@ from operations import forwarded
 from settings import ENVIRONMENT, Settings, load_settings
 from validation.query_params import MAX_WAIT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 KUBECTL = Path(sys.executable).parent / "kubectl"  # the `ship` dependency group's kubectl
 STRICT = os.environ.get("MAILROOM_SHIP_STRICT") == "1"
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
@@ -478,7 +478,7 @@ def app_config(docs: list[dict[str, Any]]) -> Settings:
     (source,) = container["envFrom"]
     data = dict(find(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
     data.pop("MAILROOM_ADMIN_TOKEN_FILE")
-    return load_settings({**data, "MAILROOM_ADMIN_TOKEN": "k8s-admin-token-0123456789"})
+    return load_settings({**data, "MAILROOM_ADMIN_TOKEN": "k8s-admin-token-0123456789abcdefghij"})
 
 
 def nginx_bytes(size: str) -> int:

@@ -53,7 +53,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 STRICT = os.environ.get("MAILROOM_SHIP_STRICT") == "1"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mailroom" / "image-test"
 # podman's run state belongs on a tmpfs; one fixed path, as podman's database records it.
