@@ -410,11 +410,12 @@ def test_image_is_the_containerfiles_built_on_a_labelled_stand_in(image: Image):
     assert (root / "usr" / "bin" / "tini").is_file(), "apt-get install tini ran"
     site = next((root / "app" / ".venv" / "lib").glob("python3.11/site-packages"))
     names = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
-    assert {"uvicorn", "starlette", "psycopg", "msgspec"} <= names, names
-    assert not names & {"pgserver", "pytest", "ruff", "httpx"}, "runtime dependencies only"
+    # httpx is a runtime dependency since the webhook dispatcher (issue 14) sends with it.
+    assert {"uvicorn", "starlette", "psycopg", "msgspec", "httpx"} <= names, names
+    assert not names & {"pgserver", "pytest", "ruff", "standardwebhooks"}, "runtime only"
     assert sorted(p.name for p in (root / "app").iterdir()) == [
         ".venv", "access", "embedded.py", "handlers", "operations", "queries", "service.py",
-        "settings.py", "static", "tools", "validation",
+        "settings.py", "static", "tools", "validation", "webhooks",
     ]  # fmt: skip
     passwd = (root / "etc" / "passwd").read_text()
     assert "appuser:x:1000:1000::/app:/usr/sbin/nologin" in passwd
