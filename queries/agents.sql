@@ -65,12 +65,20 @@ SELECT id, agent_name, created_at, unread_count, last_active_at, sort_name, page
 -- name: retire_agent
 -- Retire an agent: its key is cleared (it stops working at once), retired_at stamped
 -- (kept from the first time), and every replica told to end its streams; 0: no such agent.
+-- The stored answer of the POST /agents that created it is forgotten too, so a retry of
+-- that POST registers a new agent instead of replaying a retired one.
 WITH retired AS (
     UPDATE agents
        SET retired_at = COALESCE(retired_at, clock_timestamp()),
            api_key_digest = NULL
      WHERE id = %(agent_id)s
     RETURNING id
+), replays AS (
+    DELETE FROM idempotency_keys
+     WHERE right(scope, 13) = ' POST /agents'
+       AND position(convert_to(%(agent_id)s::text, 'UTF8') IN response) > 0
+       AND EXISTS (SELECT 1 FROM retired)
+    RETURNING key
 )
 SELECT count(*) FROM retired WHERE notify_retired(id) IS NOT NULL;
 
