@@ -102,6 +102,8 @@ SELECT id, agent_name, created_at, unread_count, last_active_at, sort_name, page
 -- Retire an agent: its key is cleared (it stops working at once), retired_at stamped
 -- (kept from the first time), its pending webhook deliveries dead, and every replica
 -- told to end its streams; 0: no such agent.
+-- The stored answer of the POST /agents that created it is forgotten too, so a retry of
+-- that POST registers a new agent instead of replaying a retired one.
 WITH retired AS (
     UPDATE agents
        SET retired_at = COALESCE(retired_at, clock_timestamp()),
@@ -113,6 +115,12 @@ WITH retired AS (
        SET status = 'dead', last_error = 'The agent was retired'
       FROM retired
      WHERE d.agent_id = retired.id AND d.status = 'pending'
+), replays AS (
+    DELETE FROM idempotency_keys
+     WHERE right(scope, 13) = ' POST /agents'
+       AND position(convert_to(%(agent_id)s::text, 'UTF8') IN response) > 0
+       AND EXISTS (SELECT 1 FROM retired)
+    RETURNING key
 )
 SELECT count(*) FROM retired WHERE notify_retired(id) IS NOT NULL;
 

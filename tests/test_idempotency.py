@@ -98,7 +98,7 @@ def test_a_malformed_key_is_422(client: TestClient, key: str) -> None:
     response = client.post(
         "/agents",
         json={"agent_name": "a"},
-        headers=httpx.Headers({"Idempotency-Key": key.encode("utf-8")}),
+        headers={"Idempotency-Key": key.encode("utf-8")},  # bytes: sent as UTF-8, not refused
     )
     assert_invalid(response, "header", "idempotency-key")
 

@@ -86,6 +86,23 @@ def test_retiring_twice_is_204_and_an_unknown_agent_404(
     assert_invalid(client.delete("/agents/not-an-id"), "path", "agent_id")
 
 
+def test_a_retried_registration_after_retirement_registers_a_new_agent(
+    client: TestClient,
+) -> None:
+    """The stored answer of the POST /agents that made an agent goes with its retirement: a
+    retry with the same Idempotency-Key registers a new agent, not the retired one again."""
+    headers = {"Idempotency-Key": f"register-{time.monotonic_ns()}"}
+    first = client.post("/agents", json={"agent_name": "again"}, headers=headers)
+    assert first.status_code == 201, first.text
+    replay = client.post("/agents", json={"agent_name": "again"}, headers=headers)
+    assert replay.json()["id"] == first.json()["id"]  # before: a replay
+    retire(client, first.json())
+    after = client.post("/agents", json={"agent_name": "again"}, headers=headers)
+    assert after.status_code == 201, after.text
+    assert after.json()["id"] != first.json()["id"]
+    assert client.get(f"/agents/{after.json()['id']}").status_code == 200
+
+
 def rows_naming(database_url: str, value: str) -> dict[str, list[str]]:
     """Every row of every table that holds `value` anywhere (also inside a bytea), by table."""
     found: dict[str, list[str]] = {}

@@ -16,9 +16,9 @@ import os
 import socket
 import threading
 import time
-from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from queries.listener import Listener
 from tests.helpers import LogRecords
@@ -28,8 +28,8 @@ class HeldProxy:
     """A TCP proxy to PostgreSQL in its own threads (so a stalled event loop does not stall
     it): while `hold` is set, a new connection is accepted but not forwarded."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
+    def __init__(self, upstream: str | tuple[str, int]) -> None:
+        self.upstream = upstream  # a Unix socket's path, or (host, port)
         self.hold = threading.Event()
         self.sockets: list[socket.socket] = []
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -48,7 +48,11 @@ class HeldProxy:
     def forward(self, client: socket.socket) -> None:
         while self.hold.is_set():
             time.sleep(0.01)
-        upstream = socket.create_connection(self.upstream)
+        if isinstance(self.upstream, str):
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.upstream)
+        else:
+            upstream = socket.create_connection(self.upstream)
         self.sockets.append(upstream)
         for source, target in ((client, upstream), (upstream, client)):
             threading.Thread(target=pump, args=(source, target), daemon=True).start()
@@ -96,9 +100,11 @@ def test_a_reconnection_that_timed_out_while_the_loop_stalled_does_not_declare_t
     """The reconnection (1 s connect timeout) times out during the stall: it is made
     again, and the database, which answered all along, is never declared down. (`client`
     runs the app once, which migrates the database the LISTEN statement needs.)"""
-    parts = urlsplit(database_url)
-    proxy = HeldProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
-    proxied = urlunsplit(parts._replace(netloc=_netloc(parts, proxy.port)))
+    info = conninfo_to_dict(database_url)
+    host, port = str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432)
+    # The embedded server listens on a Unix socket (host is its directory).
+    proxy = HeldProxy(f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port))
+    proxied = make_conninfo(**{**info, "host": "127.0.0.1", "port": str(proxy.port)})
 
     async def scenario() -> bool:
         async def nothing() -> None:
@@ -132,8 +138,3 @@ def test_a_reconnection_that_timed_out_while_the_loop_stalled_does_not_declare_t
     messages = log.messages()
     assert any("while the event loop was stalled" in m for m in messages), messages
     assert not any("database unreachable" in m for m in messages), messages
-
-
-def _netloc(parts: SplitResult, port: int) -> str:
-    credentials = parts.netloc.rpartition("@")[0]
-    return (credentials + "@" if credentials else "") + f"127.0.0.1:{port}"

@@ -33,20 +33,25 @@ def render(path: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def render_with_monitoring(path: str, tmp: Path) -> list[dict[str, Any]]:
-    """`path` with the monitoring component, as an overlay of one's own would add it."""
+def overlay(tmp: Path, resource: str, *components: str) -> list[dict[str, Any]]:
+    """`resource` with `components`, as an overlay of one's own adds them, rendered."""
     relative = Path(os.path.relpath(ROOT, tmp))
     (tmp / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
-                "resources": [str(relative / path)],
-                "components": [str(relative / MONITORING)],
+                "resources": [str(relative / resource)],
+                "components": [str(relative / c) for c in components],
             }
         )
     )
     return render(str(tmp))
+
+
+def render_with_monitoring(path: str, tmp: Path) -> list[dict[str, Any]]:
+    """`path` with the monitoring component."""
+    return overlay(tmp, path, MONITORING)
 
 
 def validate_resource(doc: dict[str, Any], where: str) -> None:

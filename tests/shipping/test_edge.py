@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -45,33 +44,21 @@ from starlette.testclient import TestClient
 import service
 from operations import forwarded
 from settings import ENVIRONMENT, Settings, load_settings
+from tests.servers import free_port
+from tests.shipping.manifests import GATEWAY_SCHEMA, overlay, render
+from tests.shipping.programs import end, system_tool
 from validation.query_params import MAX_WAIT
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KUBECTL = Path(sys.executable).parent / "kubectl"  # the `ship` dependency group's kubectl
 STRICT = os.environ.get("MAILROOM_SHIP_STRICT") == "1"
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
-GATEWAY_SCHEMA = json.loads(
-    (ROOT / "tests" / "shipping" / "gateway-api-v1-subset.schema.json").read_text()
-)
 DOCS = ROOT / "docs" / "deployment-edge.md"
 API_LABELS = {"app.kubernetes.io/name": "mailroom", "app.kubernetes.io/component": "api"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def caddy_binary() -> str:
-    found = shutil.which("caddy")
-    if found:
-        return found
-    message = "caddy is not installed: apt-get install -y caddy"
-    if STRICT:
-        pytest.fail(message + " (.ci/run installs it)")
-    pytest.skip(message)
+    return system_tool("caddy", "caddy")
 
 
 def page_link(http: httpx.Client, **headers: str) -> str:
@@ -263,12 +250,7 @@ def caddy(config: str, tmp_path: Path, port: int, **variables: str) -> Iterator[
             time.sleep(0.1)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end(process)
 
 
 def read_event(lines: Iterator[str]) -> tuple[str, str]:
@@ -426,31 +408,6 @@ def test_compose_tls_override_is_valid_and_runs_caddy_with_the_tls_file():
 
 INGRESS = "manifests/components/ingress"
 GATEWAY = "manifests/components/gateway"
-
-
-def render(path: Path) -> list[dict[str, Any]]:
-    assert KUBECTL.exists(), f"kubectl is missing from {KUBECTL.parent}: run `uv sync`"
-    result = subprocess.run(
-        [str(KUBECTL), "kustomize", str(path)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def overlay(tmp: Path, resource: str, *components: str) -> list[dict[str, Any]]:
-    """`resource` with `components`, as an overlay of one's own adds them."""
-    relative = Path(os.path.relpath(ROOT, tmp))
-    (tmp / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [str(relative / resource)],
-                "components": [str(relative / c) for c in components],
-            }
-        )
-    )
-    return render(tmp)
 
 
 def validate(doc: dict[str, Any]) -> None:
@@ -675,7 +632,7 @@ def test_the_overlay_the_docs_show_renders_with_its_host_class_and_certificate(
     (tmp_path / "my-overlay" / "kustomization.yaml").write_text(
         docs_overlay(f"<!-- overlay: {component} -->")
     )
-    docs = render(tmp_path / "my-overlay")
+    docs = render(str(tmp_path / "my-overlay"))
     for doc in docs:
         validate(doc)
     if component == "ingress":

@@ -53,6 +53,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import httpx
 import pytest
 
+from tests.shipping.programs import system_tool
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 STRICT = os.environ.get("MAILROOM_SHIP_STRICT") == "1"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mailroom" / "image-test"
@@ -85,16 +87,6 @@ BUILD_OPTIONS = ("--isolation", "chroot", "--format", "docker", "--pull=never", 
 UNSHARE = ("unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child")
 
 
-def tool(name: str, package: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if found:
-        return found
-    message = f"{name} is not installed: apt-get install -y {package}"
-    if STRICT:
-        pytest.fail(message + " (.ci/run installs it)")
-    pytest.skip(message)
-
-
 def run(argv: list[str], timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         argv, capture_output=True, text=True, check=False, timeout=timeout, **kwargs
@@ -121,7 +113,7 @@ def stand_in_root(key: str) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as scratch:
         root = Path(scratch) / "root"
-        debootstrap = [tool("debootstrap", "debootstrap"), "--variant=minbase"]
+        debootstrap = [system_tool("debootstrap", "debootstrap"), "--variant=minbase"]
         built = run(
             [*debootstrap, f"--include={','.join(PACKAGES)}", SUITE, str(root), MIRROR],
             timeout=900,
@@ -162,9 +154,9 @@ def stand_in_key() -> str:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
-    podman_binary = tool("podman", "podman")
+    podman_binary = system_tool("podman", "podman")
     for name, package in (("unshare", "util-linux"), ("nsenter", "util-linux")):
-        tool(name, package)
+        system_tool(name, package)
     if os.geteuid() != 0:
         message = "podman image mount, unshare and chroot need root: run the tests as root"
         if STRICT:
