@@ -64,7 +64,7 @@ from handlers.http_errors import HTTPError
 from handlers.operation import Operation
 from operations import logs
 from operations.metrics import clean_directory
-from operations.middleware import RequestTelemetry, SecurityHeaders
+from operations.middleware import RequestTelemetry
 from queries.database import DatabaseDown, make_pool, migrate, purge_expired_keys
 from queries.listener import Listener
 from settings import Settings, load_settings
@@ -304,7 +304,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=ROUTES,
         # The telemetry outermost: it times and logs every response, headers included.
-        middleware=[Middleware(RequestTelemetry), Middleware(SecurityHeaders)],
+        middleware=[Middleware(RequestTelemetry)],
         lifespan=make_lifespan(settings),
         exception_handlers=EXCEPTION_HANDLERS,
     )
