@@ -67,6 +67,7 @@ from operations.metrics import clean_directory
 from operations.middleware import RequestTelemetry
 from queries.database import DatabaseDown, make_pool, migrate, purge_expired_keys
 from queries.listener import Listener
+from queries.wakeups import WakeupReads
 from settings import Settings, load_settings
 from validation import openapi, requests, responses
 from validation.errors import InvalidInput
@@ -210,6 +211,7 @@ class State(TypedDict):
     settings: Settings
     pool: AsyncConnectionPool
     listener: Listener
+    wakeup_reads: WakeupReads
     cursor_key: bytes
     openapi: bytes
     admin_digest: bytes
@@ -257,6 +259,7 @@ def make_lifespan(settings: Settings):
                 settings=settings,
                 pool=pool,
                 listener=listener,
+                wakeup_reads=WakeupReads(pool, stream.BATCH),
                 cursor_key=cursor_key,
                 openapi=OPENAPI_DOCUMENT,
                 admin_digest=admin,

@@ -30,6 +30,7 @@ from handlers.pagination import EPOCH, OLDEST, decode_cursor, encode_cursor
 from handlers.params import path_uuid, query
 from queries import sql
 from queries.listener import Key, Listener, Subscription
+from queries.wakeups import WakeupReads
 from validation.query_params import StreamQuery
 from validation.responses import MailboxItem
 
@@ -94,6 +95,7 @@ async def stream_messages(request: Request) -> Response:
         raise
     events = _events(
         state.pool,
+        state.wakeup_reads,
         state.listener,
         state.cursor_key,
         state.settings.stream_heartbeat,
@@ -114,19 +116,11 @@ def _position(item: MailboxItem) -> Position:
     return datetime.fromisoformat(item.sent_at), item.id
 
 
-async def _read(
-    pool: AsyncConnectionPool, agent_id: UUID, after: Position, late: list[UUID]
-) -> tuple[list[MailboxItem], list[MailboxItem]]:
-    """Unread items after `after` (oldest first), and the late ones still unread."""
+async def _read_late(
+    pool: AsyncConnectionPool, agent_id: UUID, late: list[UUID]
+) -> list[MailboxItem]:
+    """The late items (see _late) still unread."""
     async with pool.connection() as conn:
-        items = await sql.list_unread_asc.all(
-            conn,
-            MailboxItem,
-            agent_id=agent_id,
-            after_sent_at=after[0],
-            after_id=after[1],
-            limit=BATCH,
-        )
         found = []
         for message_id in late:
             item = await sql.get_unread_item.one(
@@ -134,7 +128,7 @@ async def _read(
             )
             if item is not None:
                 found.append(item)
-    return items, found
+    return found
 
 
 def _late(keys: list[Key], position: Position, sent: dict[UUID, None]) -> list[UUID]:
@@ -154,6 +148,7 @@ def _late(keys: list[Key], position: Position, sent: dict[UUID, None]) -> list[U
 
 async def _events(
     pool: AsyncConnectionPool,
+    reads: WakeupReads,
     listener: Listener,
     cursor_key: bytes,
     heartbeat: float,
@@ -168,6 +163,10 @@ async def _events(
     retry = RETRY  # then b"": sent once, with the first event
     # The guard has just checked the key: the replay goes out before the first re-check.
     checked = True
+    # Whether the table may hold something new: the replay, then only after a wake-up.
+    # Every stored message wakes its recipients' waiters and a reconnected listener
+    # wakes them all, so a heartbeat alone reads nothing.
+    woken = True
     with subscription as waiter:
         yield OPENING
         while not waiter.closed:
@@ -181,30 +180,40 @@ async def _events(
                     yield retry + REVOKED
                     return
                 checked = False
-                late = _late(keys, position, sent)
-                # Shielded: a client leaving mid-read cancels the stream again at
-                # every await, which would lose the pooled connection on its way back.
-                items, late_items = await asyncio.shield(_read(pool, agent_id, position, late))
+                items: list[MailboxItem] = []
+                late_items: list[MailboxItem] = []
+                if woken:
+                    late = _late(keys, position, sent)
+                    # Read with every stream woken in the same turn (queries/wakeups.py).
+                    items = await reads.unread_after(agent_id, position)
+                    if late:
+                        # Shielded: a client leaving mid-read cancels the stream again
+                        # at every await, which would lose the pooled connection.
+                        late_items = await asyncio.shield(_read_late(pool, agent_id, late))
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout):
                 # The database is away: read again when the listener is back (it
                 # wakes every waiter) or after the retry interval.
                 waiter.pending[:0] = keys
                 await waiter.wait(listener.retry_interval)
+                woken = True
                 continue
+            events = []
             for item in items:
                 position = _position(item)
                 sent[item.id] = None
-                yield retry + _event(cursor_key, item, position)
-                retry = b""
+                events.append(_event(cursor_key, item, position))
             for item in late_items:
                 # Its own cursor lies behind the stream; resuming goes on from here.
                 sent[item.id] = None
-                yield retry + _event(cursor_key, item, position)
+                events.append(_event(cursor_key, item, position))
+            if events:
+                yield retry + b"".join(events)  # one write for a batch, not one each
                 retry = b""
             while len(sent) > REMEMBERED:
                 del sent[next(iter(sent))]
             if len(items) == BATCH:
                 continue
-            if not await waiter.wait(heartbeat) and not waiter.closed:
+            woken = await waiter.wait(heartbeat)
+            if not woken and not waiter.closed:
                 yield HEARTBEAT
         yield retry + SHUTDOWN
