@@ -20,7 +20,7 @@ then, once the send has committed, its notifications from a statement of
 their own on the same connection, in a transaction with synchronous_commit
 off (a notification takes an xid, so its commit writes a record; not waiting
 for that record's flush, it holds the notify lock for microseconds). The modes alternate cell
-by cell, three cells each, and the median counts, so a busy machine moves
+by cell, five cells each, and the median counts, so a busy machine moves
 them alike. Each cell gives sends per second and the CPU time of the senders'
 PostgreSQL backends per send (/proc/PID/stat of each pg_backend_pid(), when
 PostgreSQL runs on this machine).
@@ -46,7 +46,7 @@ from queries.database import migrate
 from tests.helpers import temporary_database
 
 CONCURRENCY = (1, 2, 4, 8)
-REPEATS = 3  # cells per mode and concurrency, alternating; the median counts
+REPEATS = 5  # cells per mode and concurrency, alternating; the median counts
 RECIPIENTS = 3
 TICKS = os.sysconf("SC_CLK_TCK")
 # The third mode's second statement: the notifications of one committed send, in a
