@@ -259,7 +259,7 @@ def make_lifespan(settings: Settings):
                 settings=settings,
                 pool=pool,
                 listener=listener,
-                wakeup_reads=WakeupReads(pool, stream.BATCH),
+                wakeup_reads=WakeupReads(pool),
                 cursor_key=cursor_key,
                 openapi=OPENAPI_DOCUMENT,
                 admin_digest=admin,

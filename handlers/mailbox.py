@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from uuid import UUID
 
 import msgspec
 from starlette.requests import Request
@@ -22,6 +23,10 @@ from validation.responses import MailboxItem, MarkRead
 
 SCOPE = b"m"
 DIRECTIONS = {"all": (True, True), "sent": (True, False), "received": (False, True)}
+
+
+def _sort_key(item: MailboxItem) -> tuple[str, UUID]:
+    return item.sent_at, item.id
 
 
 async def _read_page(
@@ -48,7 +53,7 @@ async def _read_page(
         )
         if not items and not await sql.agent_exists.value(conn, agent_id=agent_id):
             raise NotFound("Agent not found")
-    headers = cut_page(request, SCOPE, items, page.limit, lambda item: (item.sent_at, item.id))
+    headers = cut_page(request, SCOPE, items, page.limit, _sort_key)
     return items, headers
 
 
@@ -77,14 +82,19 @@ async def list_unread(request: Request) -> Response:
     deadline = asyncio.get_running_loop().time() + page.wait
     # Subscribe before the first read, so a message stored in between still wakes us.
     with hold_wait_slot(request, agent_id) as waiter:
-        while True:
-            waiter.take()
-            items, headers = await _read_page(
-                request, page, sql.list_unread_desc, sql.list_unread_asc
-            )
+        items, headers = await _read_page(request, page, sql.list_unread_desc, sql.list_unread_asc)
+        newest_first = page.order == "desc"
+        start = page_start(request, SCOPE, page.cursor, newest_first)
+        while not items and not waiter.closed:
             remaining = deadline - asyncio.get_running_loop().time()
-            if items or waiter.closed or remaining <= 0 or not await waiter.wait(remaining):
+            if remaining <= 0 or not await waiter.wait(remaining):
                 break
+            waiter.take()
+            # The same page, read with every waiter woken in this turn (queries/wakeups.py).
+            items = await request.state.wakeup_reads.unread(
+                agent_id, start, page.limit + 1, newest_first
+            )
+            headers = cut_page(request, SCOPE, items, page.limit, _sort_key)
     key = caller_key(request)
     if key is not None and not await key_is_current(request.state.pool, agent_id, key):
         raise Unauthorized("This API key was replaced while the request waited")

@@ -201,8 +201,8 @@ async def _events(
                 late_items: list[MailboxItem] = []
                 if woken:
                     late = _late(keys, position, sent)
-                    # Read with every stream woken in the same turn (queries/wakeups.py).
-                    items = await reads.unread_after(agent_id, position)
+                    # Read with every waiter woken in the same turn (queries/wakeups.py).
+                    items = await reads.unread(agent_id, position, BATCH)
                     if late:
                         # Shielded: a client leaving mid-read cancels the stream again
                         # at every await, which would lose the pooled connection.

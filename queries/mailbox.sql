@@ -148,9 +148,9 @@ SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
 DO $$ BEGIN EXECUTE format('LISTEN %%I', inbox_channel()); END $$;
 
 -- name: list_unread_asc_many
--- The unread messages of many waiting streams in one read, each after its own sort key and
--- oldest first, tagged with the stream's place in the arrays (a notification burst wakes
--- hundreds of streams; one statement instead of one each).
+-- The unread messages of many woken streams or long-polls in one read, each after its own
+-- sort key and oldest first, tagged with the waiter's place in the arrays (a notification
+-- burst wakes hundreds of them; one statement instead of one each).
 WITH waiting AS (
     SELECT w.agent_id, w.after_sent_at, w.after_id, w.waiter
       FROM unnest(%(agent_ids)s::uuid[], %(after_sent_ats)s::timestamptz[],
@@ -174,3 +174,29 @@ SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
   FROM page p
   JOIN messages m ON m.id = p.message_id
  ORDER BY p.waiter, p.sent_at, p.message_id;
+
+-- name: list_unread_desc_many
+-- As list_unread_asc_many, newest first before each sort key: woken long-polls' pages.
+WITH waiting AS (
+    SELECT w.agent_id, w.after_sent_at, w.after_id, w.waiter
+      FROM unnest(%(agent_ids)s::uuid[], %(after_sent_ats)s::timestamptz[],
+                  %(after_ids)s::uuid[]) WITH ORDINALITY AS w(agent_id, after_sent_at, after_id, waiter)
+), page AS (
+    SELECT w.waiter, r.message_id, r.sent_at, r.is_read, r.read_at
+      FROM waiting w
+     CROSS JOIN LATERAL (
+           SELECT r.message_id, r.sent_at, r.is_read, r.read_at
+             FROM message_recipients r
+            WHERE r.recipient_id = w.agent_id
+              AND NOT r.is_read
+              AND (r.sent_at, r.message_id) < (w.after_sent_at, w.after_id)
+            ORDER BY r.sent_at DESC, r.message_id DESC
+            LIMIT %(limit)s) r
+)
+SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
+       m.conversation_id, m.content, m.message_type, m.importance, m.status, m.msg_metadata,
+       rfc3339(m.updated_at) AS updated_at, 'received' AS direction, p.is_read,
+       rfc3339(p.read_at) AS read_at, p.waiter
+  FROM page p
+  JOIN messages m ON m.id = p.message_id
+ ORDER BY p.waiter, p.sent_at DESC, p.message_id DESC;

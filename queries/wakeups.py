@@ -1,13 +1,14 @@
-"""The table reads of woken streams, many in one statement.
+"""The table reads of woken streams and long-polls, many in one statement.
 
 A message to 1,000 recipients wakes 1,000 streams in the same instant; each
 would read its inbox through a pool of ten connections, 1,000 round trips
 queued behind each other and behind every other request. Instead, the reads
-asked for in one event-loop turn go out as one statement
-(`list_unread_asc_many`: each stream's agent and position in arrays, one
-LATERAL index read each), at most MAX_WAITERS a statement, and each stream
-gets exactly the rows it would have read alone, so the no-gap, no-duplicate
-reasoning of handlers/stream.py is unchanged.
+asked for in one event-loop turn go out together, one statement for each
+(order, limit) asked (`list_unread_asc_many` or `list_unread_desc_many`: the
+waiters' agents and positions in arrays, one LATERAL index read each), at most
+MAX_WAITERS a statement, and each waiter gets exactly the rows its own read
+would have returned, so the no-gap, no-duplicate reasoning of
+handlers/stream.py and the long-poll's page are unchanged.
 """
 
 from __future__ import annotations
@@ -18,53 +19,60 @@ from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
-from queries import sql
+from queries import Query, sql
 from validation.responses import MailboxItem
 
-# Streams one statement reads for: a bound on the statement's arrays and on its rows.
+# Waiters one statement reads for: a bound on the statement's arrays and on its rows.
 MAX_WAITERS = 500
 Position = tuple[datetime, UUID]
 Ask = tuple[UUID, Position, "asyncio.Future[list[MailboxItem]]"]
 
 
 class WakeupReads:
-    """Unread items after a position, read with every other stream asking in the same turn."""
+    """Unread items after a position, read with every other waiter asking in the same turn."""
 
-    def __init__(self, pool: AsyncConnectionPool, limit: int) -> None:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
-        self.limit = limit
-        self.asks: list[Ask] = []
+        # (newest first, limit) -> the asks of this turn
+        self.asks: dict[tuple[bool, int], list[Ask]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
-    async def unread_after(self, agent_id: UUID, after: Position) -> list[MailboxItem]:
-        """Up to `limit` of the agent's unread items after `after`, oldest first."""
+    async def unread(
+        self, agent_id: UUID, after: Position, limit: int, newest_first: bool = False
+    ) -> list[MailboxItem]:
+        """Up to `limit` of the agent's unread items after `after` in that order (oldest
+        first: later than `after`; newest first: earlier than `after`)."""
         loop = asyncio.get_running_loop()
         if not self.asks:
-            loop.call_soon(self._start)  # after every stream woken in this turn has asked
+            loop.call_soon(self._start)  # after every waiter woken in this turn has asked
         future: asyncio.Future[list[MailboxItem]] = loop.create_future()
-        self.asks.append((agent_id, after, future))
+        self.asks.setdefault((newest_first, limit), []).append((agent_id, after, future))
         return await future
 
     def _start(self) -> None:
-        asks, self.asks = self.asks, []
-        for start in range(0, len(asks), MAX_WAITERS):
-            # A task of its own: a stream that leaves mid-read (cancelled) must not
-            # cancel the others' read, nor lose the pooled connection on its way back.
-            task = asyncio.create_task(self._read(asks[start : start + MAX_WAITERS]))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        groups, self.asks = self.asks, {}
+        for (newest_first, limit), asks in groups.items():
+            statement = sql.list_unread_desc_many if newest_first else sql.list_unread_asc_many
+            for start in range(0, len(asks), MAX_WAITERS):
+                # A task of its own: a waiter that leaves mid-read (cancelled) must not
+                # cancel the others' read, nor lose the pooled connection on its way back.
+                task = asyncio.create_task(
+                    self._read(statement, limit, asks[start : start + MAX_WAITERS])
+                )
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
 
-    async def _read(self, asks: list[Ask]) -> None:
+    async def _read(self, statement: Query, limit: int, asks: list[Ask]) -> None:
         found: list[list[MailboxItem]] = [[] for _ in asks]
         try:
             async with self.pool.connection() as conn, conn.cursor() as cur:
                 await cur.execute(
-                    sql.list_unread_asc_many.text,
+                    statement.text,
                     {
                         "agent_ids": [agent_id for agent_id, _, _ in asks],
                         "after_sent_ats": [after[0] for _, after, _ in asks],
                         "after_ids": [after[1] for _, after, _ in asks],
-                        "limit": self.limit,
+                        "limit": limit,
                     },
                 )
                 for *values, waiter in await cur.fetchall():
