@@ -20,6 +20,7 @@ The operations alternate in rounds of 100 so a busy machine moves them alike.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -66,6 +67,7 @@ def main() -> None:
             run(url, database, replica, count)
         finally:
             replica.stop()
+    shutil.rmtree(work)
 
 
 def run(url: str, database: str, replica: Replica, count: int) -> None:
@@ -132,7 +134,9 @@ def run(url: str, database: str, replica: Replica, count: int) -> None:
     print("| --- | --- | --- | --- | --- |")
     for name, (worker_seconds, database_seconds) in costs.items():
         w, p = worker_seconds / made * 1e6, database_seconds / made * 1e6
-        print(f"| {name} | {w:.0f} | {1e6 / w:,.0f} | {p:.0f} | {1e6 / p:,.0f} |")
+        worker_rate = f"{1e6 / w:,.0f}" if w else "(under a tick: make more requests)"
+        database_rate = f"{1e6 / p:,.0f}" if p else "(under a tick: make more requests)"
+        print(f"| {name} | {w:.0f} | {worker_rate} | {p:.0f} | {database_rate} |")
 
 
 if __name__ == "__main__":
