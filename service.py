@@ -71,10 +71,11 @@ from handlers.operation import Operation
 from operations import forwarded, logs
 from operations.http_limits import BoundedHttpToolsProtocol, Limits
 from operations.metrics import clean_directory
-from operations.middleware import RequestTelemetry, SecurityHeaders
+from operations.middleware import RequestTelemetry
 from operations.retention import run_retention
 from queries.database import DatabaseDown, make_pool, migrate, purge_expired_keys
 from queries.listener import Listener
+from queries.wakeups import WakeupReads
 from settings import Settings, load_settings
 from tools import endpoint as mcp_endpoint
 from tools import server as mcp_server
@@ -250,6 +251,7 @@ class State(TypedDict):
     settings: Settings
     pool: AsyncConnectionPool
     listener: Listener
+    wakeup_reads: WakeupReads
     cursor_key: bytes
     openapi: bytes
     admin_digest: bytes
@@ -313,6 +315,7 @@ def make_lifespan(settings: Settings):
                 settings=settings,
                 pool=pool,
                 listener=listener,
+                wakeup_reads=WakeupReads(pool, settings.max_response_bytes),
                 cursor_key=cursor_key,
                 openapi=OPENAPI_DOCUMENT,
                 admin_digest=admin,
@@ -373,7 +376,6 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(RequestTelemetry),
             Middleware(forwarded.ForwardedHeaders, trusted=settings.forwarded_allow_ips),
-            Middleware(SecurityHeaders),
         ],
         lifespan=make_lifespan(settings),
         exception_handlers=EXCEPTION_HANDLERS,

@@ -1,6 +1,6 @@
 """Where a request's microseconds go: GET /users/1 through each layer, in process, by CPU time.
 
-    uv run python bench/request_cost.py [requests per round, default 3000] [rounds, default 7]
+    uv run python bench/request_cost.py [requests per round, default 200] [rounds, default 40]
 
 The app runs as it ships (auth on, a request made with the admin key, metrics
 and the JSON request line, the latter written to /dev/null) on a throwaway
@@ -9,8 +9,9 @@ postgresql://postgres@127.0.0.1:5432). Each variant is called directly as an
 ASGI app, with no socket and no server, and costs the CPU time of this process
 (`time.process_time`) per request: the database's own time is not in it, the
 client side of psycopg is. Peeling one layer at a time says what each costs;
-the variants alternate round by round and the median round counts, so a
-machine busy with other work moves every variant alike.
+the variants alternate in short rounds, in a new random order each round, and
+the median round counts, so a machine busy with other work moves every
+variant alike.
 
 The ceiling app of ../shared/bench/ceilings (BENCH_CEILING) is measured the
 same way when that folder is given: its cost over mailroom's is the share of
@@ -23,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import logging
 import os
+import random
 import secrets
 import statistics
 import sys
@@ -42,12 +45,16 @@ import service  # noqa: E402
 from access.authentication import guard  # noqa: E402
 from access.rules import admin_only  # noqa: E402
 from handlers import users  # noqa: E402
-from operations.middleware import RequestTelemetry, SecurityHeaders  # noqa: E402
+from operations.logs import RequestLines  # noqa: E402
+from operations.middleware import RequestTelemetry  # noqa: E402
 from settings import Settings  # noqa: E402
 from tests.helpers import temporary_database  # noqa: E402
 
 ADMIN = "bench-admin-" + secrets.token_urlsafe(24)
 Asgi = Callable[..., Any]
+USERS_ROUTE = next(route for route in service.ROUTES if route.path == "/users/{user_id}")
+FIXED_BODY = b'{"id":1,"name":"user-1"}'
+FIXED_HEADERS = [(b"content-length", b"24"), (b"content-type", b"application/json")]
 
 
 def scope_for(state: dict[str, Any], app: Any) -> dict[str, Any]:
@@ -77,18 +84,24 @@ async def receive() -> dict[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
+async def fixed_answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app answering what GET /users/1 answers, with no work at all."""
+    scope["route"] = USERS_ROUTE
+    await send({"type": "http.response.start", "status": 200, "headers": FIXED_HEADERS})
+    await send({"type": "http.response.body", "body": FIXED_BODY})
+
+
 def variants(app: Any, state: dict[str, Any], ceiling: Any) -> dict[str, Callable[[], Any]]:
     """name -> a coroutine function making one request through that stack."""
     router = Router(routes=service.ROUTES)
     guarded = guard(users.get_user, admin_only, None)
     stacks: dict[str, tuple[Asgi, Any]] = {
         "the app as it ships": (app, app),
-        "without the telemetry (id, metrics, log line)": (
-            SecurityHeaders(app.router),
-            app,
-        ),
-        "without the security headers": (RequestTelemetry(app.router), app),
-        "router only (no middleware)": (router, app),
+        "the router in our middleware (no exception middlewares)": (RequestTelemetry(router), app),
+        "the router alone (no middleware)": (router, app),
+        # No database: the middleware's own cost, without the noise of a query.
+        "our middleware around a fixed answer": (RequestTelemetry(fixed_answer), app),
+        "a fixed answer alone": (fixed_answer, app),
     }
     calls: dict[str, Callable[[], Any]] = {}
 
@@ -102,6 +115,17 @@ def variants(app: Any, state: dict[str, Any], ceiling: Any) -> dict[str, Callabl
             await asgi(scope_for(state, owner), receive, discard)
 
         calls[name] = call
+
+    access_log = logging.getLogger(RequestLines.ACCESS)
+
+    async def without_request_line() -> None:
+        access_log.disabled = True
+        try:
+            await app(scope_for(state, app), receive, discard)
+        finally:
+            access_log.disabled = False
+
+    calls["the app without its request line"] = without_request_line
 
     async def handler_with_guard() -> None:
         scope = scope_for(state, app)
@@ -150,8 +174,10 @@ async def measure(url: str, per_round: int, rounds: int) -> None:
         for call in calls.values():  # warm up: prepared statements, caches, label children
             for _ in range(200):
                 await call()
+        order = list(calls.items())
         for _ in range(rounds):
-            for name, call in calls.items():
+            random.shuffle(order)  # no variant always runs first, or right after another
+            for name, call in order:
                 started = time.process_time()
                 for _ in range(per_round):
                     await call()
@@ -173,8 +199,8 @@ async def measure(url: str, per_round: int, rounds: int) -> None:
 
 
 def main() -> None:
-    per_round = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+    per_round = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 40
     server = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432")
     # The ceiling reads the same users table; mailroom's migration creates and seeds it.
     with temporary_database(server.rstrip("/") + "/postgres", "mailroom_cost") as url:

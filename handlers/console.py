@@ -11,5 +11,5 @@ PAGE = (Path(__file__).parent.parent / "static" / "console" / "index.html").read
 
 
 async def console(request: Request) -> Response:
-    """The console's page; its Content-Security-Policy is set by SecurityHeaders."""
+    """The console's page; its Content-Security-Policy is set by the middleware."""
     return HTMLResponse(PAGE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from uuid import UUID
 
 import msgspec
 from starlette.requests import Request
@@ -23,6 +24,10 @@ from validation.responses import MailboxItem, MarkRead
 SCOPE = b"m"
 RETIRED_AGENT = "Agent not found: it was retired, and a retired agent receives no messages"
 DIRECTIONS = {"all": (True, True), "sent": (True, False), "received": (False, True)}
+
+
+def _sort_key(item: MailboxItem) -> tuple[str, UUID]:
+    return item.sent_at, item.id
 
 
 async def _read_page(
@@ -50,7 +55,7 @@ async def _read_page(
         )
         if not rows and not await sql.agent_exists.value(conn, agent_id=agent_id):
             raise NotFound("Agent not found")
-    return cut_page(request, SCOPE, rows, page.limit, lambda item: (item.sent_at, item.id))
+    return cut_page(request, SCOPE, rows, page.limit, _sort_key)
 
 
 async def list_messages(request: Request) -> Response:
@@ -82,14 +87,19 @@ async def list_unread(request: Request) -> Response:
         async with request.state.pool.connection() as conn:
             if await sql.agent_is_active.value(conn, agent_id=agent_id) is False:
                 raise NotFound(RETIRED_AGENT)
-        while True:
-            waiter.take()
-            items, headers = await _read_page(
-                request, page, sql.list_unread_desc, sql.list_unread_asc
-            )
+        items, headers = await _read_page(request, page, sql.list_unread_desc, sql.list_unread_asc)
+        newest_first = page.order == "desc"
+        start = page_start(request, SCOPE, page.cursor, newest_first)
+        while not items and not waiter.closed:
             remaining = deadline - asyncio.get_running_loop().time()
-            if items or waiter.closed or remaining <= 0 or not await waiter.wait(remaining):
+            if remaining <= 0 or not await waiter.wait(remaining):
                 break
+            waiter.take()
+            # The same page, read with every waiter woken in this turn (queries/wakeups.py).
+            rows = await request.state.wakeup_reads.unread(
+                agent_id, start, page.limit + 1, newest_first
+            )
+            items, headers = cut_page(request, SCOPE, rows, page.limit, _sort_key)
     if waiter.retired:
         raise NotFound(RETIRED_AGENT)
     key = caller_key(request)

@@ -30,6 +30,7 @@ from handlers.pagination import EPOCH, OLDEST, decode_cursor, encode_cursor, fit
 from handlers.params import path_uuid, query
 from queries import sql
 from queries.listener import Key, Listener, Subscription
+from queries.wakeups import WakeupReads
 from validation.query_params import StreamQuery
 from validation.responses import MailboxItem
 
@@ -66,16 +67,33 @@ def _resume_position(request: Request) -> Position:
 
 
 class _SlotResponse(StreamingResponse):
-    """A stream that gives its wait slot back however it ends, even before it started."""
+    """A stream that gives its wait slot back however it ends, even before it started.
+
+    It watches for the client leaving with one task of its own, which closes the
+    waiter (the stream then ends at once, its last write going nowhere), instead
+    of StreamingResponse's task group of two tasks and a cancel scope: an idle
+    stream is mostly what it holds in memory, and a worker holds thousands.
+    """
 
     def __init__(self, events: AsyncIterator[bytes], subscription: Subscription) -> None:
         super().__init__(events, media_type="text/event-stream", headers=HEADERS)
         self.subscription = subscription
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        waiter = self.subscription.waiter
+
+        async def until_disconnected() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            waiter.close()
+
+        watcher = asyncio.ensure_future(until_disconnected())
         try:
-            await super().__call__(scope, receive, send)
+            await self.stream_response(send)
+        except OSError:
+            pass  # the client left (ASGI 2.4 servers raise on a write after that)
         finally:
+            watcher.cancel()
             self.subscription.release()
 
 
@@ -98,6 +116,7 @@ async def stream_messages(request: Request) -> Response:
         raise
     events = _events(
         state.pool,
+        state.wakeup_reads,
         state.listener,
         state.cursor_key,
         state.settings.stream_heartbeat,
@@ -119,22 +138,11 @@ def _position(item: MailboxItem) -> Position:
     return datetime.fromisoformat(item.sent_at), item.id
 
 
-async def _read(
-    pool: AsyncConnectionPool, agent_id: UUID, after: Position, late: list[UUID], max_bytes: int
-) -> tuple[list[MailboxItem], bool, list[MailboxItem]]:
-    """Unread items after `after` (oldest first, a batch bounded like a page), whether more
-    follow them, and the late ones still unread."""
+async def _read_late(
+    pool: AsyncConnectionPool, agent_id: UUID, late: list[UUID]
+) -> list[MailboxItem]:
+    """The late items (see _late) still unread."""
     async with pool.connection() as conn:
-        rows = await sql.list_unread_asc.page(
-            conn,
-            MailboxItem,
-            agent_id=agent_id,
-            after_sent_at=after[0],
-            after_id=after[1],
-            limit=BATCH + 1,
-            max_bytes=max_bytes,
-        )
-        items, more = fit(rows, BATCH, max_bytes)
         found = []
         for message_id in late:
             item = await sql.get_unread_item.one(
@@ -142,7 +150,7 @@ async def _read(
             )
             if item is not None:
                 found.append(item)
-    return items, more, found
+    return found
 
 
 def _late(keys: list[Key], position: Position, sent: dict[UUID, None]) -> list[UUID]:
@@ -162,6 +170,7 @@ def _late(keys: list[Key], position: Position, sent: dict[UUID, None]) -> list[U
 
 async def _events(
     pool: AsyncConnectionPool,
+    reads: WakeupReads,
     listener: Listener,
     cursor_key: bytes,
     heartbeat: float,
@@ -177,6 +186,10 @@ async def _events(
     retry = RETRY  # then b"": sent once, with the first event
     # The guard has just checked the key: the replay goes out before the first re-check.
     checked = True
+    # Whether the table may hold something new: the replay, then only after a wake-up.
+    # Every stored message wakes its recipients' waiters and a reconnected listener
+    # wakes them all, so a heartbeat alone reads nothing.
+    woken = True
     with subscription as waiter:
         yield OPENING
         while not waiter.closed:
@@ -190,32 +203,43 @@ async def _events(
                     yield retry + REVOKED
                     return
                 checked = False
-                late = _late(keys, position, sent)
-                # Shielded: a client leaving mid-read cancels the stream again at
-                # every await, which would lose the pooled connection on its way back.
-                items, more, late_items = await asyncio.shield(
-                    _read(pool, agent_id, position, late, max_bytes)
-                )
+                items: list[MailboxItem] = []
+                late_items: list[MailboxItem] = []
+                more = False
+                if woken:
+                    late = _late(keys, position, sent)
+                    # Read with every waiter woken in the same turn (queries/wakeups.py);
+                    # a batch is bounded like a page, by count and by bytes.
+                    rows = await reads.unread(agent_id, position, BATCH + 1)
+                    items, more = fit(rows, BATCH, max_bytes)
+                    if late:
+                        # Shielded: a client leaving mid-read cancels the stream again
+                        # at every await, which would lose the pooled connection.
+                        late_items = await asyncio.shield(_read_late(pool, agent_id, late))
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout):
                 # The database is away: read again when the listener is back (it
                 # wakes every waiter) or after the retry interval.
                 waiter.pending[:0] = keys
                 await waiter.wait(listener.retry_interval)
+                woken = True
                 continue
+            events = []
             for item in items:
                 position = _position(item)
                 sent[item.id] = None
-                yield retry + _event(cursor_key, item, position)
-                retry = b""
+                events.append(_event(cursor_key, item, position))
             for item in late_items:
                 # Its own cursor lies behind the stream; resuming goes on from here.
                 sent[item.id] = None
-                yield retry + _event(cursor_key, item, position)
+                events.append(_event(cursor_key, item, position))
+            if events:
+                yield retry + b"".join(events)  # one write for a batch, not one each
                 retry = b""
             while len(sent) > REMEMBERED:
                 del sent[next(iter(sent))]
             if more:
                 continue
-            if not await waiter.wait(heartbeat) and not waiter.closed:
+            woken = await waiter.wait(heartbeat)
+            if not woken and not waiter.closed:
                 yield HEARTBEAT
         yield retry + (RETIRED if waiter.retired else SHUTDOWN)

@@ -1,7 +1,9 @@
-"""The middleware: a request id, one log line and the metrics per request; security headers.
+"""The one middleware: a request id, one log line and the metrics per request, and the
+security headers.
 
-Pure ASGI (no BaseHTTPMiddleware), so streamed responses pass through untouched
-and a request costs a few dictionary look-ups more, not a task.
+Pure ASGI (no BaseHTTPMiddleware), so streamed responses pass through untouched,
+and one layer, not two: each response start is copied once, with header tuples
+built at import, and a request costs a few dictionary look-ups more, not a task.
 """
 
 from __future__ import annotations
@@ -27,6 +29,25 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 SCOPE_KEY = "mailroom.request_id"
 
+CONSOLE_PAGE, CONSOLE_FILES, STATIC = "/console", "/static/console/", "/static/"
+# The console runs only its own files: no inline script or style, no other origin, no
+# framing, no base tag, and no native form submission (a form posted before its module
+# loaded would put the typed key in the URL).
+CONSOLE_POLICY = b"default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+CSP = (b"content-security-policy", CONSOLE_POLICY)
+NO_STORE = (b"cache-control", b"no-store")
+NO_CACHE = (b"cache-control", b"no-cache")
+CACHE_CONTROL = b"cache-control"
+# What each kind of path gets: (headers always added, a Cache-Control added unless the
+# response has its own). The documentation pages' static files may be cached; the
+# console's files are revalidated on every load (`no-cache`) so an upgrade never mixes
+# versions; everything else is `no-store`.
+API_HEADERS = ((NOSNIFF,), NO_STORE)
+CONSOLE_PAGE_HEADERS = ((NOSNIFF, CSP), NO_STORE)
+CONSOLE_FILE_HEADERS = ((NOSNIFF, CSP), NO_CACHE)
+STATIC_HEADERS = ((NOSNIFF,), None)
+
 
 def request_id(scope: Scope) -> str:
     """The client's X-Request-ID when well-formed, otherwise a new one."""
@@ -44,13 +65,23 @@ def route_template(scope: Scope) -> str:
     return getattr(route, "path_format", UNMATCHED) if route is not None else UNMATCHED
 
 
+def security_headers(path: str) -> tuple[tuple[tuple[bytes, bytes], ...], tuple | None]:
+    """The headers a response to `path` carries: `X-Content-Type-Options: nosniff` on
+    every response, `Cache-Control: no-store` on all but static files, and the console's
+    page and files also CONSOLE_POLICY (with `no-cache` on its files)."""
+    if path.startswith(STATIC):
+        return CONSOLE_FILE_HEADERS if path.startswith(CONSOLE_FILES) else STATIC_HEADERS
+    return CONSOLE_PAGE_HEADERS if path == CONSOLE_PAGE else API_HEADERS
+
+
 class RequestTelemetry:
-    """Gives each HTTP request an id (returned as X-Request-ID), then logs and counts it."""
+    """Gives each HTTP request an id (returned as X-Request-ID) and the security
+    headers of its path (security_headers), then logs and counts it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # (method, route, status class) -> the label children, looked up once.
-        self._children: dict[tuple[str, str, str], tuple] = {}
+        # (method, route, status) -> the label children, looked up once.
+        self._children: dict[tuple[str, str, int], tuple] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,83 +91,38 @@ class RequestTelemetry:
         rid = request_id(scope)
         scope[SCOPE_KEY] = rid  # the 500 handler (outside this middleware) reads it
         token = REQUEST_ID.set(rid)
-        header = (HEADER, rid.encode())
+        added, cache_control = security_headers(scope["path"])
+        added = (*added, (HEADER, rid.encode()))
         status = 500  # unless a response starts
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), header]}
+                headers = message.get("headers", ())
+                if cache_control is not None and all(n != CACHE_CONTROL for n, _ in headers):
+                    message = {**message, "headers": [*headers, *added, cache_control]}
+                else:
+                    message = {**message, "headers": [*headers, *added]}
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_headers)
         finally:
             self._record(scope, status, time.perf_counter() - started, rid)
             REQUEST_ID.reset(token)
 
     def _record(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
-        method = scope["method"] if scope["method"] in METHODS else "OTHER"
-        route = route_template(scope)
-        status_class = STATUS_CLASSES.get(status // 100, "other")
-        key = (method, route, status_class)
+        method = scope["method"]
+        if method not in METHODS:
+            method = "OTHER"
+        key = (method, route_template(scope), status)
         children = self._children.get(key)
         if children is None:
-            children = (metrics.REQUESTS.labels(*key), metrics.LATENCY.labels(*key))
+            label = (method, key[1], STATUS_CLASSES.get(status // 100, "other"))
+            children = (metrics.REQUESTS.labels(*label), metrics.LATENCY.labels(*label))
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
         if log.isEnabledFor(logging.INFO):
-            REQUEST_LINES.add(
-                rid,
-                {
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 2),
-                    "principal": scope.get("mailroom.principal"),
-                },
-            )
-
-
-CONSOLE_PAGE, CONSOLE_FILES = "/console", "/static/console/"
-# The console runs only its own files: no inline script or style, no other origin, no
-# framing, no base tag, and no native form submission (a form posted before its module
-# loaded would put the typed key in the URL).
-CONSOLE_POLICY = b"default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-
-
-class SecurityHeaders:
-    """`X-Content-Type-Options: nosniff` on every response, and `Cache-Control:
-    no-store` on every response but the static files of the documentation pages.
-
-    The console's page and files also carry CONSOLE_POLICY; its files are
-    revalidated on every load (`no-cache`) so an upgrade never mixes versions.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        console_file = path.startswith(CONSOLE_FILES)
-        console = console_file or path == CONSOLE_PAGE
-        cacheable = path.startswith("/static/") and not console_file
-        cache_control = b"no-cache" if console_file else b"no-store"
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                if console:
-                    headers.append((b"content-security-policy", CONSOLE_POLICY))
-                if not cacheable and all(name != b"cache-control" for name, _ in headers):
-                    headers.append((b"cache-control", cache_control))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+            REQUEST_LINES.add(rid, key, seconds, scope.get("mailroom.principal"))

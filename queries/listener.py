@@ -97,41 +97,62 @@ class LoopLag:
 
 
 class Waiter:
-    """One stream or long-poll waiting for an agent's new messages."""
+    """One stream or long-poll waiting for an agent's new messages.
 
-    __slots__ = ("closed", "event", "pending", "retired")
+    A flag and, only while someone waits, a future and its timer: thousands of
+    idle streams each hold one, so it is smaller than an asyncio.Event (a deque
+    of its own) with an asyncio.timeout around each wait.
+    """
+
+    __slots__ = ("_future", "closed", "pending", "retired", "woken")
 
     def __init__(self) -> None:
-        self.event = asyncio.Event()
+        self.woken = False
         self.pending: list[Key] = []
         self.closed = False
         self.retired = False  # closed because its agent was retired, not for a shutdown
+        self._future: asyncio.Future[bool] | None = None
+
+    def _wake(self) -> None:
+        self.woken = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(True)
 
     def notify(self, key: Key | None) -> None:
         """Wake the waiter; `key` (None: just read the table again) is kept for take()."""
         if key is not None and len(self.pending) < MAX_PENDING:
             self.pending.append(key)
-        self.event.set()
+        self._wake()
 
     def close(self, retired: bool = False) -> None:
         self.closed = True
         self.retired = self.retired or retired
-        self.event.set()
+        self._wake()
 
     async def wait(self, seconds: float) -> bool:
         """Wait until woken or `seconds` pass; True when woken."""
+        if self.woken:
+            return True
+        loop = asyncio.get_running_loop()
+        future = self._future = loop.create_future()
+        timer = loop.call_later(seconds, _time_is_up, future)
         try:
-            async with asyncio.timeout(seconds):
-                await self.event.wait()
-        except TimeoutError:
-            return False
-        return True
+            return await future
+        finally:
+            timer.cancel()
+            self._future = None
 
     def take(self) -> list[Key]:
         """The keys notified since the last call (the caller reads the table next)."""
-        self.event.clear()
+        self.woken = False
         keys, self.pending = self.pending, []
         return keys
+
+
+def _time_is_up(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
 
 
 class Subscription:

@@ -191,3 +191,76 @@ SELECT m.id, m.sender_id, rfc3339(m.sent_at) AS sent_at, m.parent_message_id,
 -- Receive every replica's new-message notifications on this connection: LISTEN takes no
 -- parameter, so the channel named by inbox_channel() is spelled into it here.
 DO $$ BEGIN EXECUTE format('LISTEN %%I', inbox_channel()); END $$;
+
+-- name: list_unread_asc_many
+-- The unread messages of many woken streams or long-polls in one read, each after its own
+-- sort key and oldest first, tagged with the waiter's place in the arrays (a notification
+-- burst wakes hundreds of them; one statement instead of one each). Each waiter's rows
+-- carry page_bytes and stop at max_bytes, as list_unread_asc's do.
+WITH waiting AS (
+    SELECT w.agent_id, w.after_sent_at, w.after_id, w.waiter
+      FROM unnest(%(agent_ids)s::uuid[], %(after_sent_ats)s::timestamptz[],
+                  %(after_ids)s::uuid[]) WITH ORDINALITY AS w(agent_id, after_sent_at, after_id, waiter)
+), page AS (
+    SELECT w.waiter, r.message_id, r.sent_at, r.is_read, r.read_at
+      FROM waiting w
+     CROSS JOIN LATERAL (
+           SELECT r.message_id, r.sent_at, r.is_read, r.read_at
+             FROM message_recipients r
+            WHERE r.recipient_id = w.agent_id
+              AND NOT r.is_read
+              AND (r.sent_at, r.message_id) > (w.after_sent_at, w.after_id)
+            ORDER BY r.sent_at, r.message_id
+            LIMIT %(limit)s) r
+)
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at, 'received' AS direction, is_read,
+       rfc3339(read_at) AS read_at, page_bytes, waiter
+  FROM (SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
+               m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
+               p.is_read, p.read_at, p.waiter, size.bytes,
+               row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes
+          FROM page p
+          JOIN messages m ON m.id = p.message_id
+         CROSS JOIN LATERAL (SELECT octet_length(m.content)
+                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+        WINDOW w AS (PARTITION BY p.waiter ORDER BY p.sent_at, p.message_id ROWS UNBOUNDED PRECEDING)
+       ) AS sized
+ WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
+ ORDER BY waiter, n;
+
+-- name: list_unread_desc_many
+-- As list_unread_asc_many, newest first before each sort key: woken long-polls' pages.
+WITH waiting AS (
+    SELECT w.agent_id, w.after_sent_at, w.after_id, w.waiter
+      FROM unnest(%(agent_ids)s::uuid[], %(after_sent_ats)s::timestamptz[],
+                  %(after_ids)s::uuid[]) WITH ORDINALITY AS w(agent_id, after_sent_at, after_id, waiter)
+), page AS (
+    SELECT w.waiter, r.message_id, r.sent_at, r.is_read, r.read_at
+      FROM waiting w
+     CROSS JOIN LATERAL (
+           SELECT r.message_id, r.sent_at, r.is_read, r.read_at
+             FROM message_recipients r
+            WHERE r.recipient_id = w.agent_id
+              AND NOT r.is_read
+              AND (r.sent_at, r.message_id) < (w.after_sent_at, w.after_id)
+            ORDER BY r.sent_at DESC, r.message_id DESC
+            LIMIT %(limit)s) r
+)
+SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
+       content, message_type, importance, status, msg_metadata,
+       rfc3339(updated_at) AS updated_at, 'received' AS direction, is_read,
+       rfc3339(read_at) AS read_at, page_bytes, waiter
+  FROM (SELECT m.id, m.sender_id, m.sent_at, m.parent_message_id, m.conversation_id, m.content,
+               m.message_type, m.importance, m.status, m.msg_metadata, m.updated_at,
+               p.is_read, p.read_at, p.waiter, size.bytes,
+               row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes
+          FROM page p
+          JOIN messages m ON m.id = p.message_id
+         CROSS JOIN LATERAL (SELECT octet_length(m.content)
+                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+        WINDOW w AS (PARTITION BY p.waiter ORDER BY p.sent_at DESC, p.message_id DESC ROWS UNBOUNDED PRECEDING)
+       ) AS sized
+ WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
+ ORDER BY waiter, n;

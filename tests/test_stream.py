@@ -291,6 +291,37 @@ def test_long_poll_across_processes_returns_as_soon_as_a_message_arrives(
     assert 0.4 < elapsed < 5
 
 
+def test_long_polls_woken_together_each_get_their_own_page(servers: list[Server]) -> None:
+    """One message to six waiting long-polls (both orders, two page sizes) wakes them in
+    the same turn; their pages are read together and each gets exactly the message."""
+    a, b = servers
+    params = [{"order": order, "limit": limit} for order in ("asc", "desc") for limit in (1, 1, 50)]
+    agents = [new_agent(a.base_url) for _ in params]
+    answers: dict[int, httpx.Response] = {}
+
+    def poll(index: int) -> None:
+        answers[index] = httpx.get(
+            f"{b.base_url}/agents/{agents[index]}/messages/unread",
+            params={"wait": 20, **params[index]},
+            timeout=30,
+        )
+
+    pollers = [threading.Thread(target=poll, args=(n,)) for n in range(len(agents))]
+    for poller in pollers:
+        poller.start()
+    time.sleep(1.0)  # all of them waiting
+    with httpx.Client(base_url=a.base_url, timeout=10) as http:
+        response = http.post("/messages", json={"content": "all at once", "recipient_ids": agents})
+        assert response.status_code == 201, response.text
+    for poller in pollers:
+        poller.join(30)
+    for index, answer in answers.items():
+        assert answer.status_code == 200, answer.text
+        assert [item["id"] for item in answer.json()] == [response.json()["id"]], params[index]
+        assert "link" not in answer.headers
+    assert len(answers) == len(agents)
+
+
 def test_long_poll_times_out_with_an_empty_list(client: TestClient) -> None:
     agent = client.post("/agents", json={"agent_name": "poller"}).json()["id"]
     started = time.monotonic()

@@ -87,10 +87,10 @@ def record(request_id: str | None, tool: str, who: str, outcome: str, seconds: f
     metrics.TOOL_LATENCY.labels(tool).observe(seconds)
     if log.isEnabledFor(logging.INFO):
         duration_ms = round(seconds * 1000, 2)
-        REQUEST_LINES.add(
+        REQUEST_LINES.add_event(
             request_id or "-",
-            {"tool": tool, "principal": who, "outcome": outcome, "duration_ms": duration_ms},
             f"tool {tool} {outcome} {duration_ms:.2f} ms",
+            {"tool": tool, "principal": who, "outcome": outcome, "duration_ms": duration_ms},
         )
 
 
