@@ -12,8 +12,10 @@ that hung, lost acknowledged writes (a 201 whose message or recipients are
 missing), duplicates (a message stored twice), each replica's recovery time
 (from pg_ctl returning to that replica's next 201) and the 503s each replica
 answered during each restart. It fails on a lost write, a duplicate, a status
-other than 201 or 503, a recovery slower than 5 s or missing, and a restart a
-replica answered no 503 for: an outage nobody saw proves no recovery.
+other than 201 or 503, a recovery slower than 5 s or missing, and a restart no
+replica answered a 503 for: an outage nobody saw proves no recovery (one replica
+may see it only as a slower request, when its requests of that moment wait on
+the pool and then succeed).
 """
 
 from __future__ import annotations
@@ -148,8 +150,9 @@ def main() -> None:
             f"other statuses: {others}": bool(others),
             "a replica never recovered": any(t is None for t in times),
             "a recovery took over 5 s": any(t is not None and t > 5 for t in times),
-            # A restart a replica did not notice proves no recovery.
-            "a replica answered no 503 during a restart": any(0 in seen for seen in outages),
+            # A restart nobody noticed proves no recovery. One replica may see it only as
+            # latency (its requests of that moment waited on the pool and then succeeded).
+            "no replica answered a 503 during a restart": any(sum(seen) == 0 for seen in outages),
         }
         failures = [reason for reason, failing in failed.items() if failing]
         if failures:
