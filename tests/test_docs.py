@@ -889,3 +889,21 @@ def test_the_links_lead_to_the_created_resource(
             assert response.status_code == 200, (target, response.text)
             followed += 1
     assert followed == 6  # 4 for the agent, 2 for the conversation
+
+
+def test_a_query_parameter_without_a_default_is_documented_required(
+    document: dict[str, Any],
+) -> None:
+    """The document says which query parameters a request must send: those its Struct
+    gives no default (search's `q`), and only those."""
+    checked = 0
+    for op in DOCUMENTED:
+        if op.query is None:
+            continue
+        info = msgspec.inspect.type_info(op.query)
+        must = {field.name for field in info.fields if field.required}
+        parameters = document["paths"][op.path][op.method.lower()]["parameters"]
+        documented = {p["name"] for p in parameters if p["in"] == "query" and p["required"]}
+        assert documented == must, (op.method, op.path)
+        checked += len(must)
+    assert checked >= 1  # the search's q

@@ -106,6 +106,7 @@ def query_parameters(kind: type | None) -> list[dict[str, Any]]:
         return []
     _, components = msgspec.json.schema_components([kind], ref_template=_REF)
     properties = components[kind.__name__]["properties"]
+    required = set(components[kind.__name__].get("required", ()))  # the fields without default
     parameters = []
     for name, field_schema in properties.items():
         field_schema = dict(field_schema)
@@ -118,7 +119,7 @@ def query_parameters(kind: type | None) -> list[dict[str, Any]]:
             {
                 "name": name,
                 "in": "query",
-                "required": False,
+                "required": name in required,
                 "schema": field_schema,
                 "description": description,
             }
