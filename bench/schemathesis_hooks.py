@@ -58,7 +58,8 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
     if failure.code != POSITIVE_DATA_REFUSED or response.status_code != 422:
         return True
     detail = response.json()["detail"]
-    located = {(error["loc"][0], str(error["loc"][1]).lower()) for error in detail}
+    # A location is (where, name): ["query", "cursor"]; a whole body is just ["body"].
+    located = {tuple(str(part).lower() for part in error["loc"][:2]) for error in detail}
     if all(tuple(e["loc"]) == NO_WORD[0] and e["msg"].startswith(NO_WORD[1]) for e in detail):
         return False
     return not located <= OPAQUE | WHERE_IT_POINTS | IMPOSSIBLE_DATES
