@@ -120,10 +120,9 @@ async def integrity_error(request: Request, exc: Exception) -> Response:
 async def data_error(request: Request, exc: Exception) -> Response:
     """Values PostgreSQL cannot store (NUL characters, out-of-range numbers): 422."""
     message = _first_line(exc)
+    where = "query" if request.method == "GET" else "body"
     return json_response(
-        ValidationErrorBody(
-            [FieldError("value_error", ["body"], f"Cannot store value: {message}")]
-        ),
+        ValidationErrorBody([FieldError("value_error", [where], f"Cannot store value: {message}")]),
         422,
     )
 

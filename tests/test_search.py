@@ -217,6 +217,7 @@ def test_filters_narrow_the_results(
         ({"q": ""}, ("query", "q")),
         ({"q": "!!! ... ---"}, ("query", "q")),
         ({"q": "x" * 1001}, ("query", "q")),
+        ({"q": "a\x00b"}, ("query", "q")),  # PostgreSQL text holds no NUL
         ({"q": "x", "limit": "0"}, ("query", "limit")),
         ({"q": "x", "limit": "1001"}, ("query", "limit")),
         ({"q": "x", "cursor": "not-a-cursor"}, ("query", "cursor")),

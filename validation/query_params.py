@@ -101,6 +101,7 @@ SearchText = Annotated[
     Meta(
         min_length=1,
         max_length=1000,
+        pattern="^[^\\x00]*$",  # PostgreSQL text holds no NUL
         description=(
             'Words to find, in web-search syntax: "a phrase", `or`, `-excluded`; any other '
             "punctuation joins the parts of one term (build-1234, app.config, a/b.py)"
