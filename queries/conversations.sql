@@ -118,7 +118,7 @@ WITH m AS (
                           WHERE message_id = ANY (ARRAY(SELECT id FROM candidates))
                           GROUP BY message_id) AS mc ON mc.message_id = c.id
              CROSS JOIN LATERAL (
-                   SELECT octet_length(c.content) + coalesce(octet_length(c.msg_metadata::text), 0)
+                   SELECT message_bytes(c.content, c.msg_metadata)
                           + 100 * coalesce(rc.recipients, 0) + coalesce(mc.bytes, 0) AS bytes) AS size
             WINDOW w AS (ORDER BY c.sent_at, c.id ROWS UNBOUNDED PRECEDING)) AS sized
      WHERE n <= %(limit)s AND (n = 1 OR through <= %(max_bytes)s)

@@ -39,8 +39,7 @@ SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversati
                row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes
           FROM page p
           JOIN messages m ON m.id = p.message_id
-         CROSS JOIN LATERAL (SELECT octet_length(m.content)
-                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+         CROSS JOIN LATERAL (SELECT message_bytes(m.content, m.msg_metadata) AS bytes) AS size
         WINDOW w AS (ORDER BY p.sent_at DESC, p.message_id DESC ROWS UNBOUNDED PRECEDING)) AS sized
  WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
  ORDER BY n;
@@ -86,8 +85,7 @@ SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversati
                row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes
           FROM page p
           JOIN messages m ON m.id = p.message_id
-         CROSS JOIN LATERAL (SELECT octet_length(m.content)
-                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+         CROSS JOIN LATERAL (SELECT message_bytes(m.content, m.msg_metadata) AS bytes) AS size
         WINDOW w AS (ORDER BY p.sent_at, p.message_id ROWS UNBOUNDED PRECEDING)) AS sized
  WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
  ORDER BY n;
@@ -115,8 +113,7 @@ SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversati
                row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes
           FROM page p
           JOIN messages m ON m.id = p.message_id
-         CROSS JOIN LATERAL (SELECT octet_length(m.content)
-                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+         CROSS JOIN LATERAL (SELECT message_bytes(m.content, m.msg_metadata) AS bytes) AS size
         WINDOW w AS (ORDER BY p.sent_at DESC, p.message_id DESC ROWS UNBOUNDED PRECEDING)) AS sized
  WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
  ORDER BY n;
@@ -144,8 +141,7 @@ SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversati
                row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes
           FROM page p
           JOIN messages m ON m.id = p.message_id
-         CROSS JOIN LATERAL (SELECT octet_length(m.content)
-                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+         CROSS JOIN LATERAL (SELECT message_bytes(m.content, m.msg_metadata) AS bytes) AS size
         WINDOW w AS (ORDER BY p.sent_at, p.message_id ROWS UNBOUNDED PRECEDING)) AS sized
  WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
  ORDER BY n;
@@ -223,8 +219,7 @@ SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversati
                row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes
           FROM page p
           JOIN messages m ON m.id = p.message_id
-         CROSS JOIN LATERAL (SELECT octet_length(m.content)
-                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+         CROSS JOIN LATERAL (SELECT message_bytes(m.content, m.msg_metadata) AS bytes) AS size
         WINDOW w AS (PARTITION BY p.waiter ORDER BY p.sent_at, p.message_id ROWS UNBOUNDED PRECEDING)
        ) AS sized
  WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
@@ -258,8 +253,7 @@ SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversati
                row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes
           FROM page p
           JOIN messages m ON m.id = p.message_id
-         CROSS JOIN LATERAL (SELECT octet_length(m.content)
-                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+         CROSS JOIN LATERAL (SELECT message_bytes(m.content, m.msg_metadata) AS bytes) AS size
         WINDOW w AS (PARTITION BY p.waiter ORDER BY p.sent_at DESC, p.message_id DESC ROWS UNBOUNDED PRECEDING)
        ) AS sized
  WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s

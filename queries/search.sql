@@ -52,8 +52,8 @@ SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content, mess
                row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes, size.bytes
           FROM page p
           JOIN messages m ON m.id = p.id
-         CROSS JOIN LATERAL (SELECT 2 * octet_length(m.content)
-                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+         CROSS JOIN LATERAL (SELECT message_bytes(m.content, m.msg_metadata)
+                                    + octet_length(m.content) AS bytes) AS size
         WINDOW w AS (ORDER BY p.rank DESC, p.sent_at DESC, p.id DESC ROWS UNBOUNDED PRECEDING)
        ) AS sized
  WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
@@ -109,8 +109,8 @@ SELECT id, sender_id, sent_at, parent_message_id, conversation_id, content, mess
                row_number() OVER w AS n, sum(size.bytes) OVER w AS page_bytes, size.bytes
           FROM page p
           JOIN messages m ON m.id = p.message_id
-         CROSS JOIN LATERAL (SELECT 2 * octet_length(m.content)
-                                    + coalesce(octet_length(m.msg_metadata::text), 0) AS bytes) AS size
+         CROSS JOIN LATERAL (SELECT message_bytes(m.content, m.msg_metadata)
+                                    + octet_length(m.content) AS bytes) AS size
         WINDOW w AS (ORDER BY p.sent_at DESC, p.message_id DESC ROWS UNBOUNDED PRECEDING)
        ) AS sized
  WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
