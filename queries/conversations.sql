@@ -40,9 +40,8 @@ SELECT id, title, description, archived, metadata,
                    AND (c.created_at, c.id) < (%(after_created_at)s, %(after_id)s)
                  ORDER BY c.created_at DESC, c.id DESC
                  LIMIT %(limit)s) AS c
-         CROSS JOIN LATERAL (SELECT coalesce(octet_length(c.title), 0)
-                                    + coalesce(octet_length(c.description), 0)
-                                    + octet_length(c.metadata::text) AS bytes) AS size
+         CROSS JOIN LATERAL (SELECT conversation_bytes(c.title, c.description, c.metadata)
+                                    AS bytes) AS size
         WINDOW w AS (ORDER BY c.created_at DESC, c.id DESC ROWS UNBOUNDED PRECEDING)) AS sized
  WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
  ORDER BY n;
@@ -66,9 +65,8 @@ SELECT id, title, description, archived, metadata,
                                      WHERE p.agent_id = %(agent_id)s))
                  ORDER BY c.created_at DESC, c.id DESC
                  LIMIT %(limit)s) AS c
-         CROSS JOIN LATERAL (SELECT coalesce(octet_length(c.title), 0)
-                                    + coalesce(octet_length(c.description), 0)
-                                    + octet_length(c.metadata::text) AS bytes) AS size
+         CROSS JOIN LATERAL (SELECT conversation_bytes(c.title, c.description, c.metadata)
+                                    AS bytes) AS size
         WINDOW w AS (ORDER BY c.created_at DESC, c.id DESC ROWS UNBOUNDED PRECEDING)) AS sized
  WHERE n <= 2 OR page_bytes - bytes <= %(max_bytes)s
  ORDER BY n;
