@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -305,6 +306,11 @@ def test_text_log_is_the_default_for_local_runs(database_url, tmp_path):
     try:
         server.wait_healthy()
         httpx.get(server.base_url + "/users/1", headers={"X-Request-ID": "text-1"}, timeout=10)
+        # The line is written after the response, at the end of the event loop's turn:
+        # wait for it before the process is killed (a busy machine can take a moment).
+        deadline = time.monotonic() + 10
+        while "text-1" not in server.stdout_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         server.kill()
     lines = [line for line in server.stdout_path.read_text().splitlines() if "text-1" in line]
