@@ -15,11 +15,9 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from types import FrameType
 from typing import TypedDict
 
 import msgspec
@@ -73,6 +71,7 @@ from operations.http_limits import BoundedHttpToolsProtocol, Limits
 from operations.metrics import clean_directory
 from operations.middleware import RequestTelemetry
 from operations.retention import run_retention
+from operations.termination import call_on_termination
 from queries.database import DatabaseDown, make_pool, migrate, purge_expired_keys
 from queries.listener import Listener
 from queries.wakeups import WakeupReads
@@ -342,28 +341,6 @@ def make_lifespan(settings: Settings):
             log.info("mailroom stopped", extra=logs.event("shutdown"))
 
     return lifespan
-
-
-def call_on_termination(callback: Callable[[], None]) -> None:
-    """Run `callback` on the event loop when SIGTERM or SIGINT arrives, then the
-    server's own handler (uvicorn's, which stops accepting and drains requests).
-
-    Only in the main thread, and only over a handler the server installed: under
-    a test client there is none and nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(signum)
-        if not callable(previous):
-            continue
-
-        def handler(number: int, frame: FrameType | None, previous=previous) -> None:
-            loop.call_soon_threadsafe(callback)
-            previous(number, frame)
-
-        signal.signal(signum, handler)
 
 
 # The app ----------------------------------------------------------------------

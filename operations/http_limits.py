@@ -35,6 +35,10 @@ LINGER_BYTES = 1 << 20
 # the request line's CRLF and the blank line's).
 LINE_OVERHEAD = 4
 HEAD_OVERHEAD = 14
+# At shutdown a connection whose request has not arrived yet (accepted a moment
+# before SIGTERM, its client about to send) is given this long, at most, to send
+# it; it is answered and closed. An idle keep-alive connection is closed at once.
+SHUTDOWN_GRACE_SECONDS = 2.0
 
 
 class Limits(NamedTuple):
@@ -65,6 +69,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._deferred: tuple[int, str] | None = None  # a refusal after earlier answers
         self._discarded: int | None = None  # bytes dropped after a refusal
         self._deadline: asyncio.TimerHandle | None = None
+        self._draining = False  # shutting down: the request being received is the last
 
     # A connection that sends no request is closed after head_seconds too.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -120,6 +125,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             )
         else:
             super().on_headers_complete()
+            if self._draining and self.cycle is not None:
+                self.cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
         if self._refusal is None:
@@ -144,6 +151,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             "(MAILROOM_MAX_HEADER_BYTES); send smaller headers"
         )
 
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown closes every connection with no request in
+        progress, including one accepted just before it whose client has not sent
+        its request yet (it reads a close, unanswered). Such a connection, and one
+        whose next head is arriving, may finish that request instead, as Go's
+        http.Server.Shutdown lets new connections do; the head timer, shortened to
+        the grace, closes a silent one."""
+        waiting = self.cycle is None or (self.cycle.response_complete and self._head)
+        if not waiting or self.transport.is_closing() or self._discarded is not None:
+            super().shutdown()
+            return
+        self._draining = True
+        self._arm(min(self.limits.head_seconds, SHUTDOWN_GRACE_SECONDS), self._head_late)
+
     # Deadlines --------------------------------------------------------------
 
     def _arm(self, seconds: float, callback: Any) -> None:
@@ -161,6 +182,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         if not self._head:  # no request started: an idle connection, closed quietly
             self.transport.close()
+            return
+        if self._draining:
+            self._refuse(503, "The server is shutting down; send the request again")
             return
         seconds = self.limits.head_seconds
         self._refuse(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,6 +50,57 @@ def test_server_serves_over_a_socket_and_stops_on_sigterm(server: Server) -> Non
     assert "Application shutdown complete" in log, log
     assert "mailroom stopped" in log, log  # the lifespan closed the pool
     assert "Traceback" not in log, log
+
+
+def read_response(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    response = b""
+    while chunk := connection.recv(65536):
+        response += chunk
+    return response
+
+
+def test_sigterm_answers_a_request_sent_just_after_on_a_connection_made_before(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A client that connected a moment before SIGTERM, its request not yet sent, gets
+    an answer (and Connection: close); an idle keep-alive connection is closed; one
+    that never sends is closed after the grace, and the server exits."""
+    server = Server(database_url, tmp_path, "--http", "service:HttpProtocol")
+    try:
+        server.wait_healthy()
+        port = server.port
+        fresh = socket.create_connection(("127.0.0.1", port), timeout=10)
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        kept = socket.create_connection(("127.0.0.1", port), timeout=10)
+        kept.sendall(b"GET /health/live HTTP/1.1\r\nHost: mailroom\r\n\r\n")
+        assert kept.recv(65536).startswith(b"HTTP/1.1 200 "), "keep-alive request"
+        time.sleep(0.5)  # all three accepted by the server
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the server is shutting down: no new connections
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        body = b'{"agent_name": "sent after SIGTERM"}'
+        fresh.sendall(
+            b"POST /agents HTTP/1.1\r\nHost: mailroom\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        answer = read_response(fresh)
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 201 "), answer
+        assert b"connection: close" in head.lower(), answer
+        assert b"sent after SIGTERM" in payload, answer
+        assert read_response(kept) == b"", "the idle keep-alive connection was closed"
+        started = time.monotonic()
+        assert read_response(silent) == b""
+        assert time.monotonic() - started < 5, "the silent connection outlived the grace"
+        status = server.process.wait(timeout=STOP_SECONDS)
+        assert status in (0, -signal.SIGTERM), server.output()
+        assert "Traceback" not in server.output()
+    finally:
+        for connection in (fresh, silent, kept):
+            connection.close()
+        server.kill()
 
 
 def test_unreachable_database_fails_start_up(tmp_path: Path) -> None:
