@@ -176,7 +176,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "Failed authentications per client address a minute, then 429; 0 is no limit",
             ge=0,
         ),
-    ] = 30
+    ] = 120
     write_rate_limit: Annotated[
         int,
         _env("MAILROOM_WRITE_RATE_LIMIT", "POST/PUT per agent key a minute; 0 is no limit", ge=0),

@@ -8,9 +8,10 @@ then runs the handler: a denied request never reaches a write. With
 MAILROOM_AUTH=off the guard passes every request straight on.
 
 Failed keys are counted per client address (MAILROOM_AUTH_FAILURE_LIMIT a
-minute): past that, the address is answered 429 before any key it sends is
-looked at, so guessing keys costs time. The address is the connection's, or
-the one a proxy in FORWARDED_ALLOW_IPS forwarded (operations/forwarded.py).
+minute): past that, each further wrong key from the address is answered 429,
+so guessing keys costs time, while a valid key from it still passes. The
+address is the connection's, or the one a proxy in FORWARDED_ALLOW_IPS
+forwarded (operations/forwarded.py).
 """
 
 from __future__ import annotations
@@ -70,20 +71,18 @@ def presented_key(request: Request) -> str | None:
     return None
 
 
-def refuse_throttled(request: Request) -> None:
-    """429 while the caller's address has used up its failed authentications."""
-    wait = request.state.rate_limits.wait(client_address(request.scope), FAILED_KEYS)
+def refused_key(request: Request, detail: str) -> Unauthorized | TooManyRequests:
+    """The 401 for a key or token that is not valid, counted against the caller's address;
+    429 once that address has used up its failed authentications. A valid key is never
+    refused for its address's failures: a client that guesses cannot lock out the
+    others behind the same address."""
+    wait = request.state.rate_limits.take(client_address(request.scope), FAILED_KEYS)
     if wait:
-        raise TooManyRequests(
+        return TooManyRequests(
             f"Too many failed authentications from this address; retry in {wait} seconds "
             "with a valid key",
             {"Retry-After": str(wait)},
         )
-
-
-def refused_key(request: Request, detail: str) -> Unauthorized:
-    """The 401 for a key or token that is not valid, counted against the caller's address."""
-    request.state.rate_limits.take(client_address(request.scope), FAILED_KEYS)
     return Unauthorized(detail)
 
 
@@ -99,8 +98,7 @@ def bearer_key(request: Request) -> str:
 
 async def authenticate(request: Request) -> UUID | None:
     """The agent a Bearer key belongs to (its key's digest kept on the request), None for
-    the admin token, 401, or 429 for an address that failed too often."""
-    refuse_throttled(request)
+    the admin token, 401, or 429 for a wrong key from an address that failed too often."""
     key = bearer_key(request)
     digest = key_digest(key)
     if hmac.compare_digest(digest, request.state.admin_digest):

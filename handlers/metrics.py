@@ -10,7 +10,6 @@ from starlette.responses import Response
 from access.authentication import (
     authenticate,
     presented_key,
-    refuse_throttled,
     refused_key,
 )
 from handlers.http_errors import Forbidden, Unauthorized
@@ -27,7 +26,6 @@ async def may_scrape(request: Request) -> None:
     token = settings.metrics_token
     if not settings.auth_required and token is None:
         return
-    refuse_throttled(request)
     presented = presented_key(request)
     if token and presented and hmac.compare_digest(presented.encode(), token.encode()):
         return
