@@ -136,6 +136,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ge=1024,
         ),
     ] = 4_194_304
+    max_metadata_items: Annotated[
+        int,
+        _env("MAILROOM_MAX_METADATA_ITEMS", "Metadata items one message holds; more is 409", ge=1),
+    ] = 100
+    max_metadata_bytes: Annotated[
+        int,
+        _env(
+            "MAILROOM_MAX_METADATA_BYTES",
+            "Bytes of keys and values one message's metadata items hold; more is 409",
+            ge=1024,
+        ),
+    ] = 1_048_576
     stream_heartbeat: Annotated[
         Seconds,
         _env("MAILROOM_STREAM_HEARTBEAT", "Seconds between heartbeats on an idle stream", gt=0),

@@ -7,14 +7,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from access.limits import take_recipients
-from handlers.bodies import decode, json_response
+from handlers.bodies import decode, decode_update, json_response
 from handlers.http_errors import Conflict, Forbidden, NotFound
 from handlers.idempotency import REPLAYED, create_once
 from handlers.params import path_uuid
 from handlers.rows import one_or_404, update_one
 from operations import metrics
 from queries import sql
-from queries.params import create_params
+from queries.params import create_params, update_params
+from settings import Settings
 from validation.requests import (
     MessageCreate,
     MessageUpdate,
@@ -75,17 +76,45 @@ async def update_recipient(request: Request) -> Response:
     return json_response(recipient)
 
 
+def metadata_full(settings: Settings) -> Conflict:
+    return Conflict(
+        f"A message holds at most {settings.max_metadata_items} metadata items and "
+        f"{settings.max_metadata_bytes} bytes of their keys and values "
+        "(MAILROOM_MAX_METADATA_ITEMS, MAILROOM_MAX_METADATA_BYTES), and this one would "
+        "pass that: change an existing item with PUT /agent_message_metadata/{metadata_id}"
+    )
+
+
 async def create_metadata(request: Request) -> Response:
     body = await decode(request, MetadataCreate)
-    async with request.state.pool.connection() as conn:
-        item = await sql.create_metadata.one(conn, Metadata, **create_params(body))
+    settings = request.state.settings
+    async with request.state.pool.connection() as conn, conn.transaction():
+        await sql.lock_message_metadata.run(conn, message_id=body.message_id)
+        item = await sql.create_metadata.one(
+            conn,
+            Metadata,
+            **create_params(body),
+            max_items=settings.max_metadata_items,
+            max_bytes=settings.max_metadata_bytes,
+        )
+    if item is None:
+        raise metadata_full(settings)
     return json_response(item, 201)
 
 
 async def update_metadata(request: Request) -> Response:
-    return await update_one(
-        request, MetadataUpdate, sql.update_metadata, Metadata, "Metadata not found", "metadata_id"
-    )
+    metadata_id = path_uuid(request, "metadata_id")
+    params = update_params(await decode_update(request, MetadataUpdate))
+    settings = request.state.settings
+    async with request.state.pool.connection() as conn, conn.transaction():
+        if not await sql.lock_metadata_item.value(conn, metadata_id=metadata_id):
+            raise NotFound("Metadata not found")
+        item = await sql.update_metadata.one(
+            conn, Metadata, metadata_id=metadata_id, max_bytes=settings.max_metadata_bytes, **params
+        )
+    if item is None:
+        raise metadata_full(settings)
+    return json_response(item)
 
 
 class _Access(msgspec.Struct, frozen=True):

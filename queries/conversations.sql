@@ -111,7 +111,7 @@ WITH m AS (
                            FROM receipts
                           GROUP BY message_id) AS rc ON rc.message_id = c.id
               LEFT JOIN (SELECT message_id,
-                                sum(octet_length(key) + coalesce(octet_length(value), 0)) AS bytes
+                                sum(metadata_bytes(key, value)) AS bytes
                            FROM agent_message_metadata
                           WHERE message_id = ANY (ARRAY(SELECT id FROM candidates))
                           GROUP BY message_id) AS mc ON mc.message_id = c.id

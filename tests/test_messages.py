@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import msgspec
 import psycopg
 import pytest
+from starlette.testclient import TestClient
 
+from service import create_app
 from tests.helpers import (
     MESSAGE_FIELDS,
     UNKNOWN,
@@ -28,6 +31,7 @@ from tests.helpers import (
     db_now,
     instant,
 )
+from tests.servers import Server
 
 OPTIONAL_MESSAGE_FIELDS = [
     "sender_id",
@@ -897,3 +901,90 @@ def test_metadata_view_for_unknown_agent_is_404(client, message):
     response = client.get(f"/messages/{message()['id']}/metadata/{UNKNOWN}")
 
     assert_not_found(response, "Agent not found")
+
+
+# A message's metadata is bounded: items and bytes ------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_metadata(settings) -> Iterator[TestClient]:
+    """The app holding a message to 3 metadata items and 2,048 bytes of keys and values."""
+    small = msgspec.structs.replace(settings, max_metadata_items=3, max_metadata_bytes=2048)
+    with TestClient(create_app(small)) as test_client:
+        yield test_client
+
+
+def test_a_message_holds_at_most_max_metadata_items(small_metadata, message, db):
+    message_id = message()["id"]
+    statuses = [
+        small_metadata.post(
+            "/agent_message_metadata", json={"message_id": message_id, "key": f"k{n}"}
+        ).status_code
+        for n in range(4)
+    ]
+    assert statuses == [201, 201, 201, 409]
+    refused = small_metadata.post(
+        "/agent_message_metadata", json={"message_id": message_id, "key": "k9", "value": "v"}
+    )
+    assert refused.status_code == 409
+    assert "MAILROOM_MAX_METADATA_ITEMS" in refused.json()["detail"]
+    assert [row["key"] for row in metadata_rows(db, message_id)] == ["k0", "k1", "k2"]
+    # Another message has its own allowance.
+    other = message()["id"]
+    created = small_metadata.post("/agent_message_metadata", json={"message_id": other, "key": "k"})
+    assert created.status_code == 201, created.text
+
+
+def test_a_message_holds_at_most_max_metadata_bytes(small_metadata, message, db):
+    message_id = message()["id"]
+    first = small_metadata.post(
+        "/agent_message_metadata", json={"message_id": message_id, "key": "a", "value": "x" * 1500}
+    )
+    assert first.status_code == 201, first.text
+    # 1 + 1,500 stored; 1 + 600 more would be 2,102 bytes: over 2,048.
+    over = small_metadata.post(
+        "/agent_message_metadata", json={"message_id": message_id, "key": "b", "value": "é" * 300}
+    )
+    assert over.status_code == 409
+    assert "MAILROOM_MAX_METADATA_BYTES" in over.json()["detail"]
+    fits = small_metadata.post(
+        "/agent_message_metadata", json={"message_id": message_id, "key": "b", "value": "y" * 546}
+    )
+    assert fits.status_code == 201, fits.text  # exactly 2,048
+    # A PUT that grows an item past the budget is refused and changes nothing; one that
+    # keeps it within (the item's own old bytes do not count twice) goes through.
+    grown = small_metadata.put(
+        f"/agent_message_metadata/{first.json()['id']}", json={"value": "x" * 1501}
+    )
+    assert grown.status_code == 409
+    assert "MAILROOM_MAX_METADATA_BYTES" in grown.json()["detail"]
+    assert [row["value"] for row in metadata_rows(db, message_id)] == ["x" * 1500, "y" * 546]
+    same = small_metadata.put(f"/agent_message_metadata/{first.json()['id']}", json={"key": "c"})
+    assert same.status_code == 200, same.text
+    missing = small_metadata.put(f"/agent_message_metadata/{UNKNOWN}", json={"value": "v"})
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "Metadata not found"}
+
+
+def test_concurrent_metadata_writes_never_pass_the_item_cap(database_url, tmp_path):
+    """Twenty creates at the same moment on a real server: exactly the cap is stored."""
+    server = Server(database_url, tmp_path, MAILROOM_AUTH="off", MAILROOM_MAX_METADATA_ITEMS="5")
+    try:
+        server.wait_healthy()
+        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+            message_id = http.post("/messages", json={"content": "capped"}).json()["id"]
+
+            def attach(n: int) -> int:
+                body = {"message_id": message_id, "key": f"k{n}"}
+                return http.post("/agent_message_metadata", json=body).status_code
+
+            with ThreadPoolExecutor(20) as pool:
+                statuses = sorted(pool.map(attach, range(20)))
+        assert statuses == [201] * 5 + [409] * 15
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM agent_message_metadata WHERE message_id = %s", (message_id,)
+            ).fetchone()
+        assert row == (5,)
+    finally:
+        server.stop()
