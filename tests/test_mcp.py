@@ -222,6 +222,37 @@ def test_conversations_through_tools(secured: Server, http: httpx.Client) -> Non
     asyncio.run(scenario())
 
 
+def test_a_long_thread_comes_in_pages_by_next_cursor(secured: Server, http: httpx.Client) -> None:
+    """70 messages of 64,000 characters pass the page's byte budget (4 MiB): read_thread
+    answers the first page and a next_cursor that reads the rest, oldest first."""
+    alice, bob = register(http), register(http)
+    cid = http.post("/conversations", json={"title": "long"}, headers=bearer(ADMIN)).json()["id"]
+    sent = []
+    for n in range(70):
+        body = {"sender_id": alice["id"], "recipient_ids": [bob["id"]],
+                "content": f"{n:02d}" + "x" * 64_000, "conversation_id": cid}  # fmt: skip
+        response = http.post("/messages", json=body, headers=bearer(ADMIN))
+        assert response.status_code == 201, response.text
+        sent.append(response.json()["id"])
+
+    async def scenario() -> None:
+        async with as_agent(secured.base_url, bob) as b:
+            first = await b.call_tool("read_thread", {"conversation_id": cid})
+            assert not first.is_error, text_of(first)
+            page = first.structured_content
+            assert page["conversation"]["total_messages"] == 70
+            cursor = page["next_cursor"]
+            assert cursor is not None and f"cursor={cursor}" in text_of(first)
+            seen = [m["id"] for m in page["conversation"]["messages"]]
+            assert 0 < len(seen) < 70
+            rest = await ok(b, "read_thread", conversation_id=cid, cursor=cursor)
+            seen += [m["id"] for m in rest["conversation"]["messages"]]
+            assert rest["next_cursor"] is None
+            assert seen == sent
+
+    asyncio.run(scenario())
+
+
 def test_pages_of_list_agents_follow_next_cursor(secured: Server, http: httpx.Client) -> None:
     tag = secrets.token_hex(4)
     made = {register(http, f"page{tag}-{n}")["id"] for n in range(5)}

@@ -159,6 +159,7 @@ class ReadThread(Arguments, frozen=True):
     conversation_id: Annotated[UUID, Meta(description="A conversation you take part in")] | None = (
         None
     )
+    cursor: PageCursor | None = None
 
 
 class SearchMessages(Arguments, frozen=True):
@@ -343,8 +344,10 @@ async def read_thread(calls: Calls, request: Request, args: ReadThread) -> Resul
             "GET",
             "/conversations/{conversation_id}/details",
             path_params={"conversation_id": conversation_id},
+            query={"cursor": args.cursor},
         )
         found["conversation"] = answer.body
+        found["next_cursor"] = answer.next_cursor
     messages = found["conversation"]["messages"] if "conversation" in found else [found["message"]]
     return Result(found, text.thread(found, messages, await _names(request, messages)))
 
@@ -436,7 +439,9 @@ TOOLS = [
         "read_thread",
         "Read a whole thread: a conversation's messages (oldest first) with their recipients "
         "and agents, by conversation_id, or the conversation of a message by message_id (just "
-        "that message when it belongs to none). You see the messages you sent or received.",
+        "that message when it belongs to none). You see the messages you sent or received. "
+        "A long thread comes in pages: when next_cursor is not null, call again with the same "
+        "arguments and that cursor for the next messages.",
         ReadThread,
         read_thread,
         read_only=True,

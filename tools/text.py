@@ -76,7 +76,7 @@ def thread(found: dict[str, Any], messages: list[dict[str, Any]], names: dict[st
         conversation = found["conversation"]
         head = f"Conversation {conversation['id']}: {conversation.get('title') or '(untitled)'}\n"
     shown = "\n\n".join(_message(m, names) for m in messages)
-    return f"{head}{_count(len(messages), 'message')}:\n\n{shown}"
+    return f"{head}{_count(len(messages), 'message')}:\n\n{shown}" + _more(found.get("next_cursor"))
 
 
 def conversation_started(conversation: dict[str, Any]) -> str:
