@@ -401,6 +401,27 @@ def test_a_conversation_is_a_thread_in_order_with_replies_under_their_parent(
     tab.assert_clean()
 
 
+def test_a_thread_past_one_page_continues_by_the_link_header(tab: Tab, world: World) -> None:
+    """Two messages a page (?limit=2): the thread's next page holds the rest, in order; a
+    reply whose parent is on the page before starts a branch of its own."""
+    root, first, second, deep = world.thread
+    tab.sign_in(ADMIN, f"#/conversations/{world.conversation}?limit=2")
+    tab.page.wait_for_selector("main ol.thread article")
+    assert cards(tab) == [root, first]
+    assert "4" in tab.page.locator("main dl.facts").inner_text()  # the whole count
+    tab.page.click("main a[rel=next]")
+    tab.page.wait_for_function(
+        "first => document.querySelector('main article.message')?.dataset.id !== first",
+        arg=root,
+    )
+    assert cards(tab) == [second, deep]
+    assert tab.page.locator("main a[rel=next]").count() == 0
+    tab.page.click("main a:text-is('← First page')")
+    tab.page.wait_for_selector(f"main article[data-id='{deep}']")
+    assert cards(tab) == [root, first, deep, second]
+    tab.assert_clean()
+
+
 def test_the_mailbox_pages_through_250_messages_by_the_link_header(tab: Tab, world: World) -> None:
     tab.sign_in(ADMIN, f"#/agents/{world.ids['dave']}/mail/received")
     seen: list[str] = []

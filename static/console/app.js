@@ -18,7 +18,7 @@ const ROUTES = [
   [new RegExp(`^/agents/${UUID}/tail$`), (m, q, s) => tail(main, m[1], s)],
   [new RegExp(`^/agents/${UUID}/search$`), (m, q, s) => search(main, m[1], q, s)],
   [new RegExp(`^/agents/${UUID}$`), (m) => { location.replace(`#/agents/${m[1]}/mail/all`); }],
-  [new RegExp(`^/conversations/${UUID}$`), (m, q, s) => thread(main, m[1], s)],
+  [new RegExp(`^/conversations/${UUID}$`), (m, q, s) => thread(main, m[1], q, s)],
   [/^\/conversations$/, (m, q, s) => conversations(main, q, s)],
   [/^\/agents$/, (m, q, s) => directory(main, q, s)],
 ];

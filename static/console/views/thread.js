@@ -2,7 +2,7 @@
 // with recipients, read state and metadata.
 
 import { get, learnNames } from "../api.js";
-import { content, h, json, loading, problem, shortId, show, when } from "../dom.js";
+import { content, h, json, loading, pager, problem, shortId, show, when } from "../dom.js";
 import { agentLink, chips, links } from "./message.js";
 
 function recipients(message) {
@@ -53,13 +53,16 @@ function tree(messages) {
   return branch(roots);
 }
 
-export async function thread(main, conversationId, signal) {
+/** A conversation's details; past one page (1,000 messages or the server's byte budget)
+ * its messages continue on the next, by the Link the server sent. */
+export async function thread(main, conversationId, query, signal) {
   const results = h("div", { ariaLive: "polite" }, loading("the conversation"));
   show(main, h("h1", { tabIndex: -1 }, "Conversation ", shortId(conversationId)), results);
-  let details;
+  const base = `#/conversations/${encodeURIComponent(conversationId)}`;
+  let details, next;
   try {
-    ({ data: details } = await get(
-      `/conversations/${encodeURIComponent(conversationId)}/details`, { signal }));
+    ({ data: details, next } = await get(
+      `/conversations/${encodeURIComponent(conversationId)}/details${query}`, { signal }));
   } catch (error) {
     show(results, problem(error));
     return;
@@ -84,5 +87,6 @@ export async function thread(main, conversationId, signal) {
       : null,
     details.messages.length ? tree(details.messages)
       : h("p", { className: "empty" }, "No messages in this conversation yet. Send one with " +
-        `"conversation_id": "${details.id}" in the body of POST /messages.`));
+        `"conversation_id": "${details.id}" in the body of POST /messages.`),
+    pager(base, next && `${base}${next}`, !new URLSearchParams(query).has("cursor")));
 }
