@@ -29,11 +29,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from processes import Replica
-
 from tests.helpers import temporary_database
+from tests.servers import BENCH_OPTIONS, Server
 
 TICKS = os.sysconf("SC_CLK_TCK")
 ROUND = 100
@@ -61,16 +59,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mailroom-capacity-"))
     with temporary_database(server.rstrip("/") + "/postgres", "mailroom_capacity") as url:
         database = url.rsplit("/", 1)[1].split("?")[0]
-        replica = Replica(url, work / "worker.log")
+        replica = Server(url, work / "worker", *BENCH_OPTIONS)
         try:
-            replica.wait_ready()
+            replica.wait_healthy()
             run(url, database, replica, count)
         finally:
             replica.stop()
     shutil.rmtree(work)
 
 
-def run(url: str, database: str, replica: Replica, count: int) -> None:
+def run(url: str, database: str, replica: Server, count: int) -> None:
     agents = [str(uuid.uuid4()) for _ in range(1000)]
     with (
         psycopg.connect(url) as conn,

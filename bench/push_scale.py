@@ -46,11 +46,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from processes import Replica
-
 from tests.helpers import temporary_database
+from tests.servers import BENCH_OPTIONS, Server
 
 FANOUT = 1000  # recipient_ids' cap
 BACK_TO_BACK = 100
@@ -216,7 +214,7 @@ async def send(http: httpx.AsyncClient, recipients: list[str], text: str) -> tup
     return response.json()["id"].encode(), started
 
 
-async def streams_phase(replica: Replica, agents: list[str], hold: float) -> bool:
+async def streams_phase(replica: Server, agents: list[str], hold: float) -> bool:
     worker = Worker(replica.process.pid)
     await worker.settle(10)
     rss_before, started = worker.rss_bytes(), time.perf_counter()
@@ -312,7 +310,7 @@ async def streams_phase(replica: Replica, agents: list[str], hold: float) -> boo
     return ok and clean == len(streams) and code in (0, -signal.SIGTERM)
 
 
-async def polls_phase(replica: Replica, agents: list[str]) -> bool:
+async def polls_phase(replica: Server, agents: list[str]) -> bool:
     worker = Worker(replica.process.pid)
     await worker.settle(10)
     rss_before, started = worker.rss_bytes(), time.perf_counter()
@@ -358,18 +356,18 @@ async def polls_phase(replica: Replica, agents: list[str]) -> bool:
 
 async def run(url: str, count: int, hold: float, heartbeat: str, work: Path) -> bool:
     variables = {"MAILROOM_STREAM_HEARTBEAT": heartbeat}
-    replica = Replica(url, work / "streams.log", **variables)
+    replica = Server(url, work / "streams", *BENCH_OPTIONS, **variables)
     try:
-        await asyncio.to_thread(replica.wait_ready)  # the migrations have run
+        await asyncio.to_thread(replica.wait_healthy)  # the migrations have run
         agents = seed_agents(url, count)
         streams_ok = await streams_phase(replica, agents, hold)
     finally:
         replica.stop()
     with psycopg.connect(url) as conn:  # the streams' messages would answer the polls at once
         conn.execute("TRUNCATE message_recipients, messages CASCADE")
-    replica = Replica(url, work / "polls.log", **variables)
+    replica = Server(url, work / "polls", *BENCH_OPTIONS, **variables)
     try:
-        await asyncio.to_thread(replica.wait_ready)
+        await asyncio.to_thread(replica.wait_healthy)
         polls_ok = await polls_phase(replica, agents)
     finally:
         replica.stop()
