@@ -66,7 +66,7 @@ from handlers import (
 )
 from handlers.http_errors import HTTPError
 from handlers.operation import Operation
-from operations import forwarded, logs
+from operations import collector, forwarded, logs
 from operations.http_limits import BoundedHttpToolsProtocol, Limits
 from operations.metrics import clean_directory
 from operations.middleware import RequestTelemetry
@@ -308,6 +308,7 @@ def make_lifespan(settings: Settings):
                 ),
                 name="retention",
             )
+        collector.tune_after_startup()
         log.info("mailroom %s ready", VERSION, extra=logs.event("startup", version=VERSION))
         try:
             yield State(
