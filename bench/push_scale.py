@@ -2,12 +2,12 @@
 
     uv run python bench/push_scale.py [streams, default 10000] [hold seconds, default 60]
 
-One uvicorn worker (uvloop, httptools) serves a throwaway database on the
-machine's PostgreSQL (BENCH_DATABASE_URL, default postgresql://postgres@127.0.0.1:5432),
-with MAILROOM_AUTH=off: every stream is a distinct agent, made by one COPY.
-The client is this process: raw asyncio sockets (a protocol object per
-connection, no HTTP library), after raising its file-descriptor limit (and so
-the server's, which inherits it).
+One uvicorn worker, run as the image runs it (uvloop, service:HttpProtocol),
+serves a throwaway database on the machine's PostgreSQL (BENCH_DATABASE_URL,
+default postgresql://postgres@127.0.0.1:5432), with MAILROOM_AUTH=off: every
+stream is a distinct agent, made by one COPY. The client is this process: raw
+asyncio sockets (a protocol object per connection, no HTTP library), after
+raising its file-descriptor limit (and so the server's, which inherits it).
 
 1. `streams` SSE streams of as many agents, opened 200 at a time, then held
    for `hold` seconds with heartbeats every MAILROOM_STREAM_HEARTBEAT
@@ -48,7 +48,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.helpers import temporary_database
-from tests.servers import BENCH_OPTIONS, Server
+from tests.servers import SHIPPED_OPTIONS, Server
 
 FANOUT = 1000  # recipient_ids' cap
 BACK_TO_BACK = 100
@@ -356,7 +356,7 @@ async def polls_phase(replica: Server, agents: list[str]) -> bool:
 
 async def run(url: str, count: int, hold: float, heartbeat: str, work: Path) -> bool:
     variables = {"MAILROOM_STREAM_HEARTBEAT": heartbeat}
-    replica = Server(url, work / "streams", *BENCH_OPTIONS, **variables)
+    replica = Server(url, work / "streams", *SHIPPED_OPTIONS, **variables)
     try:
         await asyncio.to_thread(replica.wait_healthy)  # the migrations have run
         agents = seed_agents(url, count)
@@ -365,7 +365,7 @@ async def run(url: str, count: int, hold: float, heartbeat: str, work: Path) -> 
         replica.stop()
     with psycopg.connect(url) as conn:  # the streams' messages would answer the polls at once
         conn.execute("TRUNCATE message_recipients, messages CASCADE")
-    replica = Server(url, work / "polls", *BENCH_OPTIONS, **variables)
+    replica = Server(url, work / "polls", *SHIPPED_OPTIONS, **variables)
     try:
         await asyncio.to_thread(replica.wait_healthy)
         polls_ok = await polls_phase(replica, agents)

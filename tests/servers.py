@@ -33,8 +33,17 @@ EXIT_SECONDS = 30
 # How bench/ runs a replica: as bench/run.sh and production do (uvloop, httptools),
 # without the access log the proofs do not read.
 BENCH_OPTIONS = ("--no-access-log", "--loop", "uvloop", "--http", "httptools")
-# What the image runs (the Containerfile's --http): the proofs about shutdown use it.
-SHIPPED_OPTIONS = ("--no-access-log", "--loop", "uvloop", "--http", "service:HttpProtocol")
+# What the image runs (the Containerfile's CMD: its HTTP protocol, no uvicorn proxy
+# headers or Server header): the proofs about shutdown and the push-scale figures use it.
+SHIPPED_OPTIONS = (
+    "--no-access-log",
+    "--loop",
+    "uvloop",
+    "--http",
+    "service:HttpProtocol",
+    "--no-proxy-headers",
+    "--no-server-header",
+)
 
 
 def free_port() -> int:
