@@ -1,6 +1,6 @@
 """Webhook delivery: send-to-receipt latency, deliveries per second, an outage, the send path.
 
-Usage: uv run python bench/webhooks.py [messages, default 1000]
+Usage: uv run python bench/webhook_delivery.py [messages, default 1000]
 
 Starts one service replica (MAILROOM_WEBHOOK_ALLOW_PRIVATE=on, a compressed
 retry schedule) on a database (BENCH_DATABASE_URL, or a throwaway embedded

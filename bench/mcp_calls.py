@@ -1,6 +1,6 @@
 """MCP tool calls against the same operations by REST, and what loading the SDK costs.
 
-Usage: uv run python bench/mcp.py [seconds per scenario, default 5]  (BENCH_ROUNDS, default 2)
+Usage: uv run python bench/mcp_calls.py [seconds per scenario, default 5]  (BENCH_ROUNDS, default 2)
 
 Starts one uvicorn worker of this checkout with authentication on (no rate
 limit) on a new database of BENCH_DATABASE_URL (default the local
