@@ -410,14 +410,11 @@ def test_a_thread_past_one_page_continues_by_the_link_header(tab: Tab, world: Wo
     assert cards(tab) == [root, first]
     assert "4" in tab.page.locator("main dl.facts").inner_text()  # the whole count
     tab.page.click("main a[rel=next]")
-    tab.page.wait_for_function(
-        "first => document.querySelector('main article.message')?.dataset.id !== first",
-        arg=root,
-    )
+    tab.page.wait_for_selector(f"main article[data-id='{second}']")  # the next page shown
     assert cards(tab) == [second, deep]
     assert tab.page.locator("main a[rel=next]").count() == 0
     tab.page.click("main a:text-is('← First page')")
-    tab.page.wait_for_selector(f"main article[data-id='{deep}']")
+    tab.page.wait_for_selector(f"main article[data-id='{root}']")  # not on the second page
     assert cards(tab) == [root, first, deep, second]
     tab.assert_clean()
 
