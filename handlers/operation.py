@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from starlette.requests import Request
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from access.authentication import Handler, Rule, guard
 from validation.openapi import Header
@@ -70,7 +72,13 @@ class Operation(NamedTuple):
         endpoint = self.handler
         if self.rule is not None:
             endpoint = guard(self.handler, self.rule, self.rate_limit)
-        return Route(self.path, endpoint, methods=[self.method], include_in_schema=self.documented)
+        return Route(
+            self.path,
+            Endpoint(endpoint),
+            methods=[self.method],
+            name=self.handler.__name__,
+            include_in_schema=self.documented,
+        )
 
     def error_bodies(self) -> dict[int, Any]:
         """Every error status the operation can answer, with the type of its body:
@@ -89,3 +97,24 @@ class Operation(NamedTuple):
             code, body = error if isinstance(error, tuple) else (error, None)
             codes[code] = body or (ValidationErrorBody if code == 422 else ErrorDetail)
         return dict(sorted(codes.items()))
+
+
+class Endpoint:
+    """A handler as the route's ASGI app: its request in, its response out.
+
+    What Starlette makes of a function endpoint (request_response) does the
+    same inside a second copy of the app's exception handling, which the
+    ExceptionMiddleware around the router already gives every route with the
+    same handlers. That copy is two more coroutine frames that every await of
+    every request passes through, and that an open stream holds for its life
+    (docs/performance.md).
+    """
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive, send))
+        await response(scope, receive, send)
