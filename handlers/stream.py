@@ -180,29 +180,28 @@ async def _events(
     key: bytes | None,
     subscription: Subscription,
 ) -> AsyncIterator[bytes]:
-    """The stream; opened with an agent's key, it ends (`event: revoked`) at the first
-    wake-up (a message or a heartbeat) after that key was replaced."""
+    """The stream; opened with an agent's key, it ends (`event: revoked`) as soon as that
+    key is replaced: the change notifies every replica (migration 0032), and a listener
+    back from an outage has every stream check its key, so a heartbeat checks nothing."""
     sent: dict[UUID, None] = {}  # insertion-ordered, the last REMEMBERED ids
     retry = RETRY  # then b"": sent once, with the first event
-    # The guard has just checked the key: the replay goes out before the first re-check.
-    checked = True
     # Whether the table may hold something new: the replay, then only after a wake-up.
     # Every stored message wakes its recipients' waiters and a reconnected listener
     # wakes them all, so a heartbeat alone reads nothing.
     woken = True
     with subscription as waiter:
+        # A key replaced after the guard checked it and before the subscription was
+        # taken notified no one here: checked once more, now that it would be told.
+        waiter.rekeyed = True
         yield OPENING
         while not waiter.closed:
             keys = waiter.take()
             try:
-                if (
-                    not checked
-                    and key is not None
-                    and not await asyncio.shield(key_is_current(pool, agent_id, key))
-                ):
-                    yield retry + REVOKED
-                    return
-                checked = False
+                if waiter.rekeyed and key is not None:
+                    waiter.rekeyed = False
+                    if not await asyncio.shield(key_is_current(pool, agent_id, key)):
+                        yield retry + REVOKED
+                        return
                 items: list[MailboxItem] = []
                 late_items: list[MailboxItem] = []
                 more = False

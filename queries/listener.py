@@ -104,13 +104,16 @@ class Waiter:
     of its own) with an asyncio.timeout around each wait.
     """
 
-    __slots__ = ("_future", "closed", "pending", "retired", "woken")
+    __slots__ = ("_future", "closed", "pending", "rekeyed", "retired", "woken")
 
     def __init__(self) -> None:
         self.woken = False
         self.pending: list[Key] = []
         self.closed = False
         self.retired = False  # closed because its agent was retired, not for a shutdown
+        # The agent's key may have changed (or a notification saying so was missed while
+        # the listener was away): a stream opened with a key checks it before going on.
+        self.rekeyed = False
         self._future: asyncio.Future[bool] | None = None
 
     def _wake(self) -> None:
@@ -123,6 +126,11 @@ class Waiter:
         """Wake the waiter; `key` (None: just read the table again) is kept for take()."""
         if key is not None and len(self.pending) < MAX_PENDING:
             self.pending.append(key)
+        self._wake()
+
+    def rekey(self) -> None:
+        """Wake the waiter to check its key (it may have been replaced)."""
+        self.rekeyed = True
         self._wake()
 
     def close(self, retired: bool = False) -> None:
@@ -241,12 +249,18 @@ class Listener:
             waiter.close(retired=True)
 
     def _dispatch(self, payload: str) -> None:
-        kind, _, retired = payload.partition(" ")
-        if kind == "retired":
+        kind, _, named = payload.partition(" ")
+        if kind in ("retired", "rekeyed"):
             try:
-                self.retire(UUID(retired))
+                agent_id = UUID(named)
             except ValueError:
                 log.warning("ignoring a malformed notification %r", payload)
+                return
+            if kind == "retired":
+                self.retire(agent_id)
+            else:
+                for waiter in self.waiters.get(agent_id, ()):
+                    waiter.rekey()
             return
         try:
             recipient, micros, message = payload.split(" ")
@@ -258,9 +272,11 @@ class Listener:
             waiter.notify(key)
 
     def _wake_all(self) -> None:
+        """After the listener was away: notifications may have been missed, of messages
+        and of keys, so every waiter reads the table and checks its key."""
         for waiters in self.waiters.values():
             for waiter in waiters:
-                waiter.notify(None)
+                waiter.rekey()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -798,6 +798,31 @@ def test_a_stream_opened_with_a_replaced_key_ends(http: httpx.Client) -> None:
     assert not any("after rotation" in line for line in rest)
 
 
+def test_a_key_replaced_by_an_operators_update_ends_its_stream_at_once(
+    http: httpx.Client, database_url: str
+) -> None:
+    """No message and no heartbeat (15 s) needed: the change of the key's column notifies
+    every replica, whatever made it."""
+    world = build_world(http)
+    a_id = world.ids["A"]
+    with http.stream(
+        "GET", f"/agents/{a_id}/messages/stream", headers=world.headers("own"), timeout=20
+    ) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        assert next(line for line in lines if line.startswith("event:")) == "event: message"
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE agents SET api_key_digest = sha256('replaced by hand'::bytea)"
+                " WHERE id = %s",
+                (a_id,),
+            )
+        started = time.monotonic()
+        rest = list(lines)
+    assert [line for line in rest if line.startswith("event:")] == ["event: revoked"], rest
+    assert time.monotonic() - started < 5
+
+
 def test_a_long_poll_whose_key_was_replaced_meanwhile_is_401(limited: TestClient) -> None:
     # In process, so that the test sees the poll waiting (subscribed to the listener)
     # before it replaces the key: replaced any earlier, the guard would refuse the poll

@@ -193,7 +193,7 @@ def use_the_client(generated: Generated, server: Server, clients: ExitStack) -> 
     assert {item.direction for item in pages} == {models.MailboxItemDirection.RECEIVED}
 
     # The stream, read to its end: the reader's key is replaced as soon as the stream
-    # has answered, which ends it with `event: revoked` at its next heartbeat.
+    # has answered, which ends it with `event: revoked` when the change is notified.
     def replace_key(response: httpx.Response) -> None:
         if response.url.path.endswith("/stream"):
             replaced = rotate.sync_detailed(reader.id, client=admin)
