@@ -4,6 +4,7 @@ long-polls."""
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Hashable
 from uuid import UUID
 
@@ -24,9 +25,15 @@ class RateLimits:
     never limited by agent.
     """
 
+    # Buckets kept per kind before the full ones are forgotten. Kinds are kept apart:
+    # client addresses (failed authentications) are as many as an attacker has, and
+    # filling their table must not reset the agents' buckets.
+    MAX_BUCKETS = 100_000
+
     def __init__(self, per_minute: dict[str, int]) -> None:
         self.per_minute = per_minute
-        self.buckets: dict[tuple[Hashable, str], tuple[float, float]] = {}
+        # kind -> who -> (tokens, when they were counted)
+        self.buckets: defaultdict[str, dict[Hashable, tuple[float, float]]] = defaultdict(dict)
 
     def take(self, who: Hashable, kind: str, count: int = 1) -> int:
         """0 when a request costing `count` tokens may go ahead, else the whole seconds
@@ -44,16 +51,30 @@ class RateLimits:
             return 0
         rate = capacity / 60.0
         now = time.monotonic()
-        tokens, then = self.buckets.get((who, kind), (float(capacity), now))
+        buckets = self.buckets[kind]
+        tokens, then = buckets.get(who, (float(capacity), now))
         tokens = min(float(capacity), tokens + (now - then) * rate)
         if tokens < count:
-            self.buckets[(who, kind)] = (tokens, now)
+            buckets[who] = (tokens, now)
             return max(1, int((count - tokens) / rate + 0.999))
         if take:
-            if len(self.buckets) > 100_000:
-                self.buckets.clear()  # full buckets are the default: forgetting them loses nothing
-            self.buckets[(who, kind)] = (tokens - count, now)
+            if len(buckets) >= self.MAX_BUCKETS:
+                self._forget(buckets, capacity, rate, now)
+            buckets[who] = (tokens - count, now)
         return 0
+
+    def _forget(
+        self, buckets: dict[Hashable, tuple[float, float]], capacity: int, rate: float, now: float
+    ) -> None:
+        """Forget the buckets that have refilled (a full bucket is the default: nothing is
+        lost); if that is not half of them, forget the kind's whole table: an attacker
+        with that many addresses resets only the failed-authentication counts it could
+        already spread over them."""
+        for who, (tokens, then) in list(buckets.items()):
+            if tokens + (now - then) * rate >= capacity:
+                del buckets[who]
+        if len(buckets) > self.MAX_BUCKETS // 2:
+            buckets.clear()
 
 
 def take_recipients(request: Request, count: int) -> None:

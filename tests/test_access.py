@@ -14,6 +14,7 @@ import secrets
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -29,6 +30,8 @@ import pytest
 from psycopg import sql as pgsql
 from starlette.testclient import TestClient
 
+from access.authentication import FAILED_KEYS
+from access.limits import RateLimits
 from embedded import ADMIN_TOKEN_FILE, embedded_admin_token
 from service import create_app
 from settings import Settings, load_settings
@@ -1042,3 +1045,15 @@ def test_failed_keys_are_throttled_per_client_address(database_url: str, tmp_pat
             assert spoofed == [401, 401, 401, 401, 429]
     finally:
         server.stop()
+
+
+def test_addresses_failing_by_the_hundred_thousand_do_not_reset_an_agents_bucket() -> None:
+    """Client addresses are as many as an attacker has: filling the failed-authentication
+    table (which forgets itself when full) leaves the agents' write buckets as they were."""
+    limits = RateLimits({"write": 2, FAILED_KEYS: 1})
+    agent = uuid.uuid4()
+    assert [limits.take(agent, "write") for _ in range(3)][:2] == [0, 0]
+    for n in range(RateLimits.MAX_BUCKETS + 10):
+        limits.take(f"2001:db8::{n:x}", FAILED_KEYS)
+    assert limits.take(agent, "write") > 0, "the agent's spent bucket was forgotten"
+    assert len(limits.buckets[FAILED_KEYS]) <= RateLimits.MAX_BUCKETS
