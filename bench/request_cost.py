@@ -46,7 +46,7 @@ from access.authentication import guard  # noqa: E402
 from access.rules import admin_only  # noqa: E402
 from handlers import users  # noqa: E402
 from operations.logs import RequestLines  # noqa: E402
-from operations.middleware import RequestTelemetry  # noqa: E402
+from operations.middleware import RequestLayer  # noqa: E402
 from settings import Settings  # noqa: E402
 from tests.helpers import temporary_database  # noqa: E402
 
@@ -94,13 +94,16 @@ async def fixed_answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def variants(app: Any, state: dict[str, Any], ceiling: Any) -> dict[str, Callable[[], Any]]:
     """name -> a coroutine function making one request through that stack."""
     router = Router(routes=service.ROUTES)
+
+    def layer(inner: Asgi) -> RequestLayer:
+        return RequestLayer(inner, service.EXCEPTION_HANDLERS, app.proxies)
+
     guarded = guard(users.get_user, admin_only, None)
     stacks: dict[str, tuple[Asgi, Any]] = {
         "the app as it ships": (app, app),
-        "the router in our middleware (no exception middlewares)": (RequestTelemetry(router), app),
-        "the router alone (no middleware)": (router, app),
-        # No database: the middleware's own cost, without the noise of a query.
-        "our middleware around a fixed answer": (RequestTelemetry(fixed_answer), app),
+        "the router alone (no request layer)": (router, app),
+        # No database: the layer's own cost, without the noise of a query.
+        "our request layer around a fixed answer": (layer(fixed_answer), app),
         "a fixed answer alone": (fixed_answer, app),
     }
     calls: dict[str, Callable[[], Any]] = {}

@@ -188,8 +188,8 @@ async def client_gone(request: Request, exc: Exception) -> Response:
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     """A bug: log it with the request id, which the client can quote, and leak nothing.
 
-    Starlette runs this outside the request middleware, so the id is read from
-    the scope and the X-Request-ID header is added here.
+    The request layer (operations/middleware.py) sends the answer with the id as
+    X-Request-ID; it is the one log line of the error (the server never sees it).
     """
     error_id = request.scope.get(REQUEST_ID_KEY) or secrets.token_hex(8)
     log.error(
@@ -199,7 +199,7 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
         exc_info=exc,
         extra={"request_id": error_id},
     )
-    return _error(500, f"Internal server error (request id {error_id})", {"X-Request-ID": error_id})
+    return _error(500, f"Internal server error (request id {error_id})")
 
 
 def _first_line(exc: Exception) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 EVERYONE = "*"
 # uvicorn's default: a proxy on the same host (a sidecar, or Caddy on a laptop).
@@ -32,6 +32,7 @@ SCHEMES = {b"http": "http", b"https": "https"}
 # A host name, an IPv4 address or a bracketed IPv6 address, with an optional port.
 HOST = re.compile(rb"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+KNOWN_PEERS = 1024  # peers whose verdict is kept; past that the memory starts again
 CLIENT = "mailroom.client"  # scope key: the client's address a trusted proxy forwarded
 
 
@@ -54,27 +55,36 @@ def trusted_proxies(text: str) -> tuple[str, ...]:
     return items
 
 
-class ForwardedHeaders:
+class TrustedProxies:
     """Applies X-Forwarded-Proto and X-Forwarded-Host of requests from a trusted proxy.
 
     Each header counts only when it comes once with one well-formed value: a
     list ("https, http"), which proxies that append rather than replace would
-    send, names hops this service cannot verify, and is ignored.
+    send, names hops this service cannot verify, and is ignored. The request
+    layer (operations/middleware.py) calls `apply` on each request's scope.
     """
 
-    def __init__(self, app: ASGIApp, trusted: tuple[str, ...]) -> None:
-        self.app = app
+    def __init__(self, trusted: tuple[str, ...]) -> None:
         self.everyone = trusted == (EVERYONE,)
         self.networks: tuple[Network, ...] = (
             () if self.everyone else tuple(ipaddress.ip_network(t, strict=False) for t in trusted)
         )
+        # Peer address -> whether it is a proxy: parsing it costs a request a few per cent
+        # of its time, and a worker sees the same few peers (its proxies) again and again.
+        self._peers: dict[str, bool] = {}
 
     def trusts(self, client: tuple[str, int] | None) -> bool:
         if self.everyone:
             return True
         if client is None or not self.networks:
             return False
-        return self.is_proxy(client[0])
+        peer = client[0]
+        verdict = self._peers.get(peer)
+        if verdict is None:
+            if len(self._peers) >= KNOWN_PEERS:
+                self._peers.clear()
+            verdict = self._peers[peer] = self.is_proxy(peer)
+        return verdict
 
     def is_proxy(self, text: str) -> bool:
         """Whether an address (text) lies in FORWARDED_ALLOW_IPS's networks."""
@@ -86,16 +96,11 @@ class ForwardedHeaders:
             address = address.ipv4_mapped  # a dual-stack socket reports IPv4 peers this way
         return any(address in network for network in self.networks)
 
-    def forwarded_client(self, scope: Scope) -> str | None:
-        """The client's address in X-Forwarded-For: walking from the right (the hop the
-        proxy added), the first address that is not itself a trusted proxy. With `*`
-        every hop is trusted, so the rightmost: the one the nearest proxy saw."""
-        hops = [
-            hop.strip()
-            for name, value in scope["headers"]
-            if name == b"x-forwarded-for"
-            for hop in value.decode("latin-1").split(",")
-        ]
+    def forwarded_client(self, values: list[bytes]) -> str | None:
+        """The client's address in X-Forwarded-For (its `values`): walking from the right
+        (the hop the proxy added), the first address that is not itself a trusted proxy.
+        With `*` every hop is trusted, so the rightmost: the one the nearest proxy saw."""
+        hops = [hop.strip() for value in values for hop in value.decode("latin-1").split(",")]
         for hop in reversed(hops):
             try:
                 ipaddress.ip_address(hop)
@@ -105,13 +110,28 @@ class ForwardedHeaders:
                 return hop
         return hops[0] if hops else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.trusts(scope.get("client")):
-            apply_forwarded(scope)
-            client = self.forwarded_client(scope)
+    def apply(self, scope: Scope) -> None:
+        """From a trusted proxy: the scheme and Host the client used, in the scope, and
+        the client's address kept apart (`client_address`)."""
+        if not self.trusts(scope.get("client")):
+            return
+        protos, hosts, hops = [], [], []
+        for name, value in scope["headers"]:  # one pass: most requests have none of them
+            if name == b"x-forwarded-for":
+                hops.append(value)
+            elif name == b"x-forwarded-proto":
+                protos.append(value.strip().lower())
+            elif name == b"x-forwarded-host":
+                hosts.append(value.strip())
+        if len(protos) == 1 and protos[0] in SCHEMES:
+            scope["scheme"] = SCHEMES[protos[0]]
+        if len(hosts) == 1 and HOST.fullmatch(hosts[0]):
+            headers = [(name, value) for name, value in scope["headers"] if name != b"host"]
+            scope["headers"] = [*headers, (b"host", hosts[0])]
+        if hops:
+            client = self.forwarded_client(hops)
             if client is not None:
                 scope[CLIENT] = client
-        await self.app(scope, receive, send)
 
 
 def client_address(scope: Scope) -> str:
@@ -121,18 +141,3 @@ def client_address(scope: Scope) -> str:
         return forwarded
     client = scope.get("client")
     return client[0] if client else "-"
-
-
-def apply_forwarded(scope: Scope) -> None:
-    """Set the scope's scheme and Host header from the forwarded ones, where valid."""
-    protos, hosts = [], []
-    for name, value in scope["headers"]:
-        if name == b"x-forwarded-proto":
-            protos.append(value.strip().lower())
-        elif name == b"x-forwarded-host":
-            hosts.append(value.strip())
-    if len(protos) == 1 and protos[0] in SCHEMES:
-        scope["scheme"] = SCHEMES[protos[0]]
-    if len(hosts) == 1 and HOST.fullmatch(hosts[0]):
-        headers = [(name, value) for name, value in scope["headers"] if name != b"host"]
-        scope["headers"] = [*headers, (b"host", hosts[0])]

@@ -1,8 +1,8 @@
-"""The one middleware: a request id, one log line and the metrics per request, and the
-security headers.
+"""The one layer around the router: a trusted proxy's headers, a request id, the security
+headers, errors turned into responses, and one log line and the metrics per request.
 
 Pure ASGI (no BaseHTTPMiddleware), so streamed responses pass through untouched,
-and one layer, not two: each response start is copied once, with header tuples
+and one layer, not several: each response start is copied once, with header tuples
 built at import, and a request costs a few dictionary look-ups more, not a task.
 """
 
@@ -12,10 +12,14 @@ import logging
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable, Mapping
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from operations import metrics
+from operations.forwarded import TrustedProxies
 from operations.logs import REQUEST_ID, REQUEST_LINES, RequestLines
 
 log = logging.getLogger(RequestLines.ACCESS)
@@ -28,6 +32,7 @@ UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 SCOPE_KEY = "mailroom.request_id"
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 CONSOLE_PAGE, CONSOLE_FILES, STATIC = "/console", "/static/console/", "/static/"
 # The console runs only its own files: no inline script or style, no other origin, no
@@ -47,6 +52,17 @@ API_HEADERS = ((NOSNIFF,), NO_STORE)
 CONSOLE_PAGE_HEADERS = ((NOSNIFF, CSP), NO_STORE)
 CONSOLE_FILE_HEADERS = ((NOSNIFF, CSP), NO_CACHE)
 STATIC_HEADERS = ((NOSNIFF,), None)
+
+
+def handler_for(
+    errors: Mapping[type[Exception], ExceptionHandler], error: Exception
+) -> ExceptionHandler | None:
+    """The handler of the nearest class of `error` that has one, as Starlette looks them up."""
+    for kind in type(error).__mro__:
+        handler = errors.get(kind)
+        if handler is not None:
+            return handler
+    return None
 
 
 def request_id(scope: Scope) -> str:
@@ -74,12 +90,27 @@ def security_headers(path: str) -> tuple[tuple[tuple[bytes, bytes], ...], tuple 
     return CONSOLE_PAGE_HEADERS if path == CONSOLE_PAGE else API_HEADERS
 
 
-class RequestTelemetry:
-    """Gives each HTTP request an id (returned as X-Request-ID) and the security
-    headers of its path (security_headers), then logs and counts it."""
+class RequestLayer:
+    """The one layer between the server and the router. For each HTTP request it
+    applies a trusted proxy's headers (operations/forwarded.py), gives the request
+    an id (returned as X-Request-ID) and the security headers of its path
+    (security_headers), turns an exception into its response (`errors`), then
+    logs and counts the request.
 
-    def __init__(self, app: ASGIApp) -> None:
+    It stands in for Starlette's own two exception layers (Service in service.py):
+    every await of every request passes through each frame around the router, and
+    an open stream holds them for its life (docs/performance.md).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        errors: Mapping[type[Exception], ExceptionHandler],
+        proxies: TrustedProxies,
+    ) -> None:
         self.app = app
+        self.errors = errors
+        self.proxies = proxies
         # (method, route, status) -> the label children, looked up once.
         self._children: dict[tuple[str, str, int], tuple] = {}
 
@@ -88,12 +119,13 @@ class RequestTelemetry:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        self.proxies.apply(scope)
         rid = request_id(scope)
-        scope[SCOPE_KEY] = rid  # the 500 handler (outside this middleware) reads it
+        scope[SCOPE_KEY] = rid  # the error handlers and the tools of /mcp read it
         token = REQUEST_ID.set(rid)
         added, cache_control = security_headers(scope["path"])
         added = (*added, (HEADER, rid.encode()))
-        status = 500  # unless a response starts
+        status = 0  # until a response starts
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -108,8 +140,14 @@ class RequestTelemetry:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception as error:
+            handler = handler_for(self.errors, error)
+            if status or handler is None:
+                raise  # a response has begun (a stream): the server closes the connection
+            response = await handler(Request(scope, receive), error)
+            await response(scope, receive, send_with_headers)
         finally:
-            self._record(scope, status, time.perf_counter() - started, rid)
+            self._record(scope, status or 500, time.perf_counter() - started, rid)
             REQUEST_ID.reset(token)
 
     def _record(self, scope: Scope, status: int, seconds: float, rid: str) -> None:

@@ -229,7 +229,9 @@ def test_a_500_names_its_request_id_in_the_body_the_header_and_the_log(
     with caplog.at_level(logging.INFO):
         response = plain.get("/", headers={"X-Request-ID": "bug-report-7"})
     assert response.status_code == 500
-    assert response.headers["x-request-id"] == "bug-report-7"
+    assert response.headers.get_list("x-request-id") == ["bug-report-7"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
     assert "bug-report-7" in response.json()["detail"]
     assert "bug" not in response.json()["detail"].replace("bug-report-7", "")
     errors = [r for r in caplog.records if r.name == "mailroom.errors"]

@@ -12,7 +12,7 @@ handlers, so a tool is refused exactly when and as REST refuses.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlencode
 from uuid import UUID
@@ -27,10 +27,10 @@ from handlers.bodies import DECODED
 from handlers.errors import TOO_EXPENSIVE_TYPE
 from handlers.operation import Operation
 from operations.middleware import SCOPE_KEY as REQUEST_ID
+from operations.middleware import ExceptionHandler, handler_for
 from validation.errors import InvalidInput
 from validation.responses import FieldError
 
-ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 # The scope keys an operation's request carries over from the /mcp request.
 CARRIED = ("state", "app", "server", "client", "scheme", AGENT, KEY, PRINCIPAL)
 _CURSOR = re.compile(r"[?&]cursor=([^&>]*)")
@@ -135,12 +135,11 @@ class Calls:
         self, request: Request, error: Exception, renamed: Mapping[str, str] | None = None
     ) -> ToolFailure:
         """The ToolFailure of an exception, through the handler the service maps it with."""
-        for kind in type(error).__mro__:
-            handler = self.exception_handlers.get(kind)
-            if handler is not None:
-                response = await handler(request, error)
-                return ToolFailure(response.status_code, failure_text(response, renamed or {}))
-        raise error
+        handler = handler_for(self.exception_handlers, error)
+        if handler is None:
+            raise error
+        response = await handler(request, error)
+        return ToolFailure(response.status_code, failure_text(response, renamed or {}))
 
 
 def _query_text(value: Any) -> str:

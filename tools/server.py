@@ -26,7 +26,8 @@ from handlers.operation import Operation
 from operations import metrics
 from operations.logs import REQUEST_LINES, RequestLines
 from operations.middleware import SCOPE_KEY as REQUEST_ID
-from tools.calls import Calls, ExceptionHandler, ToolFailure, arguments_error
+from operations.middleware import ExceptionHandler
+from tools.calls import Calls, ToolFailure, arguments_error
 from tools.catalog import TOOLS, Arguments, Tool
 from validation.errors import InvalidInput
 
