@@ -152,9 +152,9 @@ class RequestLines:
         parts = self._parts.get(key)
         if parts is None:
             parts = self._parts[key] = self._line_parts(*key)
-        duration_ms = round(seconds * 1000, 2)
         now = time.time()
         if self.json:
+            duration_ms = round(seconds * 1000, 2)
             line = (
                 f'{{"time":"{_timestamp(now)}",{parts[1]} {duration_ms:.2f} ms",'
                 f'"request_id":{_ENCODER.encode(request_id).decode()},{parts[2]}'
@@ -163,7 +163,7 @@ class RequestLines:
             )
         else:
             line = (
-                f"{_timestamp(now)} INFO {self.ACCESS}: {parts[0]} {duration_ms:.2f} ms"
+                f"{_timestamp(now)} INFO {self.ACCESS}: {parts[0]} {seconds * 1000:.2f} ms"
                 f" request_id={request_id}\n"
             )
         if not self.pending:
