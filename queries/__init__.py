@@ -24,7 +24,12 @@ TIMESTAMP_TYPES = frozenset({postgres.types["timestamp"].oid, postgres.types["ti
 
 
 class Query:
-    """One named statement; run it on a connection with keyword parameters."""
+    """One named statement; run it on a connection with keyword parameters.
+
+    The cursors are client-side and not closed explicitly: closing one only frees
+    its result, which dropping the last reference to it does as well, and the
+    `async with` around it cost about 13 us of a 300 us GET /users/1.
+    """
 
     __slots__ = ("checked", "doc", "name", "text")
 
@@ -58,18 +63,18 @@ class Query:
 
     async def one(self, conn: AsyncConnection, row: type[T], **params: Any) -> T | None:
         """The first row as a `row` Struct, or None when there is none."""
-        async with conn.cursor(row_factory=self._rows(row)) as cur:
-            await cur.execute(self.text, params)
-            return await cur.fetchone()
+        cur = conn.cursor(row_factory=self._rows(row))
+        await cur.execute(self.text, params)
+        return await cur.fetchone()
 
     async def all(
         self, conn: AsyncConnection, row: type[T], *, prepare: bool | None = None, **params: Any
     ) -> list[T]:
         """Every row as a `row` Struct. `prepare=False` keeps the statement from ever being
         prepared on the server, so each run is planned for its own values (no generic plan)."""
-        async with conn.cursor(row_factory=self._rows(row)) as cur:
-            await cur.execute(self.text, params, prepare=prepare)
-            return await cur.fetchall()
+        cur = conn.cursor(row_factory=self._rows(row))
+        await cur.execute(self.text, params, prepare=prepare)
+        return await cur.fetchall()
 
     async def page(self, conn: AsyncConnection, row: type[T], **params: Any) -> list[tuple[T, int]]:
         """Every row as a `row` Struct paired with its last column, `page_bytes`: the
@@ -86,28 +91,28 @@ class Query:
                 self.checked.add(row)
             return lambda values: (row(*values[:-1]), values[-1])
 
-        async with conn.cursor(row_factory=factory) as cur:
-            await cur.execute(self.text, params)
-            return await cur.fetchall()
+        cur = conn.cursor(row_factory=factory)
+        await cur.execute(self.text, params)
+        return await cur.fetchall()
 
     async def value(self, conn: AsyncConnection, **params: Any) -> Any:
         """The first column of the first row, or None when there is no row."""
-        async with conn.cursor() as cur:
-            await cur.execute(self.text, params)
-            found = await cur.fetchone()
-            return None if found is None else found[0]
+        cur = conn.cursor()
+        await cur.execute(self.text, params)
+        found = await cur.fetchone()
+        return None if found is None else found[0]
 
     async def column(self, conn: AsyncConnection, **params: Any) -> list[Any]:
         """The first column of every row."""
-        async with conn.cursor() as cur:
-            await cur.execute(self.text, params)
-            return [found[0] for found in await cur.fetchall()]
+        cur = conn.cursor()
+        await cur.execute(self.text, params)
+        return [found[0] for found in await cur.fetchall()]
 
     async def run(self, conn: AsyncConnection, **params: Any) -> int:
         """Execute for effect; returns the number of rows affected."""
-        async with conn.cursor() as cur:
-            await cur.execute(self.text, params)
-            return cur.rowcount
+        cur = conn.cursor()
+        await cur.execute(self.text, params)
+        return cur.rowcount
 
 
 class Queries:

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 import queries
 from queries import Queries, Query, parse, sql
-from queries.database import MIGRATIONS, migrate, normalise_url
+from queries.database import MIGRATIONS, make_pool, migrate, normalise_url
 from settings import load_settings
 from tests.helpers import temporary_database
 
@@ -319,3 +319,32 @@ def test_a_statement_returning_a_bare_timestamp_is_refused(database_url: str) ->
         TypeError, match=r"get_clock returns at as a timestamp.*rfc3339\(at\) AS at"
     ):
         _read_clock(database_url, "SELECT now() AS at;")
+
+
+# The pool --------------------------------------------------------------------------
+
+
+def test_a_connection_given_back_inside_a_transaction_is_rolled_back(database_url: str) -> None:
+    """pool.connection() puts the connection back without committing (queries/database.py):
+    what a block left uncommitted, because it raised, is rolled back, never kept."""
+
+    async def scenario() -> tuple[int, int, str]:
+        pool = make_pool(database_url, 1, 1, 5, None)
+        await pool.open(wait=True)
+        try:
+            with pytest.raises(RuntimeError):
+                async with pool.connection() as conn:
+                    await conn.execute("BEGIN")
+                    await conn.execute("CREATE TEMPORARY TABLE left_behind (n int)")
+                    raise RuntimeError("the handler failed")
+            async with pool.connection() as again:  # the only connection of the pool
+                same = again is conn
+                cur = await again.execute(
+                    "SELECT count(*) FROM pg_class WHERE relname = %s", ("left_behind",)
+                )
+                (count,) = await cur.fetchone()
+                return int(same), count, again.info.transaction_status.name
+        finally:
+            await pool.close()
+
+    assert asyncio.run(scenario()) == (1, 0, "IDLE")
