@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# GET /users/1 of mailroom against the ceiling app, the servers taking turns.
+#
+# Usage: bench/ceiling_turns.sh [seconds per run, default 5] [rounds, default 8]
+#
+# bench/run.sh runs mailroom's scenarios, then the ceiling's one, minutes apart;
+# on a machine shared with other work the two then see different loads. Here
+# both servers stay up and are measured one after the other in every round, in
+# a new random order each round: mailroom as run.sh starts it (one worker,
+# uvloop, httptools, auth on with the admin key, metrics and its request log
+# on), the ceiling app (BENCH_CEILING, default ../shared/bench/ceilings) on the
+# same database, and with BENCH_BASELINE=<git revision> the same mailroom at
+# that revision (checked out in a temporary worktree). Each run gives req/s and
+# the server's CPU time per request (user + system, from /proc): with one
+# worker, its core is the limit, so the CPU ratio is the share of the ceiling's
+# throughput mailroom reaches and moves less with the machine than req/s does.
+# The medians over the rounds are the figures docs/performance.md quotes.
+#
+# Environment: BENCH_DATABASE_URL [postgresql://postgres@127.0.0.1:5432],
+# WRK_THREADS [2], WRK_CONNECTIONS [64]. Needs wrk (apt-get install wrk).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+DURATION=${1:-5}
+ROUNDS=${2:-8}
+SERVER=${BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432}
+SERVER=${SERVER%/}
+CEILING=${BENCH_CEILING:-$ROOT/../shared/bench/ceilings}
+PY="$ROOT/.venv/bin/python"
+TOKEN="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+WORK=$(mktemp -d)
+DATABASE=mailroom_turns
+
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+(cd "$ROOT" && uv sync --quiet --locked)
+"$PY" - "$SERVER/postgres" "$DATABASE" <<'PY'
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute(f"DROP DATABASE IF EXISTS {sys.argv[2]} WITH (FORCE)")
+    conn.execute(f"CREATE DATABASE {sys.argv[2]}")
+PY
+
+declare -A PID PORT RUNS CPU
+finish() {
+  for side in "${!PID[@]}"; do kill "${PID[$side]}" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [[ -d $WORK/baseline ]] && git -C "$ROOT" worktree remove --force "$WORK/baseline"
+  rm -rf "$WORK"
+}
+trap finish EXIT
+
+wait_up() {
+  for _ in $(seq 1 120); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$1/health" 2>/dev/null && return 0
+    sleep 0.5
+  done
+  echo "no server on port $1 (logs in $WORK)" >&2
+  exit 1
+}
+
+start_mailroom() { # side, checkout, port
+  (cd "$2" && DATABASE_URL="$SERVER/$DATABASE" MAILROOM_ADMIN_TOKEN="$TOKEN" \
+    exec "$PY" -m uvicorn service:app --host 127.0.0.1 --port "$3" --workers 1 \
+    --loop uvloop --http httptools --no-access-log --log-level warning) >"$WORK/$1.log" 2>&1 &
+  PID[$1]=$!
+  PORT[$1]=$3
+  wait_up "$3"
+}
+
+start_mailroom mailroom "$ROOT" 8211
+if [[ -n ${BENCH_BASELINE:-} ]]; then
+  git -C "$ROOT" worktree add --quiet --detach "$WORK/baseline" "$BENCH_BASELINE"
+  start_mailroom baseline "$WORK/baseline" 8212
+fi
+# The ceiling's run.sh execs uvicorn, so its pid is the server's.
+DATABASE_URL="$SERVER/$DATABASE" "$CEILING/run.sh" users_app 8213 >"$WORK/ceiling.log" 2>&1 &
+PID[ceiling]=$!
+PORT[ceiling]=8213
+wait_up 8213
+
+SIDES=("${!PID[@]}")
+args=(-t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-64}" -H "Authorization: Bearer $TOKEN")
+for round in $(seq 1 "$ROUNDS"); do
+  for side in $(printf '%s\n' "${SIDES[@]}" | shuf); do
+    url="http://127.0.0.1:${PORT[$side]}/users/1"
+    wrk "${args[@]}" -d1s "$url" >/dev/null
+    before=$(awk '{print $14 + $15}' "/proc/${PID[$side]}/stat")
+    out=$(wrk "${args[@]}" -d"${DURATION}s" "$url")
+    ticks=$(($(awk '{print $14 + $15}' "/proc/${PID[$side]}/stat") - before))
+    if grep -q "Non-2xx" <<<"$out"; then
+      echo "$side answered errors:" >&2
+      echo "$out" >&2
+      exit 1
+    fi
+    rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    micros=$(echo "$ticks * 1000000 / $(getconf CLK_TCK) / $requests" | bc)
+    echo "== round $round: $side $rps req/s, $micros us CPU per request" >&2
+    RUNS[$side]="${RUNS[$side]:-} $rps"
+    CPU[$side]="${CPU[$side]:-} $micros"
+  done
+done
+
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+base=$(echo "${RUNS[ceiling]}" | median)
+cpu_base=$(echo "${CPU[ceiling]}" | median)
+printf "%-10s %7s %10s %12s %12s\n" server "req/s" "of ceiling" "CPU us/req" "of ceiling"
+for side in ceiling mailroom baseline; do
+  [[ -n ${RUNS[$side]:-} ]] || continue
+  m=$(echo "${RUNS[$side]}" | median)
+  c=$(echo "${CPU[$side]}" | median)
+  printf "%-10s %7s %9.0f%% %12s %11.0f%%\n" "$side" "$m" "$(echo "100 * $m / $base" | bc -l)" \
+    "$c" "$(echo "100 * $cpu_base / $c" | bc -l)"
+done
