@@ -358,6 +358,11 @@ class Service(Starlette):
         self.proxies = forwarded.TrustedProxies(settings.forwarded_allow_ips)
 
     def build_middleware_stack(self) -> ASGIApp:
+        if self.user_middleware or self.exception_handlers:
+            raise RuntimeError(
+                "Service builds its own stack: add exception handlers to EXCEPTION_HANDLERS "
+                "and per-request work to RequestLayer (operations/middleware.py)"
+            )
         return RequestLayer(self.router, EXCEPTION_HANDLERS, self.proxies)
 
 

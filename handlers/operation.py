@@ -104,10 +104,10 @@ class Endpoint:
 
     What Starlette makes of a function endpoint (request_response) does the
     same inside a second copy of the app's exception handling, which the
-    ExceptionMiddleware around the router already gives every route with the
-    same handlers. That copy is two more coroutine frames that every await of
-    every request passes through, and that an open stream holds for its life
-    (docs/performance.md).
+    request layer around the router (operations/middleware.py) already gives
+    every route with the same handlers. That copy is two more coroutine frames
+    that every await of every request passes through, and that an open stream
+    holds for its life (docs/performance.md).
     """
 
     __slots__ = ("handler",)

@@ -23,6 +23,7 @@ from operations.forwarded import TrustedProxies
 from operations.logs import REQUEST_ID, REQUEST_LINES, RequestLines
 
 log = logging.getLogger(RequestLines.ACCESS)
+errors_log = logging.getLogger("mailroom.errors")
 
 HEADER = b"x-request-id"
 # A client's id is kept when it is this: short, and safe in a log line and a header.
@@ -94,8 +95,8 @@ class RequestLayer:
     """The one layer between the server and the router. For each HTTP request it
     applies a trusted proxy's headers (operations/forwarded.py), gives the request
     an id (returned as X-Request-ID) and the security headers of its path
-    (security_headers), turns an exception into its response (`errors`), then
-    logs and counts the request.
+    (security_headers), turns an exception into its response (`errors`, which must
+    map `Exception`), then logs and counts the request.
 
     It stands in for Starlette's own two exception layers (Service in service.py):
     every await of every request passes through each frame around the router, and
@@ -110,6 +111,7 @@ class RequestLayer:
     ) -> None:
         self.app = app
         self.errors = errors
+        self.unexpected = errors[Exception]  # the 500 of a bug
         self.proxies = proxies
         # (method, route, status) -> the label children, looked up once.
         self._children: dict[tuple[str, str, int], tuple] = {}
@@ -141,14 +143,36 @@ class RequestLayer:
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception as error:
-            handler = handler_for(self.errors, error)
-            if status or handler is None:
-                raise  # a response has begun (a stream): the server closes the connection
-            response = await handler(Request(scope, receive), error)
-            await response(scope, receive, send_with_headers)
+            if status:  # a response has begun (a stream): the server closes the connection
+                errors_log.error(
+                    "error after the response to %s %s began",
+                    scope["method"],
+                    scope["path"],
+                    exc_info=error,
+                    extra={"request_id": rid},
+                )
+                raise
+            await self._answer(scope, receive, send_with_headers, error)
         finally:
             self._record(scope, status or 500, time.perf_counter() - started, rid)
             REQUEST_ID.reset(token)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, error: Exception) -> None:
+        """Send the response `errors` maps `error` to. An unexpected error, or a handler
+        that failed, is answered by the `Exception` handler (500) and raised on to the
+        server, as Starlette's own layer does: a test client raises it, uvicorn logs it
+        and closes the connection."""
+        request = Request(scope, receive)
+        handler = handler_for(self.errors, error)
+        try:
+            if handler is None or handler is self.unexpected:
+                raise error
+            response = await handler(request, error)
+        except Exception as unexpected:
+            response = await self.unexpected(request, unexpected)
+            await response(scope, receive, send)
+            raise
+        await response(scope, receive, send)
 
     def _record(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
         method = scope["method"]

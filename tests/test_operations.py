@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -21,7 +22,9 @@ from starlette.testclient import TestClient
 import handlers.echo
 import handlers.health
 import service
-from operations import logs
+from operations import forwarded, logs
+from operations.forwarded import TrustedProxies
+from operations.middleware import RequestLayer
 from service import Settings, create_app
 from settings import load_settings
 from tests.servers import Server
@@ -240,6 +243,71 @@ def test_a_500_names_its_request_id_in_the_body_the_header_and_the_log(
     out = capsys.readouterr().out  # the test app logs text (LOG_FORMAT's default)
     (line,) = [text for text in out.splitlines() if text.endswith("request_id=bug-report-7")]
     assert " INFO mailroom.access: GET / 500 " in line
+
+
+def test_a_failing_error_handler_is_answered_as_a_500_with_its_request_id(
+    client, monkeypatch, caplog
+):
+    """A handler of the exception map that itself fails falls back to the 500 of a bug,
+    never to the server's plain-text answer."""
+
+    async def failing_handler(request: Any, exc: Exception) -> Any:
+        raise RuntimeError("the 404 handler broke")
+
+    monkeypatch.setitem(service.EXCEPTION_HANDLERS, service.HTTPError, failing_handler)
+    plain = TestClient(client.app, raise_server_exceptions=False)
+    plain.app_state.update(client.app_state)
+    with caplog.at_level(logging.INFO):
+        response = plain.get(
+            f"/agents/{uuid.uuid4()}", headers={**client.headers, "X-Request-ID": "handler-9"}
+        )
+    assert response.status_code == 500
+    assert response.headers.get_list("x-request-id") == ["handler-9"]
+    assert response.json() == {"detail": "Internal server error (request id handler-9)"}
+    errors = [r for r in caplog.records if r.name == "mailroom.errors"]
+    assert [getattr(r, "request_id", None) for r in errors] == ["handler-9"]
+
+
+def test_an_error_after_a_response_began_is_logged_with_its_request_id(client, caplog):
+    """A stream that fails half-way cannot be answered again: the connection ends and
+    the error is logged with the request's id for the operator."""
+
+    async def half_a_stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        raise RuntimeError("the stream broke")
+
+    layer = RequestLayer(half_a_stream, service.EXCEPTION_HANDLERS, TrustedProxies(()))
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/agents/x/messages/stream",
+        "headers": [(b"x-request-id", b"stream-3")],
+        "client": ("192.0.2.1", 5000),
+    }
+    with caplog.at_level(logging.INFO), pytest.raises(RuntimeError, match="the stream broke"):
+        asyncio.run(layer(scope, receive, send))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    (record,) = [r for r in caplog.records if r.name == "mailroom.errors"]
+    assert record.request_id == "stream-3" and record.exc_info is not None
+
+
+def test_the_remembered_proxy_verdicts_are_bounded_and_stay_right():
+    proxies = TrustedProxies(("10.0.0.0/8",))
+    for n in range(forwarded.KNOWN_PEERS * 2 + 10):
+        assert proxies.trusts((f"192.0.{n // 256 % 256}.{n % 256}", 1)) is False
+        assert len(proxies._peers) <= forwarded.KNOWN_PEERS
+    assert proxies.trusts(("10.9.8.7", 1)) is True
+    assert proxies.trusts(("10.9.8.7", 2)) is True  # remembered
+    assert proxies.trusts(("192.0.2.1", 1)) is False
 
 
 # The request log ---------------------------------------------------------------
