@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import msgspec
 from msgspec import UNSET
@@ -38,3 +41,14 @@ def update_params(body: Input, json_fields: tuple[str, ...] = ()) -> dict[str, A
             json_param(value) if name in json_fields else (None if value is UNSET else value)
         )
     return params
+
+
+def array_literal(values: Iterable[UUID | datetime]) -> str:
+    """UUIDs or aware datetimes as the text of an array, for a statement that casts the
+    parameter (`%(ids)s::uuid[]`). Their text never holds a character an array literal
+    must quote. psycopg's list dumper takes about 5 us an element, this about 2: a
+    message to 1,000 recipients passes three such arrays of 1,000 to wake its streams.
+    """
+    return (
+        "{" + ",".join(v.isoformat() if isinstance(v, datetime) else str(v) for v in values) + "}"
+    )

@@ -20,6 +20,7 @@ from uuid import UUID
 from psycopg_pool import AsyncConnectionPool
 
 from queries import Query, sql
+from queries.params import array_literal
 from validation.responses import MailboxItem
 
 # Waiters one statement reads for: a bound on the statement's arrays and on its rows.
@@ -72,9 +73,9 @@ class WakeupReads:
                 await cur.execute(
                     statement.text,
                     {
-                        "agent_ids": [agent_id for agent_id, _, _ in asks],
-                        "after_sent_ats": [after[0] for _, after, _ in asks],
-                        "after_ids": [after[1] for _, after, _ in asks],
+                        "agent_ids": array_literal(agent_id for agent_id, _, _ in asks),
+                        "after_sent_ats": array_literal(after[0] for _, after, _ in asks),
+                        "after_ids": array_literal(after[1] for _, after, _ in asks),
                         "limit": limit,
                         "max_bytes": self.max_bytes,
                     },

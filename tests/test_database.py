@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -18,8 +20,10 @@ from psycopg.rows import dict_row
 from starlette.testclient import TestClient
 
 import queries
+from handlers.pagination import NEWEST, OLDEST
 from queries import Queries, Query, parse, sql
 from queries.database import MIGRATIONS, make_pool, migrate, normalise_url
+from queries.params import array_literal
 from settings import load_settings
 from tests.helpers import temporary_database
 
@@ -348,3 +352,22 @@ def test_a_connection_given_back_inside_a_transaction_is_rolled_back(database_ur
             await pool.close()
 
     assert asyncio.run(scenario()) == (1, 0, "IDLE")
+
+
+def test_array_literals_round_trip_uuids_and_instants(database_url: str) -> None:
+    """The wake-up reads pass their arrays as text (queries/params.py): every value,
+    the microseconds and the far sort keys of an empty position included, comes back."""
+    ids = [uuid.uuid4() for _ in range(3)] + [OLDEST[1], NEWEST[1]]
+    instants = [
+        datetime(2026, 11, 30, 16, 0, 1, 123456, tzinfo=UTC),
+        datetime(2026, 11, 30, 16, 0, 1, tzinfo=UTC),
+        datetime(2026, 11, 30, 17, 0, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+        OLDEST[0],
+        NEWEST[0],
+    ]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT %(ids)s::uuid[], %(instants)s::timestamptz[]",
+            {"ids": array_literal(ids), "instants": array_literal(instants)},
+        ).fetchone()
+    assert found == (ids, instants)
