@@ -3,10 +3,10 @@
 #
 # Usage: bench/ceiling_turns.sh [seconds per run, default 5] [rounds, default 8]
 #
-# bench/run.sh runs mailroom's scenarios, then the ceiling's one, minutes apart;
-# on a machine shared with other work the two then see different loads. Here
-# both servers stay up and are measured one after the other in every round, in
-# a new random order each round: mailroom as run.sh starts it (one worker,
+# bench/run.sh measures the ceiling once, right after mailroom's GET /users/1; on a
+# machine shared with other work one such pair can still meet different loads.
+# Here both servers stay up and are measured one after the other in every round,
+# in a new random order each round: mailroom as run.sh starts it (one worker,
 # uvloop, httptools, auth on with the admin key, metrics and its request log
 # on), the ceiling app (BENCH_CEILING, default ../shared/bench/ceilings) on the
 # same database, and with BENCH_BASELINE=<git revision> the same mailroom at

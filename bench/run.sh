@@ -11,7 +11,9 @@
 #                       shows both sides and the ratio
 #   BENCH_CEILING       folder of the ceiling apps (e.g. ../shared/bench/ceilings); when set,
 #                       its minimal Starlette + psycopg + msgspec users_app serves GET /users/1
-#                       from mailroom's database, the most a route touching the database can do
+#                       from mailroom's database, the most a route touching the database can do,
+#                       right after mailroom's GET /users/1 (bench/ceiling_turns.sh alternates
+#                       the two over many rounds)
 #   BENCH_WORK          where seeds, raw results and logs go [/tmp/mailroom-bench]
 #   WRK_THREADS [2]  WRK_CONNECTIONS [64]
 #
@@ -37,6 +39,8 @@ SERVER_PID=
 
 log() { echo "== $*" >&2; }
 
+CEILING_PID=
+
 stop_server() {
   if [[ -n $SERVER_PID ]]; then
     kill "$SERVER_PID" 2>/dev/null || true
@@ -44,7 +48,15 @@ stop_server() {
     SERVER_PID=
   fi
 }
-trap stop_server EXIT
+
+stop_ceiling() {
+  if [[ -n $CEILING_PID ]]; then
+    kill "$CEILING_PID" 2>/dev/null || true
+    wait "$CEILING_PID" 2>/dev/null || true
+    CEILING_PID=
+  fi
+}
+trap 'stop_ceiling; stop_server' EXIT
 
 fresh_database() {
   "$PY" - "$SERVER/postgres" "$1" <<'PY'
@@ -78,6 +90,18 @@ scenario() {
   echo -e "$side\t$name\t${line#RESULT }" >>"$RESULTS"
 }
 
+# The ceiling's GET /users/1 on mailroom's database (migrated and seeded by then), run
+# while mailroom's server idles; its run.sh execs uvicorn, so its pid is the server's.
+ceiling_user() {
+  log "ceiling: users_app"
+  DATABASE_URL="$SERVER/mailroom_bench" "$BENCH_CEILING/run.sh" users_app 8204 \
+    >"$WORK/ceiling.log" 2>&1 &
+  CEILING_PID=$!
+  wait_healthy http://127.0.0.1:8204
+  scenario ceiling user http://127.0.0.1:8204 get /users/1
+  stop_ceiling
+}
+
 peak_rss_mb() {
   awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$SERVER_PID/status"
 }
@@ -94,6 +118,9 @@ run_side() {
   conversation=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['conversation'])" "$seed/seed.json")
   scenario "$side" health "$url" get /health
   scenario "$side" user "$url" get /users/1
+  if [[ $side == mailroom && -n ${BENCH_CEILING:-} ]]; then
+    ceiling_user  # right after mailroom's, so that both see the machine in the same state
+  fi
   scenario "$side" create_agent "$url" post /agents '{"agent_name":"benchmark agent {n}"}'
   scenario "$side" pull_100 "$url" get "/agents/$inbox100/messages?limit=100"
   scenario "$side" unread_100 "$url" get "/agents/$inbox100/messages/unread?limit=100"
@@ -121,16 +148,6 @@ fresh_database mailroom_bench
   --no-access-log --log-level warning) >"$WORK/mailroom.log" 2>&1 &
 SERVER_PID=$!
 run_side mailroom http://127.0.0.1:8201 ids
-
-if [[ -n ${BENCH_CEILING:-} ]]; then
-  log "ceiling: users_app"
-  DATABASE_URL="$SERVER/mailroom_bench" "$BENCH_CEILING/run.sh" users_app 8204 \
-    >"$WORK/ceiling.log" 2>&1 &
-  SERVER_PID=$!
-  wait_healthy http://127.0.0.1:8204
-  scenario ceiling user http://127.0.0.1:8204 get /users/1
-  stop_server
-fi
 
 if [[ -n ${BENCH_REFERENCE:-} ]]; then
   log "reference"
