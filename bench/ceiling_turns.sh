@@ -14,7 +14,8 @@
 # the server's CPU time per request (user + system, from /proc): with one
 # worker, its core is the limit, so the CPU ratio is the share of the ceiling's
 # throughput mailroom reaches and moves less with the machine than req/s does.
-# The medians over the rounds are the figures docs/performance.md quotes.
+# The medians over the rounds are the figures docs/performance.md quotes. The
+# servers, the worktree and the database are gone when the script ends.
 #
 # Environment: BENCH_DATABASE_URL [postgresql://postgres@127.0.0.1:5432],
 # WRK_THREADS [2], WRK_CONNECTIONS [64]. Needs wrk (apt-get install wrk).
@@ -33,12 +34,16 @@ DATABASE=mailroom_turns
 
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 (cd "$ROOT" && uv sync --quiet --locked)
-"$PY" - "$SERVER/postgres" "$DATABASE" <<'PY'
+database() { # create|drop
+  "$PY" - "$SERVER/postgres" "$DATABASE" "$1" <<'PY'
 import sys, psycopg
 with psycopg.connect(sys.argv[1], autocommit=True) as conn:
     conn.execute(f"DROP DATABASE IF EXISTS {sys.argv[2]} WITH (FORCE)")
-    conn.execute(f"CREATE DATABASE {sys.argv[2]}")
+    if sys.argv[3] == "create":
+        conn.execute(f"CREATE DATABASE {sys.argv[2]}")
 PY
+}
+database create
 
 declare -A PID PORT RUNS CPU
 finish() {
@@ -46,6 +51,7 @@ finish() {
   wait 2>/dev/null || true
   [[ -d $WORK/baseline ]] && git -C "$ROOT" worktree remove --force "$WORK/baseline"
   rm -rf "$WORK"
+  database drop
 }
 trap finish EXIT
 

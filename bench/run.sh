@@ -14,7 +14,8 @@
 #                       from mailroom's database, the most a route touching the database can do,
 #                       right after mailroom's GET /users/1 (bench/ceiling_turns.sh alternates
 #                       the two over many rounds)
-#   BENCH_WORK          where seeds, raw results and logs go [/tmp/mailroom-bench]
+#   BENCH_WORK          where seeds, raw results and logs go [/tmp/mailroom-bench]; the
+#                       benchmark databases are dropped when the run ends
 #   WRK_THREADS [2]  WRK_CONNECTIONS [64]
 #
 # Needs wrk (apt-get install wrk). Each server runs as one uvicorn worker with
@@ -56,7 +57,17 @@ stop_ceiling() {
     CEILING_PID=
   fi
 }
-trap 'stop_ceiling; stop_server' EXIT
+# The benchmark databases go when the run ends, however it ends.
+drop_databases() {
+  "$PY" - "$SERVER/postgres" mailroom_bench reference_bench <<'PY' || true
+import sys, psycopg
+from psycopg import sql
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    for name in sys.argv[2:]:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+PY
+}
+trap 'stop_ceiling; stop_server; drop_databases' EXIT
 
 fresh_database() {
   "$PY" - "$SERVER/postgres" "$1" <<'PY'
