@@ -189,7 +189,7 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     """A bug: log it with the request id, which the client can quote, and leak nothing.
 
     The request layer (operations/middleware.py) sends the answer with the id as
-    X-Request-ID; it is the one log line of the error (the server never sees it).
+    X-Request-ID, then raises the error on to the server, as Starlette did.
     """
     error_id = request.scope.get(REQUEST_ID_KEY) or secrets.token_hex(8)
     log.error(
