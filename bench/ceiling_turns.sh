@@ -21,6 +21,7 @@
 # WRK_THREADS [2], WRK_CONNECTIONS [64]. Needs wrk (apt-get install wrk).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/common.sh"
 ROOT=$(dirname "$HERE")
 DURATION=${1:-5}
 ROUNDS=${2:-8}
@@ -47,22 +48,12 @@ database create
 
 declare -A PID PORT RUNS CPU
 finish() {
-  for side in "${!PID[@]}"; do kill "${PID[$side]}" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for side in "${!PID[@]}"; do stop_process "${PID[$side]}"; done
   [[ -d $WORK/baseline ]] && git -C "$ROOT" worktree remove --force "$WORK/baseline"
   rm -rf "$WORK"
   database drop
 }
 trap finish EXIT
-
-wait_up() {
-  for _ in $(seq 1 120); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$1/health" 2>/dev/null && return 0
-    sleep 0.5
-  done
-  echo "no server on port $1 (logs in $WORK)" >&2
-  exit 1
-}
 
 start_mailroom() { # side, checkout, port
   (cd "$2" && DATABASE_URL="$SERVER/$DATABASE" MAILROOM_ADMIN_TOKEN="$TOKEN" \
@@ -70,7 +61,7 @@ start_mailroom() { # side, checkout, port
     --loop uvloop --http httptools --no-access-log --log-level warning) >"$WORK/$1.log" 2>&1 &
   PID[$1]=$!
   PORT[$1]=$3
-  wait_up "$3"
+  wait_healthy "http://127.0.0.1:$3"
 }
 
 start_mailroom mailroom "$ROOT" 8211
@@ -82,32 +73,21 @@ fi
 DATABASE_URL="$SERVER/$DATABASE" "$CEILING/run.sh" users_app 8213 >"$WORK/ceiling.log" 2>&1 &
 PID[ceiling]=$!
 PORT[ceiling]=8213
-wait_up 8213
+wait_healthy http://127.0.0.1:8213
 
 SIDES=("${!PID[@]}")
 args=(-t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-64}" -H "Authorization: Bearer $TOKEN")
 for round in $(seq 1 "$ROUNDS"); do
   for side in $(printf '%s\n' "${SIDES[@]}" | shuf); do
     url="http://127.0.0.1:${PORT[$side]}/users/1"
-    wrk "${args[@]}" -d1s "$url" >/dev/null
-    before=$(awk '{print $14 + $15}' "/proc/${PID[$side]}/stat")
-    out=$(wrk "${args[@]}" -d"${DURATION}s" "$url")
-    ticks=$(($(awk '{print $14 + $15}' "/proc/${PID[$side]}/stat") - before))
-    if grep -q "Non-2xx" <<<"$out"; then
-      echo "$side answered errors:" >&2
-      echo "$out" >&2
-      exit 1
-    fi
-    rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
-    requests=$(awk '/requests in/ {print $1}' <<<"$out")
-    micros=$(echo "$ticks * 1000000 / $(getconf CLK_TCK) / $requests" | bc)
+    measured=$(wrk_cpu "${PID[$side]}" "$DURATION" "$url" "${args[@]}")
+    read -r rps micros <<<"$measured"
     echo "== round $round: $side $rps req/s, $micros us CPU per request" >&2
     RUNS[$side]="${RUNS[$side]:-} $rps"
     CPU[$side]="${CPU[$side]:-} $micros"
   done
 done
 
-median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 base=$(echo "${RUNS[ceiling]}" | median)
 cpu_base=$(echo "${CPU[ceiling]}" | median)
 printf "%-10s %7s %10s %12s %12s\n" server "req/s" "of ceiling" "CPU us/req" "of ceiling"

@@ -12,6 +12,7 @@
 # WRK_THREADS [2], WRK_CONNECTIONS [64]. Needs wrk (apt-get install wrk).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/common.sh"
 ROOT=$(dirname "$HERE")
 DURATION=${1:-5}
 ROUNDS=${2:-3}
@@ -34,34 +35,22 @@ PY
 
 SERVER_PID=
 stop_server() {
-  if [[ -n $SERVER_PID ]]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-  fi
+  stop_process "$SERVER_PID"
+  SERVER_PID=
 }
 trap stop_server EXIT
 
 declare -A RUNS CPU
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 for round in $(seq 1 "$ROUNDS"); do
   for protocol in "${PROTOCOLS[@]}"; do
     (cd "$ROOT" && DATABASE_URL="$SERVER/mailroom_protocols" MAILROOM_ADMIN_TOKEN="$TOKEN" \
       exec "$PY" -m uvicorn service:app --host 127.0.0.1 --port $PORT --workers 1 \
       --loop uvloop --http "$protocol" --no-access-log --log-level warning) >>"$LOG" 2>&1 &
     SERVER_PID=$!
-    for _ in $(seq 1 60); do
-      curl -fsS -o /dev/null "http://127.0.0.1:$PORT/health" 2>/dev/null && break
-      sleep 0.5
-    done
+    wait_healthy "http://127.0.0.1:$PORT"
     args=(-t"${WRK_THREADS:-2}" -c"${WRK_CONNECTIONS:-64}" -H "Authorization: Bearer $TOKEN")
-    wrk "${args[@]}" -d1s "http://127.0.0.1:$PORT/users/1" >/dev/null
-    before=$(cpu_ticks)
-    out=$(wrk "${args[@]}" -d"${DURATION}s" "http://127.0.0.1:$PORT/users/1")
-    ticks=$(($(cpu_ticks) - before))
-    rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
-    requests=$(awk '/requests in/ {print $1}' <<<"$out")
-    micros=$(echo "$ticks * 1000000 / $(getconf CLK_TCK) / $requests" | bc)
+    measured=$(wrk_cpu "$SERVER_PID" "$DURATION" "http://127.0.0.1:$PORT/users/1" "${args[@]}")
+    read -r rps micros <<<"$measured"
     echo "== round $round: $protocol $rps req/s, $micros us CPU per request" >&2
     RUNS[$protocol]="${RUNS[$protocol]:-} $rps"
     CPU[$protocol]="${CPU[$protocol]:-} $micros"
@@ -69,7 +58,6 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 base=$(echo "${RUNS[httptools]}" | median)
 cpu_base=$(echo "${CPU[httptools]}" | median)
 printf "%-22s %-28s %7s %6s %12s %6s\n" protocol "runs (req/s)" median ratio "CPU us/req" ratio

@@ -22,6 +22,7 @@
 # uvloop and httptools and no access log, as the reference's run.sh does.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/common.sh"
 ROOT=$(dirname "$HERE")
 DURATION=${1:-10}
 SERVER=${BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432}
@@ -43,19 +44,13 @@ log() { echo "== $*" >&2; }
 CEILING_PID=
 
 stop_server() {
-  if [[ -n $SERVER_PID ]]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-  fi
+  stop_process "$SERVER_PID"
+  SERVER_PID=
 }
 
 stop_ceiling() {
-  if [[ -n $CEILING_PID ]]; then
-    kill "$CEILING_PID" 2>/dev/null || true
-    wait "$CEILING_PID" 2>/dev/null || true
-    CEILING_PID=
-  fi
+  stop_process "$CEILING_PID"
+  CEILING_PID=
 }
 # The benchmark databases go when the run ends, however it ends.
 drop_databases() {
@@ -78,15 +73,6 @@ with psycopg.connect(sys.argv[1], autocommit=True) as conn:
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
     conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
 PY
-}
-
-wait_healthy() {
-  for _ in $(seq 1 120); do
-    curl -fsS -o /dev/null "$1/health" 2>/dev/null && return 0
-    sleep 0.5
-  done
-  echo "no healthy server at $1" >&2
-  exit 1
 }
 
 # scenario SIDE NAME URL wrk-script-arguments...
