@@ -35,23 +35,14 @@ DATABASE=mailroom_turns
 
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 (cd "$ROOT" && uv sync --quiet --locked)
-database() { # create|drop
-  "$PY" - "$SERVER/postgres" "$DATABASE" "$1" <<'PY'
-import sys, psycopg
-with psycopg.connect(sys.argv[1], autocommit=True) as conn:
-    conn.execute(f"DROP DATABASE IF EXISTS {sys.argv[2]} WITH (FORCE)")
-    if sys.argv[3] == "create":
-        conn.execute(f"CREATE DATABASE {sys.argv[2]}")
-PY
-}
-database create
+databases create "$DATABASE"
 
 declare -A PID PORT RUNS CPU
 finish() {
   for side in "${!PID[@]}"; do stop_process "${PID[$side]}"; done
   [[ -d $WORK/baseline ]] && git -C "$ROOT" worktree remove --force "$WORK/baseline"
   rm -rf "$WORK"
-  database drop
+  databases drop "$DATABASE"
 }
 trap finish EXIT
 

@@ -40,3 +40,18 @@ wrk_cpu() {
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
   echo "$rps $(echo "$ticks * 1000000 / $(getconf CLK_TCK) / $requests" | bc)"
 }
+
+# databases create|drop NAME...: on the script's $SERVER (a PostgreSQL URL without
+# a database), drop each database and, with create, make it anew and empty.
+# Scripts call `databases drop` from their EXIT trap so that no run leaves one behind.
+databases() {
+  "$PY" - "$SERVER/postgres" "$@" <<'PY'
+import sys, psycopg
+from psycopg import sql
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    for name in sys.argv[3:]:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if sys.argv[2] == "create":
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+PY
+}

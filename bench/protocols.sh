@@ -26,19 +26,14 @@ LOG=$(mktemp -d)/server.log
 
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 (cd "$ROOT" && uv sync --quiet --locked)
-"$PY" - "$SERVER/postgres" <<'PY'
-import sys, psycopg
-with psycopg.connect(sys.argv[1], autocommit=True) as conn:
-    conn.execute("DROP DATABASE IF EXISTS mailroom_protocols WITH (FORCE)")
-    conn.execute("CREATE DATABASE mailroom_protocols")
-PY
+databases create mailroom_protocols
 
 SERVER_PID=
 stop_server() {
   stop_process "$SERVER_PID"
   SERVER_PID=
 }
-trap stop_server EXIT
+trap 'stop_server; databases drop mailroom_protocols' EXIT
 
 declare -A RUNS CPU
 for round in $(seq 1 "$ROUNDS"); do

@@ -53,27 +53,7 @@ stop_ceiling() {
   CEILING_PID=
 }
 # The benchmark databases go when the run ends, however it ends.
-drop_databases() {
-  "$PY" - "$SERVER/postgres" mailroom_bench reference_bench <<'PY' || true
-import sys, psycopg
-from psycopg import sql
-with psycopg.connect(sys.argv[1], autocommit=True) as conn:
-    for name in sys.argv[2:]:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-PY
-}
-trap 'stop_ceiling; stop_server; drop_databases' EXIT
-
-fresh_database() {
-  "$PY" - "$SERVER/postgres" "$1" <<'PY'
-import sys, psycopg
-from psycopg import sql
-with psycopg.connect(sys.argv[1], autocommit=True) as conn:
-    name = sql.Identifier(sys.argv[2])
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-    conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-PY
-}
+trap 'stop_ceiling; stop_server; databases drop mailroom_bench reference_bench || true' EXIT
 
 # scenario SIDE NAME URL wrk-script-arguments...
 scenario() {
@@ -138,7 +118,7 @@ BENCH_TOKEN="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export BENCH_AUTHORIZATION="Bearer $BENCH_TOKEN"
 
 log "mailroom"
-fresh_database mailroom_bench
+databases create mailroom_bench
 (cd "$ROOT" && DATABASE_URL="$SERVER/mailroom_bench" MAILROOM_ADMIN_TOKEN="$BENCH_TOKEN" \
   exec "$PY" -m uvicorn service:app \
   --host 127.0.0.1 --port 8201 --workers 1 --loop uvloop --http httptools \
@@ -148,7 +128,7 @@ run_side mailroom http://127.0.0.1:8201 ids
 
 if [[ -n ${BENCH_REFERENCE:-} ]]; then
   log "reference"
-  fresh_database reference_bench
+  databases create reference_bench
   DATABASE_URL="${SERVER/postgresql:/postgresql+asyncpg:}/reference_bench" \
     "$BENCH_REFERENCE/run.sh" 8202 >"$WORK/reference.log" 2>&1 &
   SERVER_PID=$!

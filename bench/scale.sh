@@ -8,6 +8,7 @@
 #   BENCH_WORK [/tmp/mailroom-bench], WRK_THREADS [2], WRK_CONNECTIONS [16]
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/common.sh"
 ROOT=$(dirname "$HERE")
 DURATION=${1:-10}
 LARGE=${2:-1000000}
@@ -28,22 +29,15 @@ mkdir -p "$WORK"
 : >"$WORK/results.tsv"
 
 stop_server() {
-  if [[ -n $SERVER_PID ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  stop_process "$SERVER_PID"
   SERVER_PID=
 }
-trap stop_server EXIT
+trap 'stop_server; databases drop mailroom_scale_10000 "mailroom_scale_$LARGE"' EXIT
 
 for size in 10000 "$LARGE"; do
   db=mailroom_scale_$size
   echo "== $size messages: seeding $db" >&2
-  "$PY" - "$SERVER/postgres" "$db" <<'PY'
-import sys, psycopg
-from psycopg import sql
-with psycopg.connect(sys.argv[1], autocommit=True) as conn:
-    name = sql.Identifier(sys.argv[2])
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-    conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-PY
+  databases create "$db"
   probe=$("$PY" "$HERE/seed_scale.py" "$SERVER/$db" "$size")
   agent=$("$PY" -c "import json,sys; print(json.loads(sys.argv[1])['agent'])" "$probe")
   conversation=$("$PY" -c "import json,sys; print(json.loads(sys.argv[1])['conversation'])" "$probe")
@@ -52,7 +46,7 @@ PY
     --port 8203 --workers 1 --loop uvloop --http httptools --no-access-log --log-level warning) \
     >"$WORK/mailroom-$size.log" 2>&1 &
   SERVER_PID=$!
-  for _ in $(seq 1 120); do curl -fsS -o /dev/null http://127.0.0.1:8203/health 2>/dev/null && break; sleep 0.5; done
+  wait_healthy http://127.0.0.1:8203
   run() {
     local name=$1; shift
     echo "== $size: $name" >&2
