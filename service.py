@@ -436,6 +436,10 @@ def main() -> None:
             # The app applies X-Forwarded-Proto/-Host from FORWARDED_ALLOW_IPS itself
             # (operations/forwarded.py); uvicorn's would hide the proxy's address from it.
             proxy_headers=False,
+            # As the image runs it (Containerfile's CMD): no `server: uvicorn` header,
+            # and requests still in flight 20 s after SIGTERM are cut off.
+            server_header=False,
+            timeout_graceful_shutdown=20,
         )
     finally:
         if own_directory is not None:

@@ -161,7 +161,8 @@ def test_invalid_setting_stops_uvicorn_too(database_url: str) -> None:
 
 def test_service_py_owns_its_embedded_server_and_stops_it(tmp_path: Path) -> None:
     """`uv run service.py` without DATABASE_URL, two workers, auth on: the token is
-    made and printed once, the API answers it, and SIGTERM stops PostgreSQL too."""
+    made and printed once, the API answers it (without a Server header, as the image
+    does), and SIGTERM stops PostgreSQL too."""
     data_dir = tmp_path / "pgdata"
     port = free_port()
     env = clean_env(MAILROOM_DATA_DIR=str(data_dir), PORT=str(port), WEB_CONCURRENCY="2")
@@ -182,7 +183,9 @@ def test_service_py_owns_its_embedded_server_and_stops_it(tmp_path: Path) -> Non
                 time.sleep(0.3)
         token = (data_dir / "mailroom-admin-token").read_text().strip()
         admin = {"Authorization": f"Bearer {token}"}
-        assert httpx.get(base + "/users/1", headers=admin, timeout=5).status_code == 200
+        answer = httpx.get(base + "/users/1", headers=admin, timeout=5)
+        assert answer.status_code == 200
+        assert "server" not in answer.headers, "no server header, as in the image"
         assert httpx.get(base + "/users/1", timeout=5).status_code == 401
         assert (data_dir / "postmaster.pid").exists()
         process.send_signal(signal.SIGTERM)
