@@ -195,6 +195,10 @@ async def _events(
         waiter.rekeyed = True
         yield OPENING
         while not waiter.closed:
+            # A wake-up can come after wait() returned: while the heartbeat was written,
+            # or after its timer fired and before this task ran again. take() clears it,
+            # so it counts here, or it would be lost until the next message.
+            woken = woken or waiter.woken
             keys = waiter.take()
             try:
                 if waiter.rekeyed and key is not None:
