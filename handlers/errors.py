@@ -92,7 +92,7 @@ async def integrity_error(request: Request, exc: Exception) -> Response:
     """Unique and foreign-key violations and reply cycles: 409 naming the field."""
     assert isinstance(exc, psycopg.IntegrityError)
     diag = exc.diag
-    if diag.constraint_name == "agent_retired":  # refuse_retired_agent(), migration 0021
+    if diag.constraint_name == "agent_retired":  # refuse_retired(), migrations 0021 and 0033
         return _error(409, diag.message_primary or "This agent is retired")
     if diag.constraint_name in _CONFLICTS:
         return _error(409, _CONFLICTS[diag.constraint_name])

@@ -70,6 +70,33 @@ def test_a_retired_agent_is_gone_but_its_history_stays_with_the_others(
     assert ids(client.get(f"/agents/{a['id']}/messages").json()) == [to_a["id"], to_b["id"]]
 
 
+def test_a_send_naming_one_retired_agent_among_many_stores_nothing(
+    client: TestClient, agent: Callable[..., Item], db: Any
+) -> None:
+    """The check is the statement's (migration 0033): one retired agent in the middle of
+    a long recipient list refuses the whole send, naming it, and no row is left."""
+    others = [agent() for _ in range(30)]
+    retired = agent()
+    retire(client, retired)
+    wanted = [o["id"] for o in others[:15]] + [retired["id"]] + [o["id"] for o in others[15:]]
+    content = f"to many, one retired {time.monotonic_ns()}"
+    refused = client.post("/messages", json={"content": content, "recipient_ids": wanted})
+    assert refused.status_code == 409, refused.text
+    detail = f"Agent {retired['id']} is retired and receives no messages (recipient_ids)"
+    assert refused.json() == {"detail": detail}
+    assert db.execute("SELECT count(*) AS n FROM messages WHERE content = %s",
+                      (content,)).fetchone()["n"] == 0  # fmt: skip
+    for other in (others[0], others[-1]):
+        assert client.get(f"/agents/{other['id']}/messages").json() == []
+    # Without it, the same send stores every row.
+    wanted.remove(retired["id"])
+    stored = client.post("/messages", json={"content": content, "recipient_ids": wanted})
+    assert stored.status_code == 201, stored.text
+    rows = db.execute("SELECT count(*) AS n FROM message_recipients WHERE message_id = %s",
+                      (stored.json()["id"],)).fetchone()["n"]  # fmt: skip
+    assert rows == 30
+
+
 def test_retiring_twice_is_204_and_an_unknown_agent_404(
     client: TestClient, agent: Callable[..., Item], db: Any
 ) -> None:
