@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import struct
 from collections.abc import Callable
@@ -45,8 +46,13 @@ def _sign(key: bytes, payload: bytes) -> bytes:
     return hmac.digest(key, payload, "sha256")[:_SIG_BYTES]  # one call: a stream signs each event
 
 
+@functools.lru_cache(maxsize=4096)
 def _seal(key: bytes, payload: bytes) -> str:
-    """The payload and its signature, as URL-safe base64 without padding."""
+    """The payload and its signature, as URL-safe base64 without padding.
+
+    Remembered for the last 4,096 payloads: a message to 1,000 recipients gives each
+    of their streams the same event id, and signing it was a tenth of a fan-out's CPU.
+    """
     return base64.urlsafe_b64encode(payload + _sign(key, payload)).rstrip(b"=").decode()
 
 

@@ -35,6 +35,7 @@ from validation.query_params import StreamQuery
 from validation.responses import MailboxItem
 
 BATCH = 500
+ONE_MICROSECOND = timedelta(microseconds=1)
 # Message ids a stream remembers having sent, to skip a late recipient row twice.
 REMEMBERED = 1000
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -160,11 +161,12 @@ def _late(keys: list[Key], position: Position, sent: dict[UUID, None]) -> list[U
     lands behind a stream's position: create_message commits an inbox's rows in
     sent_at order.
     """
+    # In microseconds, as the keys are: one conversion a wake-up, not one a key.
+    at = ((position[0] - EPOCH) // ONE_MICROSECOND, position[1])
     return [
         message_id
         for micros, message_id in keys
-        if (EPOCH + timedelta(microseconds=micros), message_id) <= position
-        and message_id not in sent
+        if micros <= at[0] and (micros, message_id) <= at and message_id not in sent
     ]
 
 
