@@ -4,7 +4,7 @@ without the notification.
     uv run python bench/send_rate.py [seconds per cell, default 3]
 
 Runs create_message (queries/messages.sql, as the service runs it: per-recipient
-advisory locks, the inserts, pg_notify for each recipient row) on a throwaway
+advisory locks, the inserts, one pg_notify per 200 recipients) on a throwaway
 database of the machine's PostgreSQL (BENCH_DATABASE_URL, default
 postgresql://postgres@127.0.0.1:5432), from 1, 2, 4 and 8 connections at once,
 each sender to its own 3 recipients, while a listening connection (as the
@@ -13,7 +13,7 @@ notification. Without the service in between: what is measured is PostgreSQL's
 side of a send, where the serialization points are.
 
 "Without the notification" is a bench-only switch: in its throwaway database the
-bench replaces notify_inbox() with a function that does nothing, then restores
+bench replaces notify_recipients() with a function that does nothing, then restores
 it; the service has no such setting. A third mode measures a design that
 keeps the notification out of the data's commit: the same silent function,
 then, once the send has committed, its notifications from a statement of
@@ -53,12 +53,11 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # transaction of their own that does not wait for its commit record's flush (a lost
 # notification costs nothing: streams read the table, a restarted server wakes them all).
 AFTER_COMMIT = """WITH quick AS (SELECT set_config('synchronous_commit', 'off', true))
-SELECT count(pg_notify(inbox_channel(), concat_ws(' ', recipient_id,
-             (extract(epoch FROM sent_at) * 1000000)::bigint, message_id)))
-  FROM message_recipients, quick WHERE message_id = %s"""
+SELECT notify_recipients(message_id, sent_at, array_agg(recipient_id))
+  FROM message_recipients, quick WHERE message_id = %s GROUP BY message_id, sent_at"""
 MODES = ("notify", "silent", "after commit")
-SILENT = """CREATE OR REPLACE FUNCTION notify_inbox(recipient_id uuid, sent_at timestamptz,
-                                               message_id uuid)
+SILENT = """CREATE OR REPLACE FUNCTION notify_recipients(message_id uuid, sent_at timestamptz,
+                                                    recipient_ids uuid[])
 RETURNS void LANGUAGE plpgsql AS $$ BEGIN END $$"""
 
 
@@ -86,7 +85,8 @@ async def run(url: str, seconds: float) -> None:
     with psycopg.connect(url) as conn:
         for agent in agents:
             conn.execute("INSERT INTO agents (id, agent_name) VALUES (%s, 'rate')", (agent,))
-        original = conn.execute("SELECT pg_get_functiondef('notify_inbox'::regproc)").fetchone()[0]  # type: ignore[index]
+        definition = "SELECT pg_get_functiondef('notify_recipients'::regproc)"
+        original = conn.execute(definition).fetchone()[0]  # type: ignore[index]
         settings = conn.execute(
             "SELECT current_setting('synchronous_commit'), current_setting('fsync'),"
             " current_setting('server_version')"

@@ -1,13 +1,16 @@
 """The one LISTEN connection of a process, fanning new-message notifications out to waiters.
 
-Every recipient row that create_message or create_recipient stores calls
-`notify_inbox()` (queries/migrations/0005_shared_definitions.sql), which sends
-`'<recipient_id> <sent_at in µs> <message_id>'` on the channel `inbox_channel()`
-in the same statement, so the notification leaves at commit and reaches every
-replica. Streams and long-polls of that recipient are woken; they read what is
-new from the table, never from the notification, so a notification lost while
-the connection was down costs nothing: on every (re)connection all waiters are
-woken to read the table again.
+The recipients that create_message or create_recipient stores are notified by
+`notify_recipients()` (queries/migrations/0034_one_notification_per_send.sql),
+`'message <sent_at in µs> <message_id> <recipient_id> ...'` (up to 200
+recipients a notification) on the channel `inbox_channel()`, in the same
+statement, so the notification leaves at commit and reaches every replica.
+(Replicas of an earlier version, until a rolling update has replaced them,
+send one `'<recipient_id> <sent_at in µs> <message_id>'` per recipient row,
+notify_inbox(); it is read as well.) Streams and long-polls of those
+recipients are woken; they read what is new from the table, never from the
+notification, so a notification lost while the connection was down costs
+nothing: on every (re)connection all waiters are woken to read the table again.
 
 The same channel carries `'retired <agent_id>'` (notify_retired(), migration 0021):
 every replica then ends that agent's streams and long-polls.
@@ -250,6 +253,19 @@ class Listener:
 
     def _dispatch(self, payload: str) -> None:
         kind, _, named = payload.partition(" ")
+        if kind == "message":
+            try:
+                micros, message, *recipients = named.split(" ")
+                key = (int(micros), UUID(message))
+                agent_ids = [UUID(recipient) for recipient in recipients]
+            except ValueError:
+                log.warning("ignoring a malformed notification %r", payload)
+                return
+            waiters = self.waiters
+            for agent_id in agent_ids:
+                for waiter in waiters.get(agent_id, ()):
+                    waiter.notify(key)
+            return
         if kind in ("retired", "rekeyed"):
             try:
                 agent_id = UUID(named)
@@ -262,7 +278,7 @@ class Listener:
                 for waiter in self.waiters.get(agent_id, ()):
                     waiter.rekey()
             return
-        try:
+        try:  # one recipient row, from a replica of the earlier version (notify_inbox())
             recipient, micros, message = payload.split(" ")
             agent_id, key = UUID(recipient), (int(micros), UUID(message))
         except ValueError:

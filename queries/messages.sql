@@ -3,8 +3,9 @@
 -- A reply without a conversation joins its parent's conversation. Each recipient's
 -- inbox lock (one of 128, taken in order) is held from before the clock until commit,
 -- so an inbox's rows commit in sent_at order and a stream resuming after a cursor
--- misses none; every recipient row notifies the listening replicas at commit, and a
--- recipient with a webhook gets a delivery row (webhooks/dispatcher.py sends it).
+-- misses none; the recipients are notified to the listening replicas at commit (one
+-- notification per 200, notify_recipients()), and a recipient with a webhook gets a
+-- delivery row (webhooks/dispatcher.py sends it).
 WITH wanted AS (
     SELECT DISTINCT unnest(%(recipient_ids)s::uuid[]) AS recipient_id
 ), locked AS (
@@ -28,7 +29,11 @@ WITH wanted AS (
     INSERT INTO message_recipients (message_id, recipient_id, sent_at)
     SELECT message.id, recipient_id, message.sent_at
       FROM message, wanted
-    RETURNING notify_inbox(recipient_id, sent_at, message_id)
+    RETURNING recipient_id
+), notified AS (
+    SELECT notify_recipients(message.id, message.sent_at,
+                             (SELECT array_agg(recipient_id) FROM recipients))
+      FROM message
 ), deliveries AS (
     -- The outbox: one delivery per recipient with a working webhook, written with the
     -- message; the notification wakes every replica's dispatchers at commit.
@@ -43,7 +48,7 @@ WITH wanted AS (
 SELECT id, sender_id, rfc3339(sent_at) AS sent_at, parent_message_id, conversation_id,
        content, message_type, importance, status, msg_metadata,
        rfc3339(updated_at) AS updated_at
-  FROM message;
+  FROM message, notified;  -- notified: a SELECT in WITH runs only when it is read
 
 -- name: get_message
 -- One message by id; no row means 404.

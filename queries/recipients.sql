@@ -21,7 +21,7 @@ WITH recipient AS (
 )
 SELECT message_id, recipient_id, is_read, rfc3339(read_at) AS read_at
   FROM recipient
- WHERE is_read OR notify_inbox(recipient_id, sent_at, message_id) IS NOT NULL;
+ WHERE is_read OR notify_recipients(message_id, sent_at, ARRAY[recipient_id]) IS NOT NULL;
 
 -- name: update_recipient
 -- Set read state; read_at is stamped when it becomes read and cleared when unread.

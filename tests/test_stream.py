@@ -371,6 +371,77 @@ def test_long_polls_woken_together_each_get_their_own_page(servers: list[Server]
     assert len(answers) == len(agents)
 
 
+def test_a_send_to_many_wakes_each_recipient_past_one_notification(
+    servers: list[Server],
+) -> None:
+    """A notification names up to 200 recipients (migration 0034): a send to 450 is three
+    of them, and the first, the 200th, the 201st and the last recipient, long-polling on
+    the other process, are each answered with the message."""
+    a, b = servers
+    with httpx.Client(base_url=a.base_url, timeout=30) as http:
+        agents = [agent["id"] for agent in (
+            http.post("/agents", json={"agent_name": f"many-{n}"}).json() for n in range(450)
+        )]  # fmt: skip
+        waiting = [agents[0], agents[199], agents[200], agents[-1]]
+        answers: dict[str, httpx.Response] = {}
+
+        def poll(agent_id: str) -> None:
+            answers[agent_id] = httpx.get(
+                f"{b.base_url}/agents/{agent_id}/messages/unread",
+                params={"wait": 20},
+                timeout=30,
+            )
+
+        pollers = [threading.Thread(target=poll, args=(agent_id,)) for agent_id in waiting]
+        for poller in pollers:
+            poller.start()
+        time.sleep(1.0)  # all of them waiting
+        started = time.monotonic()
+        sent = http.post("/messages", json={"content": "to 450", "recipient_ids": agents})
+        assert sent.status_code == 201, sent.text
+        for poller in pollers:
+            poller.join(30)
+    assert time.monotonic() - started < 10, "woken, not timed out"
+    assert sorted(answers) == sorted(waiting)
+    for answer in answers.values():
+        assert answer.status_code == 200, answer.text
+        assert [item["id"] for item in answer.json()] == [sent.json()["id"]]
+
+
+def test_a_replica_of_the_earlier_version_still_wakes_long_polls(
+    servers: list[Server], database_url: str
+) -> None:
+    """During a rolling update, replicas of the version before migration 0034 still notify
+    one recipient row at a time (notify_inbox()): the listener reads that payload too.
+    The rows are stored without a notification, then notified the old way."""
+    a, b = servers
+    agent = new_agent(a.base_url)
+    answer: list[httpx.Response] = []
+
+    def poll() -> None:
+        url = f"{b.base_url}/agents/{agent}/messages/unread"
+        answer.append(httpx.get(url, params={"wait": 20}, timeout=30))
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(1.0)  # waiting
+    started = time.monotonic()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        message_id, sent_at = conn.execute(
+            "INSERT INTO messages (content) VALUES ('the old way') RETURNING id, sent_at"
+        ).fetchone()  # type: ignore[misc]
+        conn.execute(
+            "INSERT INTO message_recipients (message_id, recipient_id, sent_at)"
+            " VALUES (%s, %s, %s)",
+            (message_id, agent, sent_at),
+        )
+        conn.execute("SELECT notify_inbox(%s, %s, %s)", (agent, sent_at, message_id))
+    poller.join(30)
+    assert time.monotonic() - started < 10, "woken, not timed out"
+    assert answer[0].status_code == 200, answer[0].text
+    assert [item["id"] for item in answer[0].json()] == [str(message_id)]
+
+
 def test_long_poll_times_out_with_an_empty_list(client: TestClient) -> None:
     agent = client.post("/agents", json={"agent_name": "poller"}).json()["id"]
     started = time.monotonic()
