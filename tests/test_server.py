@@ -191,8 +191,12 @@ def test_service_py_owns_its_embedded_server_and_stops_it(tmp_path: Path) -> Non
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=STOP_SECONDS + 10) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # a failed check above: stop it as a user would, so
+            process.terminate()  # that it stops its PostgreSQL too, which a kill would orphan
+            try:
+                process.wait(timeout=STOP_SECONDS + 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
         out.close()
     output = (tmp_path / "out.txt").read_text()
     assert output.count(token) == 1, "the token is printed once"
