@@ -253,39 +253,29 @@ class Listener:
 
     def _dispatch(self, payload: str) -> None:
         kind, _, named = payload.partition(" ")
-        if kind == "message":
-            try:
-                micros, message, *recipients = named.split(" ")
-                key = (int(micros), UUID(message))
-                agent_ids = [UUID(recipient) for recipient in recipients]
-            except ValueError:
-                log.warning("ignoring a malformed notification %r", payload)
-                return
-            waiters = self.waiters
-            for agent_id in agent_ids:
-                for waiter in waiters.get(agent_id, ()):
-                    waiter.notify(key)
-            return
-        if kind in ("retired", "rekeyed"):
-            try:
+        try:
+            if kind in ("retired", "rekeyed"):
                 agent_id = UUID(named)
-            except ValueError:
-                log.warning("ignoring a malformed notification %r", payload)
+                if kind == "retired":
+                    self.retire(agent_id)
+                else:
+                    for waiter in self.waiters.get(agent_id, ()):
+                        waiter.rekey()
                 return
-            if kind == "retired":
-                self.retire(agent_id)
-            else:
-                for waiter in self.waiters.get(agent_id, ()):
-                    waiter.rekey()
-            return
-        try:  # one recipient row, from a replica of the earlier version (notify_inbox())
-            recipient, micros, message = payload.split(" ")
-            agent_id, key = UUID(recipient), (int(micros), UUID(message))
+            if kind == "message":
+                micros, message, *recipients = named.split(" ")
+            else:  # one recipient row, from a replica of the earlier version (notify_inbox())
+                recipient, micros, message = payload.split(" ")
+                recipients = [recipient]
+            key = (int(micros), UUID(message))
+            agent_ids = [UUID(recipient) for recipient in recipients]
         except ValueError:
             log.warning("ignoring a malformed notification %r", payload)
             return
-        for waiter in self.waiters.get(agent_id, ()):
-            waiter.notify(key)
+        waiters = self.waiters
+        for agent_id in agent_ids:
+            for waiter in waiters.get(agent_id, ()):
+                waiter.notify(key)
 
     def _wake_all(self) -> None:
         """After the listener was away: notifications may have been missed, of messages

@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -138,3 +139,31 @@ def test_a_reconnection_that_timed_out_while_the_loop_stalled_does_not_declare_t
     messages = log.messages()
     assert any("while the event loop was stalled" in m for m in messages), messages
     assert not any("database unreachable" in m for m in messages), messages
+
+
+def test_each_kind_of_inbox_notification_wakes_its_waiters_and_a_malformed_one_none() -> None:
+    """The payloads of the inbox channel, as the listener reads them: a send's (migration
+    0034), a replica of the earlier version's one row (notify_inbox()), a retirement, a
+    key change; a malformed one is logged and wakes no one."""
+    a, b, c = (uuid.uuid4() for _ in range(3))
+    message = uuid.uuid4()
+
+    async def nothing() -> None:
+        pass
+
+    listener = Listener("postgresql://unused", 1, 1, on_reconnect=nothing)
+    waiter_a, waiter_b, waiter_c = (listener.subscribe(x).waiter for x in (a, b, c))
+    with LogRecords("mailroom.listener") as log:
+        for payload in ("message 12 not-a-uuid " + str(a), f"{a} twelve {message}", "retired x"):
+            listener._dispatch(payload)
+    assert len([m for m in log.messages() if "malformed notification" in m]) == 3
+    assert not any(w.woken or w.closed for w in (waiter_a, waiter_b, waiter_c))
+
+    listener._dispatch(f"message 12 {message} {a} {b}")
+    assert (waiter_a.take(), waiter_b.take(), waiter_c.pending) == ([(12, message)],) * 2 + ([],)
+    listener._dispatch(f"{c} 13 {message}")
+    assert waiter_c.take() == [(13, message)] and not waiter_a.woken
+    listener._dispatch(f"rekeyed {a}")
+    assert waiter_a.rekeyed and not waiter_b.rekeyed
+    listener._dispatch(f"retired {b}")
+    assert waiter_b.closed and waiter_b.retired and not waiter_c.closed
