@@ -166,7 +166,7 @@ def _late(keys: list[Key], position: Position, sent: dict[UUID, None]) -> list[U
     return [
         message_id
         for micros, message_id in keys
-        if micros <= at[0] and (micros, message_id) <= at and message_id not in sent
+        if (micros, message_id) <= at and message_id not in sent
     ]
 
 

@@ -23,6 +23,12 @@ import pytest
 from httpx_sse import connect_sse
 from starlette.testclient import TestClient
 
+from handlers.pagination import OLDEST
+from handlers.stream import HEARTBEAT as HEARTBEAT_LINE
+from handlers.stream import OPENING, _events
+from queries.database import make_pool
+from queries.listener import Listener
+from queries.wakeups import WakeupReads
 from tests.helpers import (
     EVENT_SECONDS,
     UNKNOWN,
@@ -243,13 +249,6 @@ def test_a_message_notified_while_a_heartbeat_is_written_is_sent_next(
     message, not another heartbeat. (It was lost until the next message woke the
     stream: 2 of 1,000 streams in a bench/push_scale.py run at 10,000 streams.) The
     stream's own generator, on a real pool and listener, is held at the heartbeat."""
-    from handlers.pagination import OLDEST
-    from handlers.stream import HEARTBEAT as HEARTBEAT_LINE
-    from handlers.stream import OPENING, _events
-    from queries.database import make_pool
-    from queries.listener import Listener
-    from queries.wakeups import WakeupReads
-
     recipient = agent()
 
     async def scenario() -> bytes:
