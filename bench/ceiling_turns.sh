@@ -22,19 +22,14 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/common.sh"
-ROOT=$(dirname "$HERE")
 DURATION=${1:-5}
 ROUNDS=${2:-8}
-SERVER=${BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432}
-SERVER=${SERVER%/}
 CEILING=${BENCH_CEILING:-$ROOT/../shared/bench/ceilings}
-PY="$ROOT/.venv/bin/python"
-TOKEN="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+TOKEN=$(admin_token)
 WORK=$(mktemp -d)
 DATABASE=mailroom_turns
 
-command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
-(cd "$ROOT" && uv sync --quiet --locked)
+ready
 databases create "$DATABASE"
 
 declare -A PID PORT RUNS CPU

@@ -1,4 +1,21 @@
-# Shell functions the benchmark scripts share: `source "$HERE/common.sh"`.
+# What the benchmark scripts share: `source "$HERE/common.sh"`.
+#
+# ROOT is the checkout, PY its environment's Python, SERVER the PostgreSQL server
+# (BENCH_DATABASE_URL without a database, default the local one) that the scripts
+# create their databases on.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PY="$ROOT/.venv/bin/python"
+SERVER=${BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432}
+SERVER=${SERVER%/}
+
+# Stop unless wrk is installed, then bring the checkout's environment up to date.
+ready() {
+  command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+  (cd "$ROOT" && uv sync --quiet --locked)
+}
+
+# A fresh admin key for a server the script starts (MAILROOM_ADMIN_TOKEN).
+admin_token() { echo "bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"; }
 
 # Wait until URL/health answers (60 s at most), or end the script.
 wait_healthy() {

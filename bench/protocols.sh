@@ -13,19 +13,14 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/common.sh"
-ROOT=$(dirname "$HERE")
 DURATION=${1:-5}
 ROUNDS=${2:-3}
-SERVER=${BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432}
-SERVER=${SERVER%/}
 PORT=8203
-PY="$ROOT/.venv/bin/python"
 PROTOCOLS=(httptools h11 service:HttpProtocol)
-TOKEN="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+TOKEN=$(admin_token)
 LOG=$(mktemp -d)/server.log
 
-command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
-(cd "$ROOT" && uv sync --quiet --locked)
+ready
 databases create mailroom_protocols
 
 SERVER_PID=

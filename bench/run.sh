@@ -23,18 +23,13 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/common.sh"
-ROOT=$(dirname "$HERE")
 DURATION=${1:-10}
-SERVER=${BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432}
-SERVER=${SERVER%/}
 WORK=${BENCH_WORK:-/tmp/mailroom-bench}
 THREADS=${WRK_THREADS:-2}
 CONNECTIONS=${WRK_CONNECTIONS:-64}
 RESULTS=$WORK/results.tsv
-PY="$ROOT/.venv/bin/python"
 
-command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
-(cd "$ROOT" && uv sync --quiet --locked)
+ready
 mkdir -p "$WORK"
 : >"$RESULTS"
 SERVER_PID=
@@ -114,7 +109,7 @@ run_side() {
 
 # mailroom runs as it ships (MAILROOM_AUTH=required); every client of both sides
 # sends this admin key, which costs mailroom a SHA-256 and no query per request.
-BENCH_TOKEN="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+BENCH_TOKEN=$(admin_token)
 export BENCH_AUTHORIZATION="Bearer $BENCH_TOKEN"
 
 log "mailroom"

@@ -9,22 +9,17 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/common.sh"
-ROOT=$(dirname "$HERE")
 DURATION=${1:-10}
 LARGE=${2:-1000000}
-SERVER=${BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432}
-SERVER=${SERVER%/}
 WORK=${BENCH_WORK:-/tmp/mailroom-bench}/scale
 THREADS=${WRK_THREADS:-2}
 CONNECTIONS=${WRK_CONNECTIONS:-16}
-PY="$ROOT/.venv/bin/python"
 SERVER_PID=
 
-command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+ready
 # mailroom as it ships (MAILROOM_AUTH=required): the requests carry an admin key.
-BENCH_TOKEN="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+BENCH_TOKEN=$(admin_token)
 export BENCH_AUTHORIZATION="Bearer $BENCH_TOKEN"
-(cd "$ROOT" && uv sync --quiet --locked)
 mkdir -p "$WORK"
 : >"$WORK/results.tsv"
 
