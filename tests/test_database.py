@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import msgspec
 import psycopg
+import psycopg_pool
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
@@ -352,6 +353,101 @@ def test_a_connection_given_back_inside_a_transaction_is_rolled_back(database_ur
             await pool.close()
 
     assert asyncio.run(scenario()) == (1, 0, "IDLE")
+
+
+async def _backend(conn: psycopg.AsyncConnection) -> int:
+    """The server process behind a pooled connection: which connection a borrower got."""
+    return conn.info.backend_pid
+
+
+def test_borrowers_past_the_pool_wait_in_turn_and_give_up_at_the_timeout(
+    database_url: str,
+) -> None:
+    """With every connection lent, further borrowers queue at the pool's gate in arrival
+    order (queries/database.py); each one gets the next connection given back, and one
+    still waiting at the timeout gets PoolTimeout (the 503) and is counted as such."""
+
+    async def scenario() -> dict[str, Any]:
+        pool = make_pool(database_url, 2, 2, 0.5, None)
+        await pool.open(wait=True)
+        seen: dict[str, Any] = {"order": []}
+        try:
+            first, second = pool.connection(), pool.connection()
+            held = [await first.__aenter__(), await second.__aenter__()]
+
+            async def borrow(name: str) -> None:
+                async with pool.connection() as conn:
+                    seen["order"].append((name, await _backend(conn)))
+                    await asyncio.sleep(0.05)
+
+            waiters = [asyncio.create_task(borrow(name)) for name in ("b", "c", "d")]
+            await asyncio.sleep(0.1)
+            seen["waiting"] = pool.get_stats()["requests_waiting"]
+            await first.__aexit__(None, None, None)  # b, then c (in turn), then d
+            await asyncio.gather(*waiters)
+            seen["freed"] = await _backend(held[0])
+            third = pool.connection()
+            await third.__aenter__()  # both lent again: e waits, then gives up
+            late = asyncio.create_task(borrow("e"))
+            await asyncio.sleep(0.1)
+            seen["waiting_late"] = pool.get_stats()["requests_waiting"]
+            started = time.monotonic()
+            with pytest.raises(psycopg_pool.PoolTimeout):
+                await late
+            seen["gave_up_after"] = time.monotonic() - started
+            await second.__aexit__(None, None, None)
+            await third.__aexit__(None, None, None)
+            stats = pool.get_stats()
+            seen["errors"], seen["waiting_after"] = (
+                stats["requests_errors"],
+                stats["requests_waiting"],
+            )
+            both = [pool.connection(), pool.connection()]  # every turn is back
+            seen["again"] = len({await _backend(await b.__aenter__()) for b in both})
+            for b in both:
+                await b.__aexit__(None, None, None)
+        finally:
+            await pool.close()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert [name for name, _ in seen["order"]] == ["b", "c", "d"]
+    assert {pid for _, pid in seen["order"]} == {seen["freed"]}  # the one connection given back
+    assert seen["waiting"] == 3 and seen["waiting_late"] == 1 and seen["waiting_after"] == 0
+    assert 0.25 < seen["gave_up_after"] < 1.0
+    assert seen["errors"] == 1
+    assert seen["again"] == 2
+
+
+def test_a_borrower_cancelled_while_waiting_leaves_no_turn_behind(database_url: str) -> None:
+    """A request that ends while queued for a connection (its client left) gives up its
+    place; the pool can still lend every connection, at once, afterwards."""
+
+    async def scenario() -> tuple[int, int, bool]:
+        pool = make_pool(database_url, 1, 1, 5, None)
+        await pool.open(wait=True)
+        try:
+            holder = pool.connection()
+            await holder.__aenter__()
+
+            async def borrow() -> None:
+                async with pool.connection():
+                    pass
+
+            waiter = asyncio.create_task(borrow())
+            await asyncio.sleep(0.05)
+            waiting = pool.get_stats()["requests_waiting"]
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+            await holder.__aexit__(None, None, None)
+            after = pool.get_stats()["requests_waiting"]
+            async with asyncio.timeout(1):  # the one connection, lent at once
+                await borrow()
+            return waiting, after, waiter.cancelled()
+        finally:
+            await pool.close()
+
+    assert asyncio.run(scenario()) == (1, 0, True)
 
 
 def test_array_literals_round_trip_uuids_and_instants(database_url: str) -> None:
