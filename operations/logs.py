@@ -142,30 +142,33 @@ class RequestLines:
     def __init__(self) -> None:
         self.json = True
         self.pending: list[str] = []
+        self._second, self._second_text = 0, ""  # the last whole second, formatted
         # (method, route, status) -> the text around the duration and the request id.
         self._parts: dict[tuple[str, str, int], tuple[str, str, str]] = {}
 
     def add(
         self, request_id: str, key: tuple[str, str, int], seconds: float, principal: str | None
     ) -> None:
-        """One request's line: `key` is (method, route template, status)."""
+        """One request's line: `key` is (method, route template, status). `request_id` and
+        `principal` need no escaping in JSON: the request layer's id is WELL_FORMED
+        (operations/middleware.py), a principal "admin" or an agent's UUID."""
         parts = self._parts.get(key)
         if parts is None:
             parts = self._parts[key] = self._line_parts(*key)
         now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._second_text = second, _whole_second(second)
+        stamp = f"{self._second_text}.{int((now - second) * 1000):03d}Z"
+        duration = f"{seconds * 1000:.2f}"
         if self.json:
-            duration_ms = round(seconds * 1000, 2)
+            who = "null" if principal is None else f'"{principal}"'
             line = (
-                f'{{"time":"{_timestamp(now)}",{parts[1]} {duration_ms:.2f} ms",'
-                f'"request_id":{_ENCODER.encode(request_id).decode()},{parts[2]}'
-                f'"duration_ms":{duration_ms!r},"principal":'
-                f"{_ENCODER.encode(principal).decode()}}}\n"
+                f'{{"time":"{stamp}",{parts[1]} {duration} ms","request_id":"{request_id}",'
+                f'{parts[2]}"duration_ms":{duration},"principal":{who}}}\n'
             )
         else:
-            line = (
-                f"{_timestamp(now)} INFO {self.ACCESS}: {parts[0]} {seconds * 1000:.2f} ms"
-                f" request_id={request_id}\n"
-            )
+            line = f"{stamp} INFO {self.ACCESS}: {parts[0]} {duration} ms request_id={request_id}\n"
         if not self.pending:
             asyncio.get_running_loop().call_soon(self.flush)
         self.pending.append(line)
