@@ -17,6 +17,12 @@
 # The medians over the rounds are the figures docs/performance.md quotes. The
 # servers, the worktree and the database are gone when the script ends.
 #
+# BENCH_VARIANTS adds more mailroom servers, each with settings of its own and of
+# this checkout or another revision, to find what a feature or a setting costs:
+# space-separated name[@revision]:[VAR=value,...], e.g. "nolog:LOG_LEVEL=WARNING
+# old4@748f832:MAILROOM_POOL_MAX_SIZE=4,MAILROOM_POOL_MIN_SIZE=4". The ceiling app
+# reads POOL_MIN (its pool's size, default 4) from this script's environment.
+#
 # Environment: BENCH_DATABASE_URL [postgresql://postgres@127.0.0.1:5432],
 # WRK_THREADS [2], WRK_CONNECTIONS [64]. Needs wrk (apt-get install wrk).
 set -euo pipefail
@@ -35,26 +41,51 @@ databases create "$DATABASE"
 declare -A PID PORT RUNS CPU
 finish() {
   for side in "${!PID[@]}"; do stop_process "${PID[$side]}"; done
-  [[ -d $WORK/baseline ]] && git -C "$ROOT" worktree remove --force "$WORK/baseline"
+  for tree in "$WORK"/trees/*; do
+    [[ -d $tree ]] && git -C "$ROOT" worktree remove --force "$tree"
+  done
   rm -rf "$WORK"
   databases drop "$DATABASE"
 }
 trap finish EXIT
 
-start_mailroom() { # side, checkout, port
-  (cd "$2" && DATABASE_URL="$SERVER/$DATABASE" MAILROOM_ADMIN_TOKEN="$TOKEN" \
-    exec "$PY" -m uvicorn service:app --host 127.0.0.1 --port "$3" --workers 1 \
-    --loop uvloop --http httptools --no-access-log --log-level warning) >"$WORK/$1.log" 2>&1 &
-  PID[$1]=$!
-  PORT[$1]=$3
-  wait_healthy "http://127.0.0.1:$3"
+start_mailroom() { # side, checkout, port, [VAR=value...]
+  local side=$1 checkout=$2 port=$3
+  shift 3
+  (cd "$checkout" && exec env DATABASE_URL="$SERVER/$DATABASE" MAILROOM_ADMIN_TOKEN="$TOKEN" "$@" \
+    "$PY" -m uvicorn service:app --host 127.0.0.1 --port "$port" --workers 1 \
+    --loop uvloop --http httptools --no-access-log --log-level warning) >"$WORK/$side.log" 2>&1 &
+  PID[$side]=$!
+  PORT[$side]=$port
+  wait_healthy "http://127.0.0.1:$port"
+}
+
+checkout() { # revision: a worktree of it, made once (the tree shares .venv's packages)
+  local tree="$WORK/trees/$1"
+  if [[ ! -d $tree ]]; then
+    git -C "$ROOT" worktree add --quiet --detach "$tree" "$1"
+  fi
+  echo "$tree"
 }
 
 start_mailroom mailroom "$ROOT" 8211
 if [[ -n ${BENCH_BASELINE:-} ]]; then
-  git -C "$ROOT" worktree add --quiet --detach "$WORK/baseline" "$BENCH_BASELINE"
-  start_mailroom baseline "$WORK/baseline" 8212
+  start_mailroom baseline "$(checkout "$BENCH_BASELINE")" 8212
 fi
+VARIANTS=()
+port=8220
+for variant in ${BENCH_VARIANTS:-}; do
+  port=$((port + 1))
+  name=${variant%%:*}
+  tree=$ROOT
+  if [[ $name == *@* ]]; then
+    tree=$(checkout "${name#*@}")
+    name=${name%%@*}
+  fi
+  IFS=, read -r -a settings <<<"${variant#*:}"
+  start_mailroom "$name" "$tree" "$port" "${settings[@]}"
+  VARIANTS+=("$name")
+done
 # The ceiling's run.sh execs uvicorn, so its pid is the server's.
 DATABASE_URL="$SERVER/$DATABASE" "$CEILING/run.sh" users_app 8213 >"$WORK/ceiling.log" 2>&1 &
 PID[ceiling]=$!
@@ -77,7 +108,7 @@ done
 base=$(echo "${RUNS[ceiling]}" | median)
 cpu_base=$(echo "${CPU[ceiling]}" | median)
 printf "%-10s %7s %10s %12s %12s\n" server "req/s" "of ceiling" "CPU us/req" "of ceiling"
-for side in ceiling mailroom baseline; do
+for side in ceiling mailroom baseline "${VARIANTS[@]}"; do
   [[ -n ${RUNS[$side]:-} ]] || continue
   m=$(echo "${RUNS[$side]}" | median)
   c=$(echo "${CPU[$side]}" | median)
