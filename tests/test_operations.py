@@ -371,6 +371,34 @@ def test_json_log_has_one_line_per_request_and_no_key_or_content(database_url, t
     assert "startup" in events and "shutdown" in events
 
 
+def test_request_lines_are_json_objects_for_every_principal() -> None:
+    """The request line is assembled as text, not encoded (operations/logs.py): for each
+    principal it can name (none, the admin, an agent) and a client's well-formed id, it
+    parses as one JSON object with the values it was given; the text form says the same."""
+    agent_id = str(uuid.uuid4())
+    lines = logs.RequestLines()
+
+    async def write() -> list[str]:
+        for principal in (None, "admin", agent_id):
+            lines.add("client.id-7_A", ("PUT", "/agents/{agent_id}", 404), 0.0123456, principal)
+        lines.json = False
+        lines.add("client.id-7_A", ("PUT", "/agents/{agent_id}", 404), 0.0123456, None)
+        written, lines.pending = lines.pending, []
+        return written
+
+    *json_lines, text_line = asyncio.run(write())
+    parsed = [json.loads(line) for line in json_lines]
+    assert [line["principal"] for line in parsed] == [None, "admin", agent_id]
+    for line in parsed:
+        assert line["request_id"] == "client.id-7_A" and line["duration_ms"] == 12.35
+        assert (line["method"], line["route"], line["status"]) == ("PUT", "/agents/{agent_id}", 404)
+        assert line["message"] == "PUT /agents/{agent_id} 404 12.35 ms"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
+    assert text_line.endswith(
+        " INFO mailroom.access: PUT /agents/{agent_id} 404 12.35 ms request_id=client.id-7_A\n"
+    )
+
+
 def test_text_log_is_the_default_for_local_runs(database_url, tmp_path):
     server = Server(database_url, tmp_path)
     try:
