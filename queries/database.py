@@ -109,10 +109,7 @@ class DatabaseDown(PoolTimeout):
 
 
 class Borrowed:
-    """`async with pool.connection() as conn`: a connection of the pool, put back at the end.
-
-    The borrower first takes a turn at the pool's gate (Pool), then the connection.
-    """
+    """`async with pool.connection() as conn`: a connection of the pool, put back at the end."""
 
     __slots__ = ("conn", "pool", "timeout")
 
@@ -121,26 +118,11 @@ class Borrowed:
         self.timeout = timeout
 
     async def __aenter__(self) -> AsyncConnection:
-        pool = self.pool
-        if not pool.reachable():
-            raise DatabaseDown("the database is unreachable")
-        timeout = pool.timeout if self.timeout is None else self.timeout
-        if pool.turns.locked():
-            timeout = await pool.queue(timeout)
-        else:
-            await pool.turns.acquire()  # free: returns without suspending
-        try:
-            self.conn = await pool.getconn(timeout)
-        except BaseException:
-            pool.turns.release()
-            raise
+        self.conn = await self.pool.getconn(self.timeout)
         return self.conn
 
     async def __aexit__(self, *exc_info: object) -> None:
-        try:
-            await self.pool.putconn(self.conn)
-        finally:
-            self.pool.turns.release()
+        await self.pool.putconn(self.conn)
 
 
 class Pool(AsyncConnectionPool):
@@ -151,9 +133,10 @@ class Pool(AsyncConnectionPool):
     connection is lost, waiting for a pooled connection would only make every
     request hang until the pool timeout.
 
-    The gate (`turns`, a semaphore of `max_size`) lets only as many borrowers in
-    as the pool has connections, so a borrower past it finds one ready. Under
-    load, requests then wait in a plain FIFO of futures instead of psycopg_pool's
+    The gate (`turns`, a semaphore of `max_size`, taken by getconn() and given
+    back by putconn()) lets only as many borrowers in as the pool has
+    connections, so a borrower past it finds one ready. Under load, requests
+    then wait in a plain FIFO of futures instead of psycopg_pool's
     own queue, where each waiter costs a Condition, a task (wait_for), and the
     pool's lock held across the hand-over, which turns into a convoy of lock
     waiters: about a sixth of a loaded GET /users/1 (docs/performance.md).
@@ -167,7 +150,7 @@ class Pool(AsyncConnectionPool):
         self.queued = 0  # borrowers waiting at the gate
         self.gate_timeouts = 0  # borrowers that gave up there
 
-    async def queue(self, seconds: float) -> float:
+    async def _queue(self, seconds: float) -> float:
         """Wait for a turn at the gate, at most `seconds` (PoolTimeout); the seconds left
         of them for the connection itself."""
         started = time.monotonic()
@@ -190,9 +173,26 @@ class Pool(AsyncConnectionPool):
         return stats
 
     async def getconn(self, timeout: float | None = None) -> AsyncConnection:  # noqa: ASYNC109 - the pool's signature
+        """A connection, after a turn at the gate; putconn() gives both back."""
         if not self.reachable():
             raise DatabaseDown("the database is unreachable")
-        return await super().getconn(timeout)
+        if timeout is None:
+            timeout = self.timeout
+        if self.turns.locked():
+            timeout = await self._queue(timeout)
+        else:
+            await self.turns.acquire()  # free: returns without suspending
+        try:
+            return await super().getconn(timeout)
+        except BaseException:
+            self.turns.release()
+            raise
+
+    async def putconn(self, conn: AsyncConnection) -> None:
+        try:
+            await super().putconn(conn)
+        finally:
+            self.turns.release()
 
     def connection(self, timeout: float | None = None) -> Borrowed:  # type: ignore[override]
         """A connection for an `async with` block, without psycopg_pool's commit at its end.
