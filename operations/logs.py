@@ -142,7 +142,6 @@ class RequestLines:
     def __init__(self) -> None:
         self.json = True
         self.pending: list[str] = []
-        self._second, self._second_text = 0, ""  # the last whole second, formatted
         # (method, route, status) -> the text around the duration and the request id.
         self._parts: dict[tuple[str, str, int], tuple[str, str, str]] = {}
 
@@ -155,11 +154,7 @@ class RequestLines:
         parts = self._parts.get(key)
         if parts is None:
             parts = self._parts[key] = self._line_parts(*key)
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second, self._second_text = second, _whole_second(second)
-        stamp = f"{self._second_text}.{int((now - second) * 1000):03d}Z"
+        stamp = _timestamp(time.time())
         duration = f"{seconds * 1000:.2f}"
         if self.json:
             who = "null" if principal is None else f'"{principal}"'
